@@ -1,0 +1,323 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+)
+
+// Request is one query to fan out.
+type Request struct {
+	Query string
+	TopK  uint32
+	// ShardTimeout, when positive, caps the configured per-shard timeout.
+	ShardTimeout time.Duration
+}
+
+// Hit is one shard hit as the merge sees it: the shard's message and the index of the shard in
+// Client.Shards order.
+type Hit struct {
+	*shardv1.Hit
+	Shard int
+}
+
+// Less orders hits the way gather's answers are ordered: score descending, then doc_id
+// ascending, then shard ascending.
+func Less(a, b Hit) bool {
+	if a.Score != b.Score {
+		return a.Score > b.Score
+	}
+	if a.DocId != b.DocId {
+		return a.DocId < b.DocId
+	}
+	return a.Shard < b.Shard
+}
+
+// Causes of a shard call's end that the fan-out itself decides; Result.Err wraps one of them.
+var (
+	// ErrShardDeadline: the shard did not finish within its per-shard deadline.
+	ErrShardDeadline = errors.New("per-shard deadline exceeded")
+	// ErrIdle: the shard sent nothing for longer than the idle timeout.
+	ErrIdle = errors.New("shard idle too long")
+	// ErrStoppedEarly: the caller had enough hits and stopped the call (not a failure).
+	ErrStoppedEarly = errors.New("stopped early: top_k complete")
+	// ErrOrder: the shard broke the ordering contract.
+	ErrOrder = errors.New("ordering contract broken")
+	// ErrTooMany: the shard sent more than top_k hits.
+	ErrTooMany = errors.New("more hits than top_k")
+)
+
+// Status is how one shard call ended.
+type Status int
+
+// Shard call outcomes; they map one to one onto gather.query.v1.ShardStatus.
+const (
+	StatusOK Status = iota + 1
+	StatusDeadlineExceeded
+	StatusUnavailable
+	StatusCanceled
+	StatusFailed
+	StatusProtocolViolation
+)
+
+// Result reports one shard's part of a call. It is final once Call.Close has returned.
+type Result struct {
+	Shard        string
+	Replica      string
+	Status       Status
+	Err          error // nil for StatusOK
+	Hits         int
+	Latency      time.Duration
+	StoppedEarly bool
+	TotalMatches uint64
+	Documents    uint64
+}
+
+// Call is one fanned-out query. Its cursors are read by one goroutine (the merge); Stop, Failed,
+// Close may be called from any goroutine. The caller must call Close, which cancels whatever is
+// still running and waits for every receiving goroutine.
+type Call struct {
+	ctx     context.Context // the caller's context
+	cancel  context.CancelCauseFunc
+	cursors []*Cursor
+	results []Result
+	failed  atomic.Int32
+	wg      sync.WaitGroup
+	close   sync.Once
+}
+
+// Start sends the request to every shard concurrently and returns at once. The per-shard
+// deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive) and
+// the caller's deadline minus the merge reserve.
+func (c *Client) Start(ctx context.Context, req Request) *Call {
+	callCtx, cancel := context.WithCancelCause(ctx)
+	call := &Call{
+		ctx:     ctx,
+		cancel:  cancel,
+		cursors: make([]*Cursor, len(c.shards)),
+		results: make([]Result, len(c.shards)),
+	}
+	now := time.Now()
+	timeout := c.cfg.ShardTimeout
+	if req.ShardTimeout > 0 && req.ShardTimeout < timeout {
+		timeout = req.ShardTimeout
+	}
+	deadline := now.Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Add(-c.cfg.MergeReserve).Before(deadline) {
+		deadline = d.Add(-c.cfg.MergeReserve)
+	}
+	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK}
+	for i, s := range c.shards {
+		cur := &Cursor{ch: make(chan []*shardv1.Hit, c.cfg.Buffer), shard: i}
+		call.cursors[i] = cur
+		call.results[i].Shard = s.name
+		call.wg.Add(1)
+		go func() {
+			defer call.wg.Done()
+			defer close(cur.ch)
+			call.receive(callCtx, s, deadline, sreq, cur, &call.results[i], c.cfg.IdleTimeout)
+		}()
+	}
+	return call
+}
+
+// Cursors returns one cursor per shard, in Client.Shards order. Each is a sorted sequence of
+// the shard's hits (merge.Sequence[Hit]) that ends when the shard's stream ends for any reason.
+func (call *Call) Cursors() []*Cursor { return call.cursors }
+
+// Failed reports how many shards have already ended in anything but StatusOK. It lets a caller
+// that requires full coverage give up without waiting for the rest.
+func (call *Call) Failed() int { return int(call.failed.Load()) }
+
+// Stop cancels every shard call still running, recording them as stopped early (StatusOK). Use
+// it once the merge has all the hits it needs.
+func (call *Call) Stop() { call.cancel(ErrStoppedEarly) }
+
+// Close cancels every shard call still running (as cancelled, unless Stop came first), waits for
+// every receiving goroutine and returns the per-shard results in Client.Shards order. It is safe
+// to call more than once; later calls return the same results.
+func (call *Call) Close() []Result {
+	call.close.Do(func() {
+		call.cancel(context.Canceled)
+		call.wg.Wait()
+	})
+	return call.results
+}
+
+// receive runs one shard call to its end, feeding cur and filling res.
+func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req *shardv1.SearchRequest,
+	cur *Cursor, res *Result, idle time.Duration) {
+	start := time.Now()
+	sctx, cancelDeadline := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
+	defer cancelDeadline()
+	ictx, cancelIdle := context.WithCancelCause(sctx)
+	defer cancelIdle(nil)
+	idleTimer := time.AfterFunc(idle, func() { cancelIdle(fmt.Errorf("%w (%s)", ErrIdle, idle)) })
+	defer idleTimer.Stop()
+
+	var err error
+	for _, r := range s.order() {
+		res.Replica = r.addr
+		var got int
+		got, err = call.stream(ictx, r, req, cur, res, idleTimer, idle)
+		if got > 0 || err == nil || status.Code(err) != codes.Unavailable || ictx.Err() != nil {
+			break // only a replica that could not be reached at all is worth another try
+		}
+	}
+	res.Latency = time.Since(start)
+	res.Status, res.Err = classify(ctx, ictx, err)
+	if res.Status == StatusOK && errors.Is(context.Cause(ctx), ErrStoppedEarly) && err != nil {
+		res.StoppedEarly = true
+	}
+	if res.Status != StatusOK {
+		call.failed.Add(1)
+	}
+}
+
+// stream reads one replica's stream into cur. It returns the number of messages received and the
+// error that ended the stream (nil for a clean end).
+func (call *Call) stream(ctx context.Context, r *replica, req *shardv1.SearchRequest, cur *Cursor,
+	res *Result, idleTimer *time.Timer, idle time.Duration) (int, error) {
+	st, err := r.client.Search(ctx, req)
+	if err != nil {
+		return 0, err
+	}
+	var (
+		msgs int
+		prev *shardv1.Hit
+	)
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return msgs, nil
+			}
+			return msgs, err
+		}
+		idleTimer.Reset(idle)
+		if msgs == 0 {
+			res.TotalMatches = resp.GetTotalMatches()
+			res.Documents = resp.GetDocuments()
+		}
+		msgs++
+		hits := resp.GetHits()
+		n, verr := check(prev, hits, uint32(res.Hits), req.GetTopK())
+		hits = hits[:n]
+		if n > 0 {
+			prev = hits[n-1]
+			res.Hits += n
+			select {
+			case cur.ch <- hits:
+			case <-ctx.Done():
+				return msgs, ctx.Err()
+			}
+		}
+		if verr != nil {
+			// Returning ends the call: the caller's deferred cancel tears the stream down.
+			return msgs, verr
+		}
+	}
+}
+
+// check returns how many of hits keep the ordering contract after prev (with sent hits already
+// received, of at most topK), and the violation that stops it, if any.
+func check(prev *shardv1.Hit, hits []*shardv1.Hit, sent, topK uint32) (int, error) {
+	for i, h := range hits {
+		if sent+uint32(i) >= topK {
+			return i, fmt.Errorf("%w (%d)", ErrTooMany, topK)
+		}
+		if math.IsNaN(h.GetScore()) {
+			return i, fmt.Errorf("%w: doc %q has a NaN score", ErrOrder, h.GetDocId())
+		}
+		if prev != nil {
+			switch {
+			case h.GetScore() > prev.GetScore():
+				return i, fmt.Errorf("%w: doc %q (score %g) after doc %q (score %g)",
+					ErrOrder, h.GetDocId(), h.GetScore(), prev.GetDocId(), prev.GetScore())
+			case h.GetScore() == prev.GetScore() && h.GetDocId() <= prev.GetDocId():
+				return i, fmt.Errorf("%w: doc %q after doc %q at equal score %g",
+					ErrOrder, h.GetDocId(), prev.GetDocId(), h.GetScore())
+			}
+		}
+		prev = h
+	}
+	return len(hits), nil
+}
+
+// classify turns the error that ended a shard stream into a Status. callCtx is the query's
+// context (cancelled by Stop or Close or the caller), ictx the shard call's own.
+func classify(callCtx, ictx context.Context, err error) (Status, error) {
+	if err == nil {
+		return StatusOK, nil
+	}
+	if errors.Is(err, ErrOrder) || errors.Is(err, ErrTooMany) {
+		return StatusProtocolViolation, err
+	}
+	if ictx.Err() != nil {
+		cause := context.Cause(ictx)
+		switch {
+		case errors.Is(cause, ErrStoppedEarly):
+			return StatusOK, nil
+		case errors.Is(cause, ErrIdle), errors.Is(cause, ErrShardDeadline):
+			return StatusDeadlineExceeded, cause
+		case callCtx.Err() != nil && errors.Is(context.Cause(callCtx), context.DeadlineExceeded):
+			return StatusDeadlineExceeded, fmt.Errorf("query deadline exceeded: %w", context.DeadlineExceeded)
+		default:
+			return StatusCanceled, fmt.Errorf("query cancelled: %w", context.Canceled)
+		}
+	}
+	st := status.Convert(err)
+	serr := fmt.Errorf("shard answered %s: %s", st.Code(), st.Message())
+	switch st.Code() {
+	case codes.Unavailable:
+		return StatusUnavailable, serr
+	case codes.DeadlineExceeded:
+		return StatusDeadlineExceeded, serr
+	default:
+		return StatusFailed, serr
+	}
+}
+
+// Cursor is one shard's hits as a sorted sequence (merge.Sequence[Hit]). It is read by one
+// goroutine; it ends when the shard's stream ends, however it ends.
+type Cursor struct {
+	ch    chan []*shardv1.Hit
+	batch []*shardv1.Hit
+	pos   int
+	cur   Hit
+	shard int
+}
+
+// Next advances to the shard's next hit, blocking until it arrives or the shard call ends.
+func (c *Cursor) Next() bool {
+	c.pos++
+	for c.pos >= len(c.batch) {
+		b, ok := <-c.ch
+		if !ok {
+			c.batch, c.pos = nil, 0
+			return false
+		}
+		c.batch, c.pos = b, 0
+	}
+	c.cur = Hit{Hit: c.batch[c.pos], Shard: c.shard}
+	return true
+}
+
+// At returns the current hit.
+func (c *Cursor) At() Hit { return c.cur }
+
+// Buffered reports whether the next call to Next returns without waiting for the network: a hit
+// is already received, or the stream has ended.
+func (c *Cursor) Buffered() bool {
+	return c.pos+1 < len(c.batch) || len(c.ch) > 0
+}

@@ -1,0 +1,214 @@
+// Package shardtest provides fake ShardService servers on real loopback gRPC, for testing the
+// proxy against shards that answer, fail, stall or break the ordering contract.
+package shardtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+)
+
+// Behavior says how a fake shard answers one call.
+type Behavior struct {
+	// Hits are sent in this order (Hits returns a correctly sorted list; tests that want a
+	// violation reorder it), cut at the request's top_k unless IgnoreTopK.
+	Hits []*shardv1.Hit
+	// Batch is the number of hits per message; 0 means all in one message.
+	Batch int
+	// Delay is waited before the first message; BatchDelay between messages.
+	Delay, BatchDelay time.Duration
+	// HangAfter, when non-negative, makes the shard stop after sending that many messages and
+	// wait until the call is cancelled. -1 (or Hang false) never hangs.
+	Hang      bool
+	HangAfter int
+	// Err, when set, ends the stream with this error after the hits.
+	Err error
+	// IgnoreTopK sends every hit even past the request's top_k.
+	IgnoreTopK bool
+	// TotalMatches and Documents are sent on the first message (defaults: len(Hits) and 1000).
+	TotalMatches, Documents uint64
+}
+
+// Shard is a fake ShardService listening on 127.0.0.1. Its counters let tests see what the proxy
+// did to it.
+type Shard struct {
+	shardv1.UnimplementedShardServiceServer
+	addr string
+	srv  *grpc.Server
+
+	mu       sync.Mutex
+	behavior Behavior
+	requests []*shardv1.SearchRequest
+
+	started   atomic.Int64 // calls begun
+	active    atomic.Int64 // calls running now
+	cancelled atomic.Int64 // calls that ended because the client cancelled
+}
+
+// Start runs a fake shard with behavior b on a loopback port until the test ends.
+func Start(t testing.TB, b Behavior, opts ...grpc.ServerOption) *Shard {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("shardtest: listen: %v", err)
+	}
+	s := &Shard{addr: lis.Addr().String(), srv: grpc.NewServer(opts...), behavior: b}
+	shardv1.RegisterShardServiceServer(s.srv, s)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		s.srv.Stop()
+		<-done
+	})
+	return s
+}
+
+// Addr is the shard's host:port.
+func (s *Shard) Addr() string { return s.addr }
+
+// Stop stops the server at once, closing every connection (as a crashed process would).
+func (s *Shard) Stop() { s.srv.Stop() }
+
+// SetBehavior changes how later calls are answered.
+func (s *Shard) SetBehavior(b Behavior) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.behavior = b
+}
+
+// Requests returns the requests received so far.
+func (s *Shard) Requests() []*shardv1.SearchRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*shardv1.SearchRequest(nil), s.requests...)
+}
+
+// Started, Active and Cancelled count calls begun, calls still running, and calls that ended
+// because the client cancelled them.
+func (s *Shard) Started() int64   { return s.started.Load() }
+func (s *Shard) Active() int64    { return s.active.Load() }
+func (s *Shard) Cancelled() int64 { return s.cancelled.Load() }
+
+// WaitIdle waits until no call is running, failing the test after timeout.
+func (s *Shard) WaitIdle(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for s.Active() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("shardtest: shard %s still has %d calls running after %s", s.addr, s.Active(), timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Search implements shardv1.ShardServiceServer.
+func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_SearchServer) (err error) {
+	ctx := stream.Context()
+	s.started.Add(1)
+	s.active.Add(1)
+	defer func() {
+		if ctx.Err() != nil {
+			s.cancelled.Add(1)
+		}
+		s.active.Add(-1)
+	}()
+	s.mu.Lock()
+	b := s.behavior
+	s.requests = append(s.requests, req)
+	s.mu.Unlock()
+
+	hits := b.Hits
+	if !b.IgnoreTopK && uint32(len(hits)) > req.GetTopK() {
+		hits = hits[:req.GetTopK()]
+	}
+	batch := b.Batch
+	if batch <= 0 {
+		batch = max(len(hits), 1)
+	}
+	total, docs := b.TotalMatches, b.Documents
+	if total == 0 {
+		total = uint64(len(b.Hits))
+	}
+	if docs == 0 {
+		docs = 1000
+	}
+	if err := sleep(ctx, b.Delay); err != nil {
+		return err
+	}
+	sent := 0
+	for first := true; first || len(hits) > 0; first = false {
+		if b.Hang && sent == b.HangAfter {
+			<-ctx.Done()
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if !first {
+			if err := sleep(ctx, b.BatchDelay); err != nil {
+				return err
+			}
+		}
+		n := min(batch, len(hits))
+		msg := &shardv1.SearchResponse{Hits: hits[:n]}
+		if first {
+			msg.TotalMatches, msg.Documents = total, docs
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+		sent++
+		hits = hits[n:]
+	}
+	if b.Hang && sent == b.HangAfter {
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return b.Err
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// Hits returns n hits of a shard named prefix, correctly ordered: scores fall from about 100 in
+// uneven steps with some ties, broken by ascending doc_id. seed varies the scores between shards.
+func Hits(prefix string, n int, seed uint64) []*shardv1.Hit {
+	out := make([]*shardv1.Hit, n)
+	score := 100.0 - float64(seed%7)
+	for i := range out {
+		out[i] = &shardv1.Hit{
+			DocId:  fmt.Sprintf("%s-%04d", prefix, i),
+			Score:  score,
+			Text:   fmt.Sprintf("passage %d of %s", i, prefix),
+			Fields: map[string]string{"n": fmt.Sprint(i)},
+		}
+		if (uint64(i)*2654435761+seed)%3 != 0 { // every third step is a tie
+			score -= float64((uint64(i)*40503+seed)%5+1) / 4
+		}
+	}
+	return out
+}
+
+// Unavailable is a ready-made shard error.
+var Unavailable = status.Error(codes.Unavailable, "shardtest: index offline")
