@@ -1,0 +1,147 @@
+// Package config is the proxy's configuration: a YAML file, overridden by flags, validated at
+// start with errors that name the bad key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/proxy"
+)
+
+// Proxy configures `gather proxy`. Zero durations and limits take the documented defaults of
+// packages fanout and proxy.
+type Proxy struct {
+	// Listen is the QueryService address. Default 127.0.0.1:7070.
+	Listen string `yaml:"listen"`
+	// Admin is the admin HTTP address (/metrics, /healthz). Default 127.0.0.1:9090.
+	Admin string `yaml:"admin"`
+	// Shards is the topology: every shard with its replicas.
+	Shards []Shard `yaml:"shards"`
+	// ShardTimeout, IdleTimeout and MergeReserve: see fanout.Config.
+	ShardTimeout time.Duration `yaml:"shard_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	MergeReserve time.Duration `yaml:"merge_reserve"`
+	// MaxTopK and MaxQueryBytes: see proxy.Limits.
+	MaxTopK       uint32 `yaml:"max_top_k"`
+	MaxQueryBytes int    `yaml:"max_query_bytes"`
+}
+
+// Shard is one shard and its replica addresses, in order of preference.
+type Shard struct {
+	Name     string   `yaml:"name"`
+	Replicas []string `yaml:"replicas"`
+}
+
+// Defaults returns a configuration with the default addresses and no shards.
+func Defaults() Proxy {
+	return Proxy{Listen: "127.0.0.1:7070", Admin: "127.0.0.1:9090"}
+}
+
+// Load reads a YAML file over Defaults. Unknown keys are errors.
+func Load(path string) (Proxy, error) {
+	cfg := Defaults()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file
+		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseShardFlag parses NAME=ADDR[,ADDR...].
+func ParseShardFlag(v string) (Shard, error) {
+	name, addrs, ok := strings.Cut(v, "=")
+	if !ok || strings.TrimSpace(name) == "" || strings.TrimSpace(addrs) == "" {
+		return Shard{}, fmt.Errorf("--shard %q: want NAME=HOST:PORT[,HOST:PORT...]", v)
+	}
+	s := Shard{Name: strings.TrimSpace(name)}
+	for _, a := range strings.Split(addrs, ",") {
+		s.Replicas = append(s.Replicas, strings.TrimSpace(a))
+	}
+	return s, nil
+}
+
+// Validate checks every key and names the first bad one.
+func (c Proxy) Validate() error {
+	var errs []error
+	if err := checkAddr(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %w", err))
+	}
+	if err := checkAddr(c.Admin); err != nil {
+		errs = append(errs, fmt.Errorf("admin: %w", err))
+	}
+	if len(c.Shards) == 0 {
+		errs = append(errs, errors.New("shards: no shard configured: give at least one (--shard NAME=ADDR or a shards: list)"))
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Shards {
+		switch {
+		case s.Name == "":
+			errs = append(errs, fmt.Errorf("shards[%d].name: empty", i))
+		case seen[s.Name]:
+			errs = append(errs, fmt.Errorf("shards[%d].name: %q configured twice", i, s.Name))
+		}
+		seen[s.Name] = true
+		if len(s.Replicas) == 0 {
+			errs = append(errs, fmt.Errorf("shards[%d].replicas: shard %q has no replica address", i, s.Name))
+		}
+		for j, r := range s.Replicas {
+			if err := checkAddr(r); err != nil {
+				errs = append(errs, fmt.Errorf("shards[%d].replicas[%d]: %w", i, j, err))
+			}
+		}
+	}
+	for key, d := range map[string]time.Duration{"shard_timeout": c.ShardTimeout, "idle_timeout": c.IdleTimeout, "merge_reserve": c.MergeReserve} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s: negative (%s)", key, d))
+		}
+	}
+	if c.MaxQueryBytes < 0 {
+		errs = append(errs, fmt.Errorf("max_query_bytes: negative (%d)", c.MaxQueryBytes))
+	}
+	return errors.Join(errs...)
+}
+
+func checkAddr(a string) error {
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT", a)
+	}
+	if port == "" {
+		return fmt.Errorf("%q has no port", a)
+	}
+	return nil
+}
+
+// Topology returns the shards for fanout.New.
+func (c Proxy) Topology() []fanout.ShardSpec {
+	out := make([]fanout.ShardSpec, len(c.Shards))
+	for i, s := range c.Shards {
+		out[i] = fanout.ShardSpec{Name: s.Name, Replicas: s.Replicas}
+	}
+	return out
+}
+
+// Fanout returns the fan-out tunables.
+func (c Proxy) Fanout() fanout.Config {
+	return fanout.Config{ShardTimeout: c.ShardTimeout, IdleTimeout: c.IdleTimeout, MergeReserve: c.MergeReserve}
+}
+
+// Limits returns the request limits.
+func (c Proxy) Limits() proxy.Limits {
+	return proxy.Limits{MaxTopK: c.MaxTopK, MaxQueryBytes: c.MaxQueryBytes}
+}

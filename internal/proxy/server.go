@@ -1,0 +1,231 @@
+// Package proxy implements gather.query.v1.QueryService: it validates a query, fans it out with
+// package fanout, merges the shard streams with package merge into the global top-k, applies the
+// partial-results policy and turns everything that went wrong into proper gRPC statuses.
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/merge"
+)
+
+// Server is the QueryService. Create it with New.
+type Server struct {
+	queryv1.UnimplementedQueryServiceServer
+	fan    *fanout.Client
+	names  []string
+	limits Limits
+}
+
+// New returns a QueryService answering from the shards of fan. The caller keeps ownership of fan
+// and closes it after the gRPC server has stopped.
+func New(fan *fanout.Client, limits Limits) *Server {
+	return &Server{fan: fan, names: fan.Shards(), limits: limits.withDefaults()}
+}
+
+// Search answers with the merged global top_k.
+func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (*queryv1.SearchResponse, error) {
+	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.limits)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	out := &collect{hits: make([]*queryv1.Hit, 0, min(q.topK, 128))}
+	sum, err := s.run(ctx, q, out)
+	if err != nil {
+		return nil, err
+	}
+	return &queryv1.SearchResponse{
+		Hits:         out.hits,
+		Coverage:     sum.Coverage,
+		Shards:       sum.Shards,
+		TotalMatches: sum.TotalMatches,
+		Took:         sum.Took,
+	}, nil
+}
+
+// SearchStream streams the merged hits as they become final, then the summary.
+func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.QueryService_SearchStreamServer) error {
+	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.limits)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	out := &streamer{stream: stream}
+	sum, err := s.run(stream.Context(), q, out)
+	if err != nil {
+		return err
+	}
+	return stream.Send(&queryv1.SearchStreamResponse{Summary: sum})
+}
+
+// sink receives the merged hits in order. flush is called when the merge is about to wait for
+// the network and at the end, so hits that are final are not held back.
+type sink interface {
+	add(h *queryv1.Hit)
+	flush() error
+}
+
+type collect struct{ hits []*queryv1.Hit }
+
+func (c *collect) add(h *queryv1.Hit) { c.hits = append(c.hits, h) }
+func (c *collect) flush() error       { return nil }
+
+type streamer struct {
+	stream queryv1.QueryService_SearchStreamServer
+	batch  []*queryv1.Hit
+}
+
+func (s *streamer) add(h *queryv1.Hit) { s.batch = append(s.batch, h) }
+
+func (s *streamer) flush() error {
+	if len(s.batch) == 0 {
+		return nil
+	}
+	err := s.stream.Send(&queryv1.SearchStreamResponse{Hits: s.batch})
+	s.batch = nil // the message owns the slice now
+	return err
+}
+
+// run fans q out, merges into out and returns the summary, or the gRPC status error that ends
+// the RPC. Every shard call is over and its goroutine joined when run returns.
+func (s *Server) run(ctx context.Context, q query, out sink) (*queryv1.SearchSummary, error) {
+	start := time.Now()
+	call := s.fan.Start(ctx, fanout.Request{Query: q.text, TopK: q.topK, ShardTimeout: q.shardTimeout})
+	defer call.Close()
+
+	cursors := call.Cursors()
+	seqs := make([]merge.Sequence[fanout.Hit], len(cursors))
+	for i, c := range cursors {
+		seqs[i] = c
+	}
+	tree := merge.New(fanout.Less, seqs...)
+	var n uint32
+	for n < q.topK {
+		if q.requireFull && call.Failed() > 0 {
+			break // the answer is already lost; the results below say why
+		}
+		if n > 0 && !cursors[tree.Source()].Buffered() {
+			if err := out.flush(); err != nil {
+				return nil, sendError(ctx, err)
+			}
+		}
+		if !tree.Next() {
+			break
+		}
+		h := tree.At()
+		out.add(&queryv1.Hit{
+			DocId:  h.GetDocId(),
+			Score:  h.GetScore(),
+			Shard:  s.names[h.Shard],
+			Text:   h.GetText(),
+			Fields: h.GetFields(),
+		})
+		n++
+	}
+	if n == q.topK {
+		call.Stop()
+	}
+	results := call.Close()
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	sum := summarize(results)
+	sum.Took = durationpb.New(time.Since(start))
+	if missing := sum.Coverage.ShardsTotal - sum.Coverage.ShardsSucceeded; sum.Coverage.ShardsSucceeded == 0 ||
+		(q.requireFull && missing > 0) {
+		return nil, unavailable(missing, sum)
+	}
+	if err := out.flush(); err != nil {
+		return nil, sendError(ctx, err)
+	}
+	return sum, nil
+}
+
+// sendError maps a failed Send: when the caller went away, its context says why.
+func sendError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// summarize builds the coverage and per-shard results.
+func summarize(results []fanout.Result) *queryv1.SearchSummary {
+	sum := &queryv1.SearchSummary{
+		Coverage: &queryv1.Coverage{ShardsTotal: uint32(len(results))},
+		Shards:   make([]*queryv1.ShardResult, len(results)),
+	}
+	for i, r := range results {
+		sr := &queryv1.ShardResult{
+			Shard:        r.Shard,
+			Status:       shardStatus(r.Status),
+			Replica:      r.Replica,
+			Hits:         uint32(r.Hits),
+			Latency:      durationpb.New(r.Latency),
+			StoppedEarly: r.StoppedEarly,
+			TotalMatches: r.TotalMatches,
+		}
+		if r.Err != nil {
+			sr.Error = r.Err.Error()
+		}
+		sum.Shards[i] = sr
+		sum.TotalMatches += r.TotalMatches
+		if r.Status == fanout.StatusOK {
+			sum.Coverage.ShardsSucceeded++
+			sum.Coverage.DocumentsSearched += r.Documents
+		}
+	}
+	sum.Coverage.Degraded = sum.Coverage.ShardsSucceeded < sum.Coverage.ShardsTotal
+	return sum
+}
+
+func shardStatus(s fanout.Status) queryv1.ShardStatus {
+	switch s {
+	case fanout.StatusOK:
+		return queryv1.ShardStatus_SHARD_STATUS_OK
+	case fanout.StatusDeadlineExceeded:
+		return queryv1.ShardStatus_SHARD_STATUS_DEADLINE_EXCEEDED
+	case fanout.StatusUnavailable:
+		return queryv1.ShardStatus_SHARD_STATUS_UNAVAILABLE
+	case fanout.StatusCanceled:
+		return queryv1.ShardStatus_SHARD_STATUS_CANCELED
+	case fanout.StatusFailed:
+		return queryv1.ShardStatus_SHARD_STATUS_FAILED
+	case fanout.StatusProtocolViolation:
+		return queryv1.ShardStatus_SHARD_STATUS_PROTOCOL_VIOLATION
+	}
+	return queryv1.ShardStatus_SHARD_STATUS_UNSPECIFIED
+}
+
+// unavailable is the error for a query without enough shards: its message lists the missing
+// shards and why, and its details carry every ShardResult.
+func unavailable(missing uint32, sum *queryv1.SearchSummary) error {
+	var why []string
+	for _, r := range sum.Shards {
+		if r.Status != queryv1.ShardStatus_SHARD_STATUS_OK {
+			why = append(why, fmt.Sprintf("%s: %s", r.Shard, r.Error))
+		}
+	}
+	st := status.New(codes.Unavailable, fmt.Sprintf("%d of %d shards did not answer: %s",
+		missing, sum.Coverage.ShardsTotal, strings.Join(why, "; ")))
+	details := make([]protoadapt.MessageV1, len(sum.Shards))
+	for i, r := range sum.Shards {
+		details[i] = r
+	}
+	if withDetails, err := st.WithDetails(details...); err == nil {
+		st = withDetails
+	}
+	return st.Err()
+}
