@@ -1,0 +1,103 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+)
+
+// Server serves an [Index] as a gather.shard.v1.ShardService. It does not
+// own the index: the caller closes it after stopping the gRPC server.
+type Server struct {
+	shardv1.UnimplementedShardServiceServer
+
+	ix  *Index
+	cfg serverConfig
+}
+
+// NewServer returns a Server searching ix.
+func NewServer(ix *Index, opts ...Option) *Server {
+	return &Server{ix: ix, cfg: newServerConfig(opts)}
+}
+
+var _ shardv1.ShardServiceServer = (*Server)(nil)
+
+// Search implements the ShardService Search RPC.
+//
+// It validates the request (InvalidArgument for a blank query, a top_k of 0
+// or a top_k above the maximum), searches the index, and streams the hits in
+// batches of at most the configured hits per message, in the contract's
+// order: score descending, ties by doc_id ascending. The first message
+// carries total_matches and documents, and is sent even when there are no
+// hits. If the stream's context ends, the search stops and Search returns
+// Canceled or DeadlineExceeded; the context is also checked between
+// messages.
+func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingServer[shardv1.SearchResponse]) error {
+	if err := s.validate(req); err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	res, err := s.ix.Search(ctx, req.GetQuery(), int(req.GetTopK()))
+	if err != nil {
+		return statusOf(ctx, err)
+	}
+
+	msg := &shardv1.SearchResponse{TotalMatches: res.Total, Documents: res.Documents}
+	hits := res.Hits
+	for {
+		n := min(len(hits), s.cfg.hitsPerMessage)
+		msg.Hits = make([]*shardv1.Hit, n)
+		for i, h := range hits[:n] {
+			msg.Hits[i] = &shardv1.Hit{DocId: h.DocID, Score: h.Score, Text: h.Text, Fields: h.Fields}
+		}
+		hits = hits[n:]
+		if err := stream.Send(msg); err != nil {
+			return statusOf(ctx, err)
+		}
+		if len(hits) == 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return statusOf(ctx, err)
+		}
+		msg = &shardv1.SearchResponse{}
+	}
+}
+
+// validate returns an InvalidArgument status error for a request Search
+// cannot serve, saying what to change.
+func (s *Server) validate(req *shardv1.SearchRequest) error {
+	switch {
+	case strings.TrimSpace(req.GetQuery()) == "":
+		return status.Error(codes.InvalidArgument, "query is blank: send at least one word to search for")
+	case req.GetTopK() == 0:
+		return status.Error(codes.InvalidArgument, "top_k is 0: ask for at least 1 hit")
+	case uint64(req.GetTopK()) > uint64(s.cfg.maxTopK):
+		return status.Errorf(codes.InvalidArgument, "top_k %d is above this shard's maximum of %d: ask for at most %d hits",
+			req.GetTopK(), s.cfg.maxTopK, s.cfg.maxTopK)
+	}
+	return nil
+}
+
+// statusOf turns an error met while serving a call with context ctx into a
+// status error: Canceled or DeadlineExceeded if the call's context has ended
+// (or err is a context error), a gRPC status error unchanged, and Internal
+// otherwise.
+func statusOf(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return status.FromContextError(ctxErr).Err()
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return status.FromContextError(err).Err()
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(codes.Internal, err.Error())
+}
