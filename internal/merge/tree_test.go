@@ -45,7 +45,7 @@ func checkInvariant[T any](tb testing.TB, t *Tree[T]) {
 			tb.Fatalf("node %d: loser = %d, want %d (match %d vs %d)", n, t.losers[n], want, a, b)
 		}
 	}
-	if w := winnerOf(1); t.winner != w && !(t.winner == -1 && t.leaves[w].done) {
+	if w := winnerOf(1); t.winner != w && (t.winner != -1 || !t.leaves[w].done) {
 		tb.Fatalf("winner = %d, want %d", t.winner, w)
 	}
 }

@@ -521,7 +521,7 @@ type Hit struct {
 	// The document's text (for the reference corpus: one passage of a State of the Union address).
 	Text string `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
 	// The document's other fields by name, as the shard returned them (for the reference corpus:
-	// address_id, year, president, party, passage).
+	// source_id, year, president, party, passage).
 	Fields        map[string]string `protobuf:"bytes,5,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

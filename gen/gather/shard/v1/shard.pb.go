@@ -151,7 +151,7 @@ type Hit struct {
 	Score float64 `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
 	// The document's text (for the reference corpus: one passage of an address).
 	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
-	// The document's other stored fields by name (for the reference corpus: address_id, year,
+	// The document's other stored fields by name (for the reference corpus: source_id, year,
 	// president, party, passage).
 	Fields        map[string]string `protobuf:"bytes,4,rep,name=fields,proto3" json:"fields,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
