@@ -1,0 +1,60 @@
+# gather: run `make help` for the targets.
+SHELL := /usr/bin/env bash
+.DEFAULT_GOAL := help
+
+GO      ?= go
+BIN     := $(CURDIR)/.bin
+TOOLMOD := -modfile=$(CURDIR)/tools/go.mod
+LINTMOD := -modfile=$(CURDIR)/tools/lint/go.mod
+GOTEST_FLAGS ?=
+
+.PHONY: help
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: demo
+demo: build ## Run 4 index shards and the proxy on 127.0.0.1 (QS API :7070, admin :9090)
+	$(BIN)/gather demo
+
+.PHONY: test
+test: ## Run the whole test suite with the race detector
+	$(GO) test -race -count=1 $(GOTEST_FLAGS) ./...
+
+.PHONY: build
+build: ## Build the gather binary into .bin/
+	$(GO) build -o $(BIN)/gather ./cmd/gather
+
+# Code generators and buf, built from the versions pinned in tools/go.mod.
+$(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go.sum
+	$(GO) build $(TOOLMOD) -o $(BIN)/ github.com/bufbuild/buf/cmd/buf \
+		google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+$(BIN)/golangci-lint: tools/lint/go.mod tools/lint/go.sum
+	$(GO) build $(LINTMOD) -o $(BIN)/ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+.PHONY: generate
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ from proto/
+	rm -rf gen
+	$(BIN)/buf generate
+
+.PHONY: checkgenerate
+checkgenerate: generate ## Fail if gen/ differs from what proto/ generates
+	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+		echo "gen/ is out of date: run 'make generate' and commit the result"; \
+		git status --porcelain -- gen; exit 1; fi
+
+.PHONY: lint
+lint: $(BIN)/buf $(BIN)/golangci-lint ## buf lint + format check, go vet, golangci-lint
+	$(BIN)/buf lint
+	$(BIN)/buf format --diff --exit-code
+	$(GO) vet ./...
+	$(BIN)/golangci-lint run ./...
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz test for a short while (FUZZTIME=30s)
+	$(GO) test -run='^$$' -fuzz=FuzzTree -fuzztime=$${FUZZTIME:-30s} ./internal/merge/
+	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$${FUZZTIME:-30s} ./internal/proxy/
+
+.PHONY: clean
+clean: ## Remove built binaries
+	rm -rf $(BIN)

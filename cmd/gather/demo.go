@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/gatherproxy/gather/internal/config"
+	"github.com/gatherproxy/gather/internal/corpus"
+	"github.com/gatherproxy/gather/internal/shard"
+)
+
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("demo", "[--listen ADDR] [--admin ADDR] [--shards N] [--data-dir DIR] [--corpus FILE]", stderr)
+	listen := fs.String("listen", "127.0.0.1:7070", "QueryService `address`")
+	admin := fs.String("admin", "127.0.0.1:9090", "admin HTTP `address` (/metrics, /healthz)")
+	n := fs.Int("shards", 4, "number of index shards (partitions of the corpus)")
+	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
+	corpusFile := fs.String("corpus", "", "JSON Lines corpus `file` (default: the bundled State of the Union corpus)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("demo: unexpected arguments %q", fs.Args())
+	}
+	if *n < 1 || *n > 64 {
+		return fmt.Errorf("--shards %d: give 1 to 64", *n)
+	}
+	log := newLogger(stderr)
+	src := corpusSource(*corpusFile)
+	start := time.Now()
+
+	// Open (or build) every partition's index at once.
+	indexes := make([]*shard.Index, *n)
+	defer func() {
+		for _, ix := range indexes {
+			if ix != nil {
+				_ = ix.Close()
+			}
+		}
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	for i := range indexes {
+		g.Go(func() error {
+			part := corpus.Partition{Index: i, Count: *n}
+			dir, err := indexDir(*dataDir, src, part)
+			if err != nil {
+				return err
+			}
+			indexes[i], err = openIndex(gctx, dir, src, part, log)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+
+	cfg := config.Defaults()
+	cfg.Listen, cfg.Admin = *listen, *admin
+	var shards []*grpcServer
+	defer func() {
+		stopCtx, cancel := graceContext(ctx, time.Second)
+		defer cancel()
+		for _, s := range shards {
+			s.Stop(stopCtx)
+		}
+	}()
+	for i, ix := range indexes {
+		s, err := startShard("127.0.0.1:0", ix)
+		if err != nil {
+			return err
+		}
+		shards = append(shards, s)
+		cfg.Shards = append(cfg.Shards, config.Shard{Name: fmt.Sprintf("shard-%d", i), Replicas: []string{s.Addr()}})
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	p, err := startProxy(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "\ngather demo ready in %s: %d shards over %s\n\n", time.Since(start).Round(time.Millisecond), *n, src.Name())
+	for i, s := range shards {
+		fmt.Fprintf(stdout, "  shard-%d  gather.shard.v1.ShardService  %s  (%d passages)\n", i, s.Addr(), indexes[i].Info().Documents)
+	}
+	fmt.Fprintf(stdout, "  proxy    gather.query.v1.QueryService  %s\n", p.grpc.Addr())
+	fmt.Fprintf(stdout, "  admin    http://%s/metrics\n\n", p.admin.Addr())
+	fmt.Fprintf(stdout, "Try:\n  grpcurl -plaintext -d '{\"query\":\"union constitution war\",\"top_k\":10}' \\\n    %s gather.query.v1.QueryService/Search\n", p.grpc.Addr())
+	fmt.Fprintf(stdout, "  go run ./cmd/gather query --addr %s union constitution war\n\nCtrl-C stops.\n", p.grpc.Addr())
+
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\nshutting down")
+	stopCtx, cancel := graceContext(ctx, 5*time.Second)
+	defer cancel()
+	p.Stop(stopCtx)
+	return nil
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+)
+
+func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("query", "[--addr ADDR] [--top-k N] TEXT...", stderr)
+	addr := fs.String("addr", "127.0.0.1:7070", "QueryService `address`")
+	topK := fs.Uint("top-k", 10, "how many hits to ask for")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	full := fs.Bool("require-full", false, "fail unless every shard answers")
+	width := fs.Int("width", 80, "characters of passage text to show per hit (0: none)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	text := strings.Join(fs.Args(), " ")
+	if strings.TrimSpace(text) == "" {
+		fs.Usage()
+		return fmt.Errorf("query: no query text given")
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer func() { _ = conn.Close() }()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req := &queryv1.SearchRequest{Query: text, TopK: uint32(*topK)}
+	if *full {
+		req.PartialPolicy = queryv1.PartialPolicy_PARTIAL_POLICY_REQUIRE_FULL
+	}
+	resp, err := queryv1.NewQueryServiceClient(conn).Search(ctx, req)
+	if err != nil {
+		st := status.Convert(err)
+		return fmt.Errorf("search %s: %s: %s", *addr, st.Code(), st.Message())
+	}
+	return printResponse(stdout, resp, *width)
+}
+
+func printResponse(w io.Writer, resp *queryv1.SearchResponse, width int) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RANK\tSCORE\tSHARD\tDOC\tYEAR\tPRESIDENT\tTEXT")
+	for i, h := range resp.GetHits() {
+		fmt.Fprintf(tw, "%d\t%.4f\t%s\t%s\t%s\t%s\t%s\n", i+1, h.GetScore(), h.GetShard(), h.GetDocId(),
+			h.GetFields()["year"], h.GetFields()["president"], clip(h.GetText(), width))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	cov := resp.GetCoverage()
+	state := "complete"
+	if cov.GetDegraded() {
+		state = "DEGRADED"
+	}
+	fmt.Fprintf(w, "\ncoverage: %d of %d shards (%s), %d documents searched, %d matches, took %s\n",
+		cov.GetShardsSucceeded(), cov.GetShardsTotal(), state, cov.GetDocumentsSearched(),
+		resp.GetTotalMatches(), resp.GetTook().AsDuration().Round(time.Microsecond))
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tSTATUS\tREPLICA\tHITS\tLATENCY\tNOTE")
+	for _, s := range resp.GetShards() {
+		note := s.GetError()
+		if s.GetStoppedEarly() {
+			note = "stopped early: top_k complete"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.GetShard(),
+			strings.TrimPrefix(s.GetStatus().String(), "SHARD_STATUS_"), s.GetReplica(), s.GetHits(),
+			s.GetLatency().AsDuration().Round(time.Microsecond), note)
+	}
+	return tw.Flush()
+}
+
+// clip shortens s to at most n characters, on rune boundaries.
+func clip(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+)
+
+// Server-side keepalive shared by the proxy and the shards: pings from clients are allowed every
+// 5s at most (the proxy's shard connections ping every 10s), idle connections are pinged after 30s
+// and dropped when the ping is not answered within 10s.
+var (
+	serverKeepalive = keepalive.ServerParameters{
+		Time:    30 * time.Second,
+		Timeout: 10 * time.Second,
+	}
+	serverEnforcement = keepalive.EnforcementPolicy{
+		MinTime:             5 * time.Second,
+		PermitWithoutStream: true,
+	}
+)
+
+// grpcServer is a gRPC server with health and reflection, serving on a listener of its own.
+type grpcServer struct {
+	srv    *grpc.Server
+	health *health.Server
+	lis    net.Listener
+	done   chan error
+}
+
+// newGRPCServer listens on addr and returns a server with the standard health service (all of
+// services reported SERVING once started) and reflection registered. register adds the
+// application services.
+func newGRPCServer(addr string, register func(*grpc.Server), services ...string) (*grpcServer, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	srv := grpc.NewServer(
+		grpc.KeepaliveParams(serverKeepalive),
+		grpc.KeepaliveEnforcementPolicy(serverEnforcement),
+	)
+	register(srv)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	reflection.Register(srv)
+	for _, s := range append(services, "") {
+		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
+	}
+	return &grpcServer{srv: srv, health: hs, lis: lis, done: make(chan error, 1)}, nil
+}
+
+// Addr is the address the server listens on.
+func (g *grpcServer) Addr() string { return g.lis.Addr().String() }
+
+// Start serves in the background until Stop.
+func (g *grpcServer) Start() {
+	go func() { g.done <- g.srv.Serve(g.lis) }()
+}
+
+// Stop reports NOT_SERVING, lets running calls finish until ctx ends, then closes everything.
+func (g *grpcServer) Stop(ctx context.Context) {
+	g.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		g.srv.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		g.srv.Stop()
+		<-stopped
+	}
+	if err := <-g.done; err != nil { // nil after Stop or GracefulStop
+		slog.Warn("grpc server", "addr", g.Addr(), "err", err)
+	}
+}
+
+// graceContext is the context of a shutdown: it ignores the cancellation of parent (the signal
+// that started the shutdown) and ends after grace.
+func graceContext(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(parent), grace)
+}
+
+// adminServer is the admin HTTP server: /metrics and /healthz.
+type adminServer struct {
+	srv  *http.Server
+	lis  net.Listener
+	done chan error
+}
+
+func newAdminServer(addr string, reg *prometheus.Registry) (*adminServer, error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
+	}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	return &adminServer{srv: srv, lis: lis, done: make(chan error, 1)}, nil
+}
+
+func (a *adminServer) Addr() string { return a.lis.Addr().String() }
+
+func (a *adminServer) Start() {
+	go func() { a.done <- a.srv.Serve(a.lis) }()
+}
+
+func (a *adminServer) Stop(ctx context.Context) {
+	if err := a.srv.Shutdown(ctx); err != nil {
+		_ = a.srv.Close()
+	}
+	if err := <-a.done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		slog.Warn("admin server", "err", err)
+	}
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/corpus"
+	"github.com/gatherproxy/gather/internal/shard"
+)
+
+func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("shard", "--listen ADDR --partition I/N [--corpus FILE] [--data-dir DIR]", stderr)
+	listen := fs.String("listen", "127.0.0.1:7071", "ShardService `address`")
+	partition := fs.String("partition", "0/1", "the partition to serve, `I/N` (0-based I of N partitions)")
+	corpusFile := fs.String("corpus", "", "JSON Lines `file` (gzip or plain) with id, text and other fields (default: the bundled State of the Union corpus)")
+	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("shard: unexpected arguments %q", fs.Args())
+	}
+	part, err := corpus.ParsePartition(*partition)
+	if err != nil {
+		return fmt.Errorf("--partition: %w", err)
+	}
+	log := newLogger(stderr)
+	src := corpusSource(*corpusFile)
+	dir, err := indexDir(*dataDir, src, part)
+	if err != nil {
+		return err
+	}
+	ix, err := openIndex(ctx, dir, src, part, log)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
+	g, err := startShard(*listen, ix)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "gather shard: partition %s (%d passages) serving gather.shard.v1.ShardService on %s\n",
+		part, ix.Info().Documents, g.Addr())
+	<-ctx.Done()
+	log.Info("shutting down")
+	stopCtx, cancel := graceContext(ctx, 5*time.Second)
+	defer cancel()
+	g.Stop(stopCtx)
+	return nil
+}
+
+func corpusSource(file string) corpus.Source {
+	if file == "" {
+		return corpus.Default()
+	}
+	return corpus.File(file)
+}
+
+// indexDir is where a partition's index lives: DATA/<corpus digest>/<I>-of-<N>, so indexes of
+// different corpora or partitionings never collide.
+func indexDir(dataDir string, src corpus.Source, part corpus.Partition) (string, error) {
+	if dataDir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return "", fmt.Errorf("no --data-dir given and no user cache directory: %w", err)
+		}
+		dataDir = filepath.Join(cache, "gather", "index")
+	}
+	digest, err := src.Digest()
+	if err != nil {
+		return "", fmt.Errorf("corpus %s: %w", src.Name(), err)
+	}
+	return filepath.Join(dataDir, digest[:16], fmt.Sprintf("%d-of-%d", part.Index, part.Count)), nil
+}
+
+// openIndex opens or builds one partition's index, logging the build's progress.
+func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.Partition, log *slog.Logger) (*shard.Index, error) {
+	return shard.Open(ctx, dir, src, part, shard.WithLogger(log), shard.WithProgress(func(p shard.Progress) {
+		log.Info("building index", "partition", p.Partition.String(), "indexed", p.Indexed, "total", p.Total,
+			"percent", 100*p.Indexed/max(p.Total, 1), "elapsed", p.Elapsed.Round(time.Millisecond))
+	}))
+}
+
+// startShard serves ix as a ShardService on addr.
+func startShard(addr string, ix *shard.Index) (*grpcServer, error) {
+	svc := shard.NewServer(ix)
+	g, err := newGRPCServer(addr, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
+		shardv1.ShardService_ServiceDesc.ServiceName)
+	if err != nil {
+		return nil, err
+	}
+	g.Start()
+	return g, nil
+}
