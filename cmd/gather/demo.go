@@ -6,10 +6,13 @@ import (
 	"io"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/corpus"
+	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/shard"
 )
 
@@ -60,6 +63,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	cfg := config.Defaults()
 	cfg.Listen, cfg.Admin = *listen, *admin
+	reg := prometheus.NewRegistry()
+	lc := lifecycle.New(reg) // one set of lifecycle metrics for the proxy's and the shards' calls
 	var shards []*grpcServer
 	defer func() {
 		stopCtx, cancel := graceContext(ctx, time.Second)
@@ -69,7 +74,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}()
 	for i, ix := range indexes {
-		s, err := startShard("127.0.0.1:0", ix)
+		s, err := startShard("127.0.0.1:0", ix,
+			grpc.ChainStreamInterceptor(lc.StreamServerInterceptor()), grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor()))
 		if err != nil {
 			return err
 		}
@@ -79,7 +85,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	p, err := startProxy(cfg, log)
+	p, err := startProxy(cfg, reg, lc, log)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@
 //	gather shard --listen ADDR --partition I/N [--corpus FILE] [--data-dir DIR]
 //	gather proxy --listen ADDR --shard NAME=ADDR[,ADDR...] ... | --config FILE
 //	gather query [--addr ADDR] [--top-k N] TEXT
+//	gather diag [--admin ADDR]
 package main
 
 import (
@@ -32,6 +33,7 @@ var commands = []command{
 	{"shard", "serve one partition of a corpus as a ShardService", runShard},
 	{"proxy", "serve the QueryService in front of a set of shards", runProxy},
 	{"query", "ask a QueryService and print the hits as a table", runQuery},
+	{"diag", "print a proxy's TCP sockets by state and the kernel's listen-queue drops", runDiag},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "gather", version)
 		return err

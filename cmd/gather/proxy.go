@@ -12,8 +12,10 @@ import (
 	"google.golang.org/grpc"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/proxy"
 )
 
@@ -41,6 +43,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	shardTimeout := fs.Duration("shard-timeout", 0, "per-shard timeout (default 2s)")
 	idleTimeout := fs.Duration("idle-timeout", 0, "longest silence between two frames of a shard stream (default 1s)")
 	maxTopK := fs.Uint("max-top-k", 0, "largest top_k accepted (default 1000)")
+	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
+	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
+	admissionWait := fs.Duration("admission-wait", 0, "longest wait for a query slot (default 50ms)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,11 +77,21 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *maxTopK != 0 {
 		cfg.MaxTopK = uint32(*maxTopK)
 	}
+	if *sendTimeout != 0 {
+		cfg.SendTimeout = *sendTimeout
+	}
+	if *maxInFlight != 0 {
+		cfg.MaxInFlight = *maxInFlight
+	}
+	if *admissionWait != 0 {
+		cfg.AdmissionWait = *admissionWait
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy config:\n%w", err)
 	}
 	log := newLogger(stderr)
-	p, err := startProxy(cfg, log)
+	reg := prometheus.NewRegistry()
+	p, err := startProxy(cfg, reg, lifecycle.New(reg), log)
 	if err != nil {
 		return err
 	}
@@ -96,19 +111,31 @@ type proxyServer struct {
 	admin *adminServer
 }
 
-func startProxy(cfg config.Proxy, log *slog.Logger) (*proxyServer, error) {
-	fan, err := fanout.New(cfg.Topology(), cfg.Fanout())
+// startProxy starts the QueryService and the admin endpoint. Its metrics go to reg; lc records
+// the lifecycle of the QueryService calls and of the shard calls.
+func startProxy(cfg config.Proxy, reg *prometheus.Registry, lc *lifecycle.Metrics, log *slog.Logger) (*proxyServer, error) {
+	fcfg := cfg.Fanout()
+	fcfg.DialOptions = append(fcfg.DialOptions,
+		grpc.WithChainStreamInterceptor(lc.StreamClientInterceptor()),
+		grpc.WithChainUnaryInterceptor(lc.UnaryClientInterceptor()))
+	fan, err := fanout.New(cfg.Topology(), fcfg)
 	if err != nil {
 		return nil, err
 	}
-	svc := proxy.New(fan, cfg.Limits())
-	g, err := newGRPCServer(cfg.Listen, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) },
-		queryv1.QueryService_ServiceDesc.ServiceName)
+	svc := proxy.New(fan, cfg.Service())
+	adm := admission.New(cfg.Admission(), reg)
+	queryService := queryv1.QueryService_ServiceDesc.ServiceName
+	opts := append(cfg.Keepalive.ServerOptions(),
+		grpc.MaxConcurrentStreams(cfg.MaxStreams()),
+		// lifecycle first, so that shed calls are recorded too
+		grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(queryService)),
+		grpc.ChainStreamInterceptor(lc.StreamServerInterceptor(), adm.StreamServerInterceptor(queryService)),
+	)
+	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, queryService)
 	if err != nil {
 		_ = fan.Close()
 		return nil, err
 	}
-	reg := prometheus.NewRegistry()
 	a, err := newAdminServer(cfg.Admin, reg)
 	if err != nil {
 		_ = g.lis.Close()

@@ -15,22 +15,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-)
 
-// Server-side keepalive shared by the proxy and the shards: pings from clients are allowed every
-// 5s at most (the proxy's shard connections ping every 10s), idle connections are pinged after 30s
-// and dropped when the ping is not answered within 10s.
-var (
-	serverKeepalive = keepalive.ServerParameters{
-		Time:    30 * time.Second,
-		Timeout: 10 * time.Second,
-	}
-	serverEnforcement = keepalive.EnforcementPolicy{
-		MinTime:             5 * time.Second,
-		PermitWithoutStream: true,
-	}
+	"github.com/gatherproxy/gather/internal/sockdiag"
 )
 
 // grpcServer is a gRPC server with health and reflection, serving on a listener of its own.
@@ -44,15 +31,17 @@ type grpcServer struct {
 // newGRPCServer listens on addr and returns a server with the standard health service (all of
 // services reported SERVING once started) and reflection registered. register adds the
 // application services.
-func newGRPCServer(addr string, register func(*grpc.Server), services ...string) (*grpcServer, error) {
+func newGRPCServer(addr string, opts []grpc.ServerOption, register func(*grpc.Server), services ...string) (*grpcServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	srv := grpc.NewServer(
-		grpc.KeepaliveParams(serverKeepalive),
-		grpc.KeepaliveEnforcementPolicy(serverEnforcement),
-	)
+	return serveOn(lis, opts, register, services...), nil
+}
+
+// serveOn is newGRPCServer on a listener the caller made.
+func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Server), services ...string) *grpcServer {
+	srv := grpc.NewServer(opts...)
 	register(srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
@@ -60,7 +49,7 @@ func newGRPCServer(addr string, register func(*grpc.Server), services ...string)
 	for _, s := range append(services, "") {
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
 	}
-	return &grpcServer{srv: srv, health: hs, lis: lis, done: make(chan error, 1)}, nil
+	return &grpcServer{srv: srv, health: hs, lis: lis, done: make(chan error, 1)}
 }
 
 // Addr is the address the server listens on.
@@ -108,7 +97,8 @@ func newAdminServer(addr string, reg *prometheus.Registry) (*adminServer, error)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
 	}
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		sockdiag.NewCollector(sockdiag.New("")))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })

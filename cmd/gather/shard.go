@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/corpus"
 	"github.com/gatherproxy/gather/internal/shard"
 )
@@ -89,10 +90,12 @@ func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.P
 	}))
 }
 
-// startShard serves ix as a ShardService on addr.
-func startShard(addr string, ix *shard.Index) (*grpcServer, error) {
+// startShard serves ix as a ShardService on addr, with gather's default server keepalive and
+// the given extra options (interceptors).
+func startShard(addr string, ix *shard.Index, opts ...grpc.ServerOption) (*grpcServer, error) {
 	svc := shard.NewServer(ix)
-	g, err := newGRPCServer(addr, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
+	opts = append(config.ServerKeepalive{}.ServerOptions(), opts...)
+	g, err := newGRPCServer(addr, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
 		shardv1.ShardService_ServiceDesc.ServiceName)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/proxy"
 )
@@ -31,9 +32,21 @@ type Proxy struct {
 	ShardTimeout time.Duration `yaml:"shard_timeout"`
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 	MergeReserve time.Duration `yaml:"merge_reserve"`
-	// MaxTopK and MaxQueryBytes: see proxy.Limits.
-	MaxTopK       uint32 `yaml:"max_top_k"`
-	MaxQueryBytes int    `yaml:"max_query_bytes"`
+	// MaxTopK, MaxQueryBytes and SendTimeout: see proxy.Config.
+	MaxTopK       uint32        `yaml:"max_top_k"`
+	MaxQueryBytes int           `yaml:"max_query_bytes"`
+	SendTimeout   time.Duration `yaml:"send_timeout"`
+	// MaxInFlight, AdmissionWait and RetryAfter: see admission.Config.
+	MaxInFlight   int           `yaml:"max_in_flight"`
+	AdmissionWait time.Duration `yaml:"admission_wait"`
+	RetryAfter    time.Duration `yaml:"retry_after"`
+	// MaxConcurrentStreams bounds the calls one QS connection may have open at once (HTTP/2
+	// SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000.
+	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
+	// Keepalive is the QueryService's server keepalive toward QS.
+	Keepalive ServerKeepalive `yaml:"keepalive"`
+	// ShardKeepalive is the keepalive of the proxy's shard connections.
+	ShardKeepalive ClientKeepalive `yaml:"shard_keepalive"`
 }
 
 // Shard is one shard and its replica addresses, in order of preference.
@@ -105,7 +118,10 @@ func (c Proxy) Validate() error {
 			}
 		}
 	}
-	for key, d := range map[string]time.Duration{"shard_timeout": c.ShardTimeout, "idle_timeout": c.IdleTimeout, "merge_reserve": c.MergeReserve} {
+	for key, d := range map[string]time.Duration{
+		"shard_timeout": c.ShardTimeout, "idle_timeout": c.IdleTimeout, "merge_reserve": c.MergeReserve,
+		"send_timeout": c.SendTimeout, "admission_wait": c.AdmissionWait, "retry_after": c.RetryAfter,
+	} {
 		if d < 0 {
 			errs = append(errs, fmt.Errorf("%s: negative (%s)", key, d))
 		}
@@ -113,6 +129,10 @@ func (c Proxy) Validate() error {
 	if c.MaxQueryBytes < 0 {
 		errs = append(errs, fmt.Errorf("max_query_bytes: negative (%d)", c.MaxQueryBytes))
 	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("max_in_flight: negative (%d)", c.MaxInFlight))
+	}
+	errs = append(errs, c.Keepalive.validate("keepalive"), c.ShardKeepalive.validate("shard_keepalive"))
 	return errors.Join(errs...)
 }
 
@@ -138,10 +158,24 @@ func (c Proxy) Topology() []fanout.ShardSpec {
 
 // Fanout returns the fan-out tunables.
 func (c Proxy) Fanout() fanout.Config {
-	return fanout.Config{ShardTimeout: c.ShardTimeout, IdleTimeout: c.IdleTimeout, MergeReserve: c.MergeReserve}
+	return fanout.Config{ShardTimeout: c.ShardTimeout, IdleTimeout: c.IdleTimeout, MergeReserve: c.MergeReserve,
+		Keepalive: c.ShardKeepalive.Params()}
 }
 
-// Limits returns the request limits.
-func (c Proxy) Limits() proxy.Limits {
-	return proxy.Limits{MaxTopK: c.MaxTopK, MaxQueryBytes: c.MaxQueryBytes}
+// Service returns the QueryService tunables.
+func (c Proxy) Service() proxy.Config {
+	return proxy.Config{MaxTopK: c.MaxTopK, MaxQueryBytes: c.MaxQueryBytes, SendTimeout: c.SendTimeout}
+}
+
+// Admission returns the admission-control settings.
+func (c Proxy) Admission() admission.Config {
+	return admission.Config{MaxInFlight: c.MaxInFlight, MaxWait: c.AdmissionWait, RetryAfter: c.RetryAfter}
+}
+
+// MaxStreams returns MaxConcurrentStreams or its default.
+func (c Proxy) MaxStreams() uint32 {
+	if c.MaxConcurrentStreams == 0 {
+		return 1000
+	}
+	return c.MaxConcurrentStreams
 }

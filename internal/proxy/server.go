@@ -5,6 +5,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,26 +17,27 @@ import (
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/merge"
 )
 
 // Server is the QueryService. Create it with New.
 type Server struct {
 	queryv1.UnimplementedQueryServiceServer
-	fan    *fanout.Client
-	names  []string
-	limits Limits
+	fan   *fanout.Client
+	names []string
+	cfg   Config
 }
 
 // New returns a QueryService answering from the shards of fan. The caller keeps ownership of fan
 // and closes it after the gRPC server has stopped.
-func New(fan *fanout.Client, limits Limits) *Server {
-	return &Server{fan: fan, names: fan.Shards(), limits: limits.withDefaults()}
+func New(fan *fanout.Client, cfg Config) *Server {
+	return &Server{fan: fan, names: fan.Shards(), cfg: cfg.withDefaults()}
 }
 
 // Search answers with the merged global top_k.
 func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (*queryv1.SearchResponse, error) {
-	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.limits)
+	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -53,18 +55,26 @@ func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (*query
 	}, nil
 }
 
-// SearchStream streams the merged hits as they become final, then the summary.
+// SearchStream streams the merged hits as they become final, then the summary. Every message goes
+// through a send watchdog: a client that stops reading ends its stream after SendTimeout instead
+// of pinning the query (and its shard calls) for as long as the connection lives.
 func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.QueryService_SearchStreamServer) error {
-	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.limits)
+	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	out := &streamer{stream: stream}
-	sum, err := s.run(stream.Context(), q, out)
+	ctx := stream.Context()
+	snd := lifecycle.NewSender(stream, s.cfg.SendTimeout)
+	defer snd.Close()
+	out := &streamer{ctx: ctx, snd: snd}
+	sum, err := s.run(ctx, q, out)
 	if err != nil {
 		return err
 	}
-	return stream.Send(&queryv1.SearchStreamResponse{Summary: sum})
+	if err := snd.Send(ctx, &queryv1.SearchStreamResponse{Summary: sum}); err != nil {
+		return sendError(ctx, err)
+	}
+	return nil
 }
 
 // sink receives the merged hits in order. flush is called when the merge is about to wait for
@@ -79,9 +89,11 @@ type collect struct{ hits []*queryv1.Hit }
 func (c *collect) add(h *queryv1.Hit) { c.hits = append(c.hits, h) }
 func (c *collect) flush() error       { return nil }
 
+// streamer sends batches of final hits. The pending batch is at most top_k hits.
 type streamer struct {
-	stream queryv1.QueryService_SearchStreamServer
-	batch  []*queryv1.Hit
+	ctx   context.Context
+	snd   *lifecycle.Sender
+	batch []*queryv1.Hit
 }
 
 func (s *streamer) add(h *queryv1.Hit) { s.batch = append(s.batch, h) }
@@ -90,7 +102,7 @@ func (s *streamer) flush() error {
 	if len(s.batch) == 0 {
 		return nil
 	}
-	err := s.stream.Send(&queryv1.SearchStreamResponse{Hits: s.batch})
+	err := s.snd.Send(s.ctx, &queryv1.SearchStreamResponse{Hits: s.batch})
 	s.batch = nil // the message owns the slice now
 	return err
 }
@@ -150,8 +162,12 @@ func (s *Server) run(ctx context.Context, q query, out sink) (*queryv1.SearchSum
 	return sum, nil
 }
 
-// sendError maps a failed Send: when the caller went away, its context says why.
+// sendError maps a failed Send: a stall keeps its own status (RESOURCE_EXHAUSTED); when the
+// caller went away, its context says why.
 func sendError(ctx context.Context, err error) error {
+	if errors.Is(err, lifecycle.ErrSendStalled) {
+		return err
+	}
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
 	}

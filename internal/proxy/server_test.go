@@ -52,7 +52,7 @@ func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, proxy.Limits{MaxTopK: 500}))
+	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, proxy.Config{MaxTopK: 500}))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

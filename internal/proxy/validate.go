@@ -11,22 +11,29 @@ import (
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 )
 
-// Limits bound what a request may ask for. The zero value of a field means its default.
-type Limits struct {
+// Config holds the service's tunables. The zero value of a field means its default.
+type Config struct {
 	// MaxTopK is the largest top_k accepted. Default 1000.
 	MaxTopK uint32
 	// MaxQueryBytes is the longest query accepted, in bytes. Default 1024.
 	MaxQueryBytes int
+	// SendTimeout is how long a SearchStream message may wait for the client to make room for
+	// it (HTTP/2 flow control) before the stream is ended with RESOURCE_EXHAUSTED. A client that
+	// stops reading can therefore hold a query's resources for at most this long. Default 5s.
+	SendTimeout time.Duration
 }
 
-func (l Limits) withDefaults() Limits {
-	if l.MaxTopK == 0 {
-		l.MaxTopK = 1000
+func (c Config) withDefaults() Config {
+	if c.MaxTopK == 0 {
+		c.MaxTopK = 1000
 	}
-	if l.MaxQueryBytes <= 0 {
-		l.MaxQueryBytes = 1024
+	if c.MaxQueryBytes <= 0 {
+		c.MaxQueryBytes = 1024
 	}
-	return l
+	if c.SendTimeout <= 0 {
+		c.SendTimeout = 5 * time.Second
+	}
+	return c
 }
 
 // ErrInvalid is wrapped by every validation error; the service answers it with INVALID_ARGUMENT.
@@ -42,7 +49,7 @@ type query struct {
 
 // parse validates the fields common to SearchRequest and SearchStreamRequest. Its error messages
 // name the field and say what to fix.
-func parse(text string, topK uint32, policy queryv1.PartialPolicy, timeout *durationpb.Duration, lim Limits) (query, error) {
+func parse(text string, topK uint32, policy queryv1.PartialPolicy, timeout *durationpb.Duration, lim Config) (query, error) {
 	q := query{text: strings.TrimSpace(text), topK: topK}
 	switch {
 	case q.text == "":

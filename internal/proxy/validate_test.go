@@ -19,7 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add("", uint32(10), int32(1), int64(-1))
 	f.Add("  ", uint32(0), int32(2), int64(5e9))
 	f.Add(strings.Repeat("x", 1025), uint32(1001), int32(3), int64(1))
-	lim := Limits{}.withDefaults()
+	lim := Config{}.withDefaults()
 	f.Fuzz(func(t *testing.T, text string, topK uint32, policy int32, timeoutNanos int64) {
 		if !utf8.ValidString(text) {
 			t.Skip("protobuf strings are valid UTF-8 before they reach the service")

@@ -1,0 +1,118 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Keepalive defaults. They agree with each other: a client of a gather server pings at most every
+// DefaultClientTime, which is above the DefaultMinTime the server enforces, so a gather server never
+// answers a gather client with GOAWAY too_many_pings. A peer whose packets silently vanish is found
+// within Time + Timeout on either side: 15s for a QS connection, 13s for a shard connection.
+const (
+	DefaultServerTime            = 10 * time.Second
+	DefaultServerTimeout         = 5 * time.Second
+	DefaultMaxConnectionIdle     = 5 * time.Minute
+	DefaultMaxConnectionAge      = 30 * time.Minute
+	DefaultMaxConnectionAgeGrace = 30 * time.Second
+	DefaultMinTime               = 5 * time.Second
+	DefaultClientTime            = 10 * time.Second // grpc-go's own floor for clients
+	DefaultClientTimeout         = 3 * time.Second
+)
+
+// ServerKeepalive is a gRPC server's keepalive and its policy for clients' pings. Zero fields take
+// the defaults above; PermitWithoutStream defaults to true.
+type ServerKeepalive struct {
+	// Time: ping a client after this long without activity (grpc-go's floor: 1s).
+	Time time.Duration `yaml:"time"`
+	// Timeout: close the connection when a ping is not answered within this.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConnectionIdle: close a connection without calls after this long (GOAWAY).
+	MaxConnectionIdle time.Duration `yaml:"max_connection_idle"`
+	// MaxConnectionAge and MaxConnectionAgeGrace: ask clients to reconnect after this long, so
+	// load spreads again; calls in flight get the grace period to finish.
+	MaxConnectionAge      time.Duration `yaml:"max_connection_age"`
+	MaxConnectionAgeGrace time.Duration `yaml:"max_connection_age_grace"`
+	// MinTime: the shortest ping interval a client may use; faster pingers get GOAWAY.
+	MinTime time.Duration `yaml:"min_time"`
+	// PermitWithoutStream: allow pings on connections without calls (default true).
+	PermitWithoutStream *bool `yaml:"permit_without_stream"`
+}
+
+func or(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// ServerOptions returns the grpc.ServerOptions for k.
+func (k ServerKeepalive) ServerOptions() []grpc.ServerOption {
+	permit := true
+	if k.PermitWithoutStream != nil {
+		permit = *k.PermitWithoutStream
+	}
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  or(k.Time, DefaultServerTime),
+			Timeout:               or(k.Timeout, DefaultServerTimeout),
+			MaxConnectionIdle:     or(k.MaxConnectionIdle, DefaultMaxConnectionIdle),
+			MaxConnectionAge:      or(k.MaxConnectionAge, DefaultMaxConnectionAge),
+			MaxConnectionAgeGrace: or(k.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace),
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             or(k.MinTime, DefaultMinTime),
+			PermitWithoutStream: permit,
+		}),
+	}
+}
+
+func (k ServerKeepalive) validate(key string) error {
+	var errs []error
+	for name, d := range map[string]time.Duration{"time": k.Time, "timeout": k.Timeout,
+		"max_connection_idle": k.MaxConnectionIdle, "max_connection_age": k.MaxConnectionAge,
+		"max_connection_age_grace": k.MaxConnectionAgeGrace, "min_time": k.MinTime} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s.%s: negative (%s)", key, name, d))
+		}
+	}
+	if k.Time > 0 && k.Time < time.Second {
+		errs = append(errs, fmt.Errorf("%s.time: %s is below grpc-go's floor of 1s", key, k.Time))
+	}
+	return errors.Join(errs...)
+}
+
+// ClientKeepalive is the keepalive of a client connection. Zero fields take the defaults above.
+type ClientKeepalive struct {
+	// Time: ping the server after this long without activity. At least 10s (grpc-go's floor) and
+	// at least the server's min_time (gather's shards enforce 5s).
+	Time time.Duration `yaml:"time"`
+	// Timeout: close the connection when a ping is not answered within this.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Params returns the grpc-go parameters; pings are sent also without active calls, so a dead
+// shard is found before the next query needs it.
+func (k ClientKeepalive) Params() keepalive.ClientParameters {
+	return keepalive.ClientParameters{
+		Time:                or(k.Time, DefaultClientTime),
+		Timeout:             or(k.Timeout, DefaultClientTimeout),
+		PermitWithoutStream: true,
+	}
+}
+
+func (k ClientKeepalive) validate(key string) error {
+	switch {
+	case k.Time < 0 || k.Timeout < 0:
+		return fmt.Errorf("%s: negative duration", key)
+	case k.Time > 0 && k.Time < DefaultClientTime:
+		return fmt.Errorf("%s.time: %s is below grpc-go's client floor of %s", key, k.Time, DefaultClientTime)
+	case k.Time > 0 && k.Time < DefaultMinTime:
+		return fmt.Errorf("%s.time: %s is below the shards' min_time of %s: they would answer GOAWAY too_many_pings", key, k.Time, DefaultMinTime)
+	}
+	return nil
+}
