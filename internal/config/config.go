@@ -16,6 +16,7 @@ import (
 
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/proxy"
 )
 
@@ -44,9 +45,9 @@ type Proxy struct {
 	// SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000.
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 	// Keepalive is the QueryService's server keepalive toward QS.
-	Keepalive ServerKeepalive `yaml:"keepalive"`
+	Keepalive liveness.Server `yaml:"keepalive"`
 	// ShardKeepalive is the keepalive of the proxy's shard connections.
-	ShardKeepalive ClientKeepalive `yaml:"shard_keepalive"`
+	ShardKeepalive liveness.Client `yaml:"shard_keepalive"`
 }
 
 // Shard is one shard and its replica addresses, in order of preference.
@@ -132,7 +133,7 @@ func (c Proxy) Validate() error {
 	if c.MaxInFlight < 0 {
 		errs = append(errs, fmt.Errorf("max_in_flight: negative (%d)", c.MaxInFlight))
 	}
-	errs = append(errs, c.Keepalive.validate("keepalive"), c.ShardKeepalive.validate("shard_keepalive"))
+	errs = append(errs, c.Keepalive.Validate("keepalive"), c.ShardKeepalive.Validate("shard_keepalive"))
 	return errors.Join(errs...)
 }
 

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/liveness"
 )
 
 // ShardSpec names one shard and the addresses of its replicas, in order of preference.
@@ -42,21 +43,13 @@ type Config struct {
 	MergeReserve time.Duration
 	// Buffer is how many received batches each shard may have waiting for the merge. Default 4.
 	Buffer int
-	// Keepalive is applied to every shard connection. Default: ping after 10s without activity,
-	// give up 3s later, also without active calls (the shard must permit that; see
-	// DefaultKeepalive).
+	// Keepalive is applied to every shard connection. Default: liveness.Client{}.Params(), a ping
+	// after 10s without activity, given up 3s later, also without active calls, which gather's
+	// shards permit.
 	Keepalive keepalive.ClientParameters
 	// DialOptions are appended to the options of every shard connection (tests add a bufconn
 	// dialer here; the wiring adds stats handlers).
 	DialOptions []grpc.DialOption
-}
-
-// DefaultKeepalive is the client keepalive used for shard connections unless configured: its Time
-// is above the 5s minimum that gather's shards enforce, so they never answer too_many_pings.
-var DefaultKeepalive = keepalive.ClientParameters{
-	Time:                10 * time.Second,
-	Timeout:             3 * time.Second,
-	PermitWithoutStream: true,
 }
 
 func (c Config) withDefaults() Config {
@@ -73,7 +66,7 @@ func (c Config) withDefaults() Config {
 		c.Buffer = 4
 	}
 	if c.Keepalive == (keepalive.ClientParameters{}) {
-		c.Keepalive = DefaultKeepalive
+		c.Keepalive = liveness.Client{}.Params()
 	}
 	return c
 }

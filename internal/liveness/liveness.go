@@ -1,4 +1,7 @@
-package config
+// Package liveness holds gather's keepalive settings for both hops (QS -> proxy, proxy -> shard),
+// with defaults that agree with each other, so that dead peers are found on every connection
+// and no gather server ever turns a gather client away for pinging too often.
+package liveness
 
 import (
 	"errors"
@@ -24,9 +27,9 @@ const (
 	DefaultClientTimeout         = 3 * time.Second
 )
 
-// ServerKeepalive is a gRPC server's keepalive and its policy for clients' pings. Zero fields take
+// Server is a gRPC server's keepalive and its policy for clients' pings. Zero fields take
 // the defaults above; PermitWithoutStream defaults to true.
-type ServerKeepalive struct {
+type Server struct {
 	// Time: ping a client after this long without activity (grpc-go's floor: 1s).
 	Time time.Duration `yaml:"time"`
 	// Timeout: close the connection when a ping is not answered within this.
@@ -51,7 +54,7 @@ func or(d, def time.Duration) time.Duration {
 }
 
 // ServerOptions returns the grpc.ServerOptions for k.
-func (k ServerKeepalive) ServerOptions() []grpc.ServerOption {
+func (k Server) ServerOptions() []grpc.ServerOption {
 	permit := true
 	if k.PermitWithoutStream != nil {
 		permit = *k.PermitWithoutStream
@@ -71,7 +74,8 @@ func (k ServerKeepalive) ServerOptions() []grpc.ServerOption {
 	}
 }
 
-func (k ServerKeepalive) validate(key string) error {
+// Validate names the first bad field, prefixed with key.
+func (k Server) Validate(key string) error {
 	var errs []error
 	for name, d := range map[string]time.Duration{"time": k.Time, "timeout": k.Timeout,
 		"max_connection_idle": k.MaxConnectionIdle, "max_connection_age": k.MaxConnectionAge,
@@ -86,8 +90,8 @@ func (k ServerKeepalive) validate(key string) error {
 	return errors.Join(errs...)
 }
 
-// ClientKeepalive is the keepalive of a client connection. Zero fields take the defaults above.
-type ClientKeepalive struct {
+// Client is the keepalive of a client connection. Zero fields take the defaults above.
+type Client struct {
 	// Time: ping the server after this long without activity. At least 10s (grpc-go's floor) and
 	// at least the server's min_time (gather's shards enforce 5s).
 	Time time.Duration `yaml:"time"`
@@ -97,7 +101,7 @@ type ClientKeepalive struct {
 
 // Params returns the grpc-go parameters; pings are sent also without active calls, so a dead
 // shard is found before the next query needs it.
-func (k ClientKeepalive) Params() keepalive.ClientParameters {
+func (k Client) Params() keepalive.ClientParameters {
 	return keepalive.ClientParameters{
 		Time:                or(k.Time, DefaultClientTime),
 		Timeout:             or(k.Timeout, DefaultClientTimeout),
@@ -105,7 +109,8 @@ func (k ClientKeepalive) Params() keepalive.ClientParameters {
 	}
 }
 
-func (k ClientKeepalive) validate(key string) error {
+// Validate names the first bad field, prefixed with key.
+func (k Client) Validate(key string) error {
 	switch {
 	case k.Time < 0 || k.Timeout < 0:
 		return fmt.Errorf("%s: negative duration", key)
