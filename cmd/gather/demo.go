@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,11 +75,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}()
 	for i, ix := range indexes {
-		s, err := startShard("127.0.0.1:0", ix,
-			grpc.ChainStreamInterceptor(lc.StreamServerInterceptor()), grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor()))
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err
 		}
+		s := serveShard(lis, ix,
+			grpc.ChainStreamInterceptor(lc.StreamServerInterceptor()), grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor()))
 		shards = append(shards, s)
 		cfg.Shards = append(cfg.Shards, config.Shard{Name: fmt.Sprintf("shard-%d", i), Replicas: []string{s.Addr()}})
 	}

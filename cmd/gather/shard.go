@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -12,8 +13,9 @@ import (
 	"google.golang.org/grpc"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
-	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/corpus"
+	"github.com/gatherproxy/gather/internal/fault"
+	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/shard"
 )
 
@@ -23,8 +25,13 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	partition := fs.String("partition", "0/1", "the partition to serve, `I/N` (0-based I of N partitions)")
 	corpusFile := fs.String("corpus", "", "JSON Lines `file` (gzip or plain) with id, text and other fields (default: the bundled State of the Union corpus)")
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
+	faultSpec := fs.String("fault", "", "misbehave on purpose, for fault tests: a `spec` such as 'delay=200ms,every=3', 'hang', 'close-after=1', 'reset-after=2', 'code=unavailable' (see internal/fault)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	spec, err := fault.ParseSpec(*faultSpec)
+	if err != nil {
+		return fmt.Errorf("--fault: %w", err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("shard: unexpected arguments %q", fs.Args())
@@ -44,9 +51,20 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
-	g, err := startShard(*listen, ix)
-	if err != nil {
-		return err
+	var g *grpcServer
+	if spec.IsZero() {
+		lis, err := net.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", *listen, err)
+		}
+		g = serveShard(lis, ix)
+	} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
+		lis, err := fault.Listen("tcp", *listen)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", *listen, err)
+		}
+		g = serveShard(lis, ix, fault.NewInjector(spec, lis).ServerOption())
+		log.Warn("injecting faults", "spec", spec.String())
 	}
 	fmt.Fprintf(stdout, "gather shard: partition %s (%d passages) serving gather.shard.v1.ShardService on %s\n",
 		part, ix.Info().Documents, g.Addr())
@@ -90,16 +108,13 @@ func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.P
 	}))
 }
 
-// startShard serves ix as a ShardService on addr, with gather's default server keepalive and
+// serveShard serves ix as a ShardService on lis, with gather's default server keepalive and
 // the given extra options (interceptors).
-func startShard(addr string, ix *shard.Index, opts ...grpc.ServerOption) (*grpcServer, error) {
+func serveShard(lis net.Listener, ix *shard.Index, opts ...grpc.ServerOption) *grpcServer {
 	svc := shard.NewServer(ix)
-	opts = append(config.ServerKeepalive{}.ServerOptions(), opts...)
-	g, err := newGRPCServer(addr, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
+	opts = append(liveness.Server{}.ServerOptions(), opts...)
+	g := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
 		shardv1.ShardService_ServiceDesc.ServiceName)
-	if err != nil {
-		return nil, err
-	}
 	g.Start()
-	return g, nil
+	return g
 }

@@ -5,7 +5,6 @@ package shardtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/fault"
+	"github.com/gatherproxy/gather/internal/liveness"
 )
 
 // Behavior says how a fake shard answers one call.
@@ -45,6 +46,8 @@ type Shard struct {
 	shardv1.UnimplementedShardServiceServer
 	addr string
 	srv  *grpc.Server
+	lis  *fault.Listener
+	inj  *fault.Injector
 
 	mu       sync.Mutex
 	behavior Behavior
@@ -55,14 +58,18 @@ type Shard struct {
 	cancelled atomic.Int64 // calls that ended because the client cancelled
 }
 
-// Start runs a fake shard with behavior b on a loopback port until the test ends.
+// Start runs a fake shard with behavior b on a loopback port until the test ends. Like a real
+// gather shard it enforces gather's default keepalive policy (so the proxy's pings are welcome);
+// opts come after it.
 func Start(t testing.TB, b Behavior, opts ...grpc.ServerOption) *Shard {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	lis, err := fault.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("shardtest: listen: %v", err)
 	}
-	s := &Shard{addr: lis.Addr().String(), srv: grpc.NewServer(opts...), behavior: b}
+	inj := fault.NewInjector(fault.Spec{}, lis)
+	opts = append(append(liveness.Server{}.ServerOptions(), inj.ServerOption()), opts...)
+	s := &Shard{addr: lis.Addr().String(), srv: grpc.NewServer(opts...), behavior: b, lis: lis, inj: inj}
 	shardv1.RegisterShardServiceServer(s.srv, s)
 	done := make(chan struct{})
 	go func() {
@@ -81,6 +88,13 @@ func (s *Shard) Addr() string { return s.addr }
 
 // Stop stops the server at once, closing every connection (as a crashed process would).
 func (s *Shard) Stop() { s.srv.Stop() }
+
+// Fault makes later calls misbehave as spec says (package fault); fault.Spec{} heals the shard.
+func (s *Shard) Fault(spec fault.Spec) { s.inj.Set(spec) }
+
+// ResetAll resets every connection of the shard with an RST, as the kernel of a host that lost
+// the process's sockets would; the server itself keeps running.
+func (s *Shard) ResetAll() int { return s.lis.ResetAll() }
 
 // SetBehavior changes how later calls are answered.
 func (s *Shard) SetBehavior(b Behavior) {

@@ -1,0 +1,360 @@
+package faulttest
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/admission"
+	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/lifecycle"
+	"github.com/gatherproxy/gather/internal/proxy"
+	"github.com/gatherproxy/gather/internal/shardtest"
+)
+
+// slowShards are shards that answer only after delay.
+func slowShards(n int, delay time.Duration) []shardtest.Behavior {
+	out := make([]shardtest.Behavior, n)
+	for i := range out {
+		out[i] = healthy(i)
+		out[i].Delay = delay
+	}
+	return out
+}
+
+// TestQSCancelsWhileShardsSlow replays the incident's trigger: QS gives up while the shards are
+// still working. Every shard call of every cancelled query must be cancelled too.
+func TestQSCancelsWhileShardsSlow(t *testing.T) {
+	e := newEnv(t, options{fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute}}, slowShards(4, 10*time.Second)...)
+	b := e.takeBaseline(t)
+	const queries = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, queries)
+	ctx, cancel := context.WithCancel(t.Context())
+	for range queries {
+		wg.Go(func() {
+			_, err := e.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
+			errs <- err
+		})
+	}
+	for _, s := range e.shards {
+		eventually(t, 10*time.Second, func() string {
+			if s.Active() < queries {
+				return "queries not yet at every shard"
+			}
+			return ""
+		})
+	}
+	cancel() // QS gives up
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if status.Code(err) != codes.Canceled {
+			t.Errorf("QS got %v, want Canceled", err)
+		}
+	}
+	e.nothingLeft(t, b)
+	for i, s := range e.shards {
+		if s.Cancelled() < queries {
+			t.Errorf("shard %d: %d calls cancelled, want %d", i, s.Cancelled(), queries)
+		}
+	}
+	eventually(t, 5*time.Second, func() string {
+		if n := e.ends("server", searchMethod, lifecycle.Abandoned); n != queries {
+			return "abandoned queries recorded: " + strings.Repeat("|", int(n))
+		}
+		return ""
+	})
+}
+
+// TestQSDeadlineWhileShardsSlow: QS has a deadline shorter than the shards need. The proxy cuts
+// the shards before that deadline and answers (UNAVAILABLE, no shard answered) instead of leaving
+// QS to time out.
+func TestQSDeadlineWhileShardsSlow(t *testing.T) {
+	e := newEnv(t, options{fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute, MergeReserve: 50 * time.Millisecond}},
+		slowShards(4, 10*time.Second)...)
+	b := e.takeBaseline(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+	defer cancel()
+	_, err := e.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "4 of 4 shards did not answer") {
+		t.Fatalf("got %v, want the proxy's own UNAVAILABLE before QS's deadline", err)
+	}
+	e.nothingLeft(t, b)
+}
+
+// TestQSStopsReading: a QS opens a SearchStream for many large hits and never reads it. Flow
+// control blocks the proxy's sends; the send watchdog must end the stream and free the query.
+// Without the watchdog the handler would wait in SendMsg for as long as the connection lives.
+func TestQSStopsReading(t *testing.T) {
+	big := func(prefix string, seed uint64) shardtest.Behavior {
+		hs := hits(prefix, 300, seed)
+		for _, h := range hs {
+			h.Text = strings.Repeat("passage text ", 400) // ~5 KB a hit
+		}
+		return shardtest.Behavior{Hits: hs, Batch: 50}
+	}
+	e := newEnv(t, options{svc: proxy.Config{SendTimeout: 200 * time.Millisecond}},
+		big("a", 1), big("b", 2), big("c", 3), big("d", 4))
+	b := e.takeBaseline(t)
+	// A small fixed window (no BDP growth) so that a non-reading client stalls the proxy early.
+	conn := dial(t, e.addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithCancel(t.Context())
+	stream, err := queryv1.NewQueryServiceClient(conn).SearchStream(ctx, &queryv1.SearchStreamRequest{Query: "q", TopK: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stream // never read
+	eventually(t, 10*time.Second, func() string {
+		if e.ends("server", streamMethod, lifecycle.SendStalled) != 1 {
+			return "the stalled stream was not ended by the watchdog"
+		}
+		return ""
+	})
+	for _, s := range e.shards {
+		s.WaitIdle(t, 10*time.Second) // the query's shard calls are over although QS never read
+	}
+	cancel()
+	_ = conn.Close()
+	e.nothingLeft(t, b)
+}
+
+// TestQSClosesConnectionAbruptly: QS's connection is reset (RST) in the middle of queries. The
+// proxy must notice at once, cancel every shard call and close its side.
+func TestQSClosesConnectionAbruptly(t *testing.T) {
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute}}, hang, hang, hang)
+	b := e.takeBaseline(t)
+	raws := make(chan net.Conn, 1)
+	conn := dial(t, e.addr, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			raws <- c // one connection: the test resets it
+		}
+		return c, err
+	}))
+	client := queryv1.NewQueryServiceClient(conn)
+	const queries = 5
+	var wg sync.WaitGroup
+	for range queries {
+		wg.Go(func() {
+			_, err := client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 10})
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("QS got %v, want Unavailable (connection reset)", err)
+			}
+		})
+	}
+	for _, s := range e.shards {
+		eventually(t, 10*time.Second, func() string {
+			if s.Active() < queries {
+				return "queries not yet at every shard"
+			}
+			return ""
+		})
+	}
+	raw := <-raws
+	if err := raw.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.Close() // RST, as from a crashed QS host
+	wg.Wait()
+	_ = conn.Close()
+	e.nothingLeft(t, b)
+}
+
+// TestManyQSConnectionsAbandoned: the incident itself. Many QS connections each start a query
+// and close (a normal FIN) while the shards are still slow. The proxy must close its side of
+// every one: no CLOSE_WAIT, no goroutine left.
+func TestManyQSConnectionsAbandoned(t *testing.T) {
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute}}, hang, hang, hang, hang)
+	b := e.takeBaseline(t)
+	const conns = 100
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Go(func() {
+			conn := dial(t, e.addr)
+			ctx, cancel := context.WithCancel(t.Context())
+			go func() {
+				_, _ = queryv1.NewQueryServiceClient(conn).Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
+			}()
+			time.Sleep(20 * time.Millisecond) // let the query reach the shards
+			cancel()
+			_ = conn.Close()
+		})
+	}
+	wg.Wait()
+	e.nothingLeft(t, b)
+}
+
+// TestVanishedQS: QS's host disappears without a packet (a pulled cable): no FIN, no RST. Only
+// the proxy's keepalive can notice; it must, and release the query.
+func TestVanishedQS(t *testing.T) {
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{
+		fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute},
+		serverOpts: []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time: time.Second, Timeout: time.Second, // grpc-go's floor; the default is 10s + 5s
+		})},
+	}, hang, hang)
+	b := e.takeBaseline(t)
+	fw := newForwarder(t, e.addr)
+	conn := dial(t, fw.addr())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := queryv1.NewQueryServiceClient(conn).Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 10})
+		errc <- err
+	}()
+	for _, s := range e.shards {
+		eventually(t, 10*time.Second, func() string {
+			if s.Active() == 0 {
+				return "query not yet at every shard"
+			}
+			return ""
+		})
+	}
+	fw.blackhole() // from now on nothing gets through, in either direction
+	for _, s := range e.shards {
+		s.WaitIdle(t, 15*time.Second) // keepalive: ~2s
+	}
+	fw.close()
+	_ = conn.Close()
+	if err := <-errc; err == nil {
+		t.Error("QS behind the blackhole got an answer")
+	}
+	e.nothingLeft(t, b)
+}
+
+// TestOverloadIsShed: more queries than the proxy admits. The excess is refused at once with
+// RESOURCE_EXHAUSTED and a retry hint; the admitted ones are answered.
+func TestOverloadIsShed(t *testing.T) {
+	e := newEnv(t, options{admission: admission.Config{MaxInFlight: 4, MaxWait: 10 * time.Millisecond, RetryAfter: 150 * time.Millisecond}},
+		slowShards(2, 300*time.Millisecond)...)
+	b := e.takeBaseline(t)
+	const queries = 24
+	var (
+		wg         sync.WaitGroup
+		mu         sync.Mutex
+		ok, shed   int
+		unexpected []error
+	)
+	for range queries {
+		wg.Go(func() {
+			_, err := e.client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 5})
+			mu.Lock()
+			defer mu.Unlock()
+			switch st := status.Convert(err); {
+			case err == nil:
+				ok++
+			case st.Code() == codes.ResourceExhausted && hasRetryInfo(st):
+				shed++
+			default:
+				unexpected = append(unexpected, err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok < 4 || shed == 0 || len(unexpected) > 0 {
+		t.Errorf("%d answered, %d shed, unexpected %v; want at least 4 answered and some shed with a retry hint", ok, shed, unexpected)
+	}
+	e.nothingLeft(t, b)
+}
+
+func hasRetryInfo(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if _, ok := d.(*errdetails.RetryInfo); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// forwarder relays TCP connections to a target and can blackhole them: stop relaying in both
+// directions while keeping every socket open, as a vanished host does.
+type forwarder struct {
+	t      *testing.T
+	lis    net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	holes  chan struct{}
+	wg     sync.WaitGroup
+}
+
+func newForwarder(t *testing.T, target string) *forwarder {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &forwarder{t: t, lis: lis, target: target, holes: make(chan struct{})}
+	f.wg.Go(f.accept)
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *forwarder) addr() string { return f.lis.Addr().String() }
+
+func (f *forwarder) accept() {
+	for {
+		c, err := f.lis.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", f.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		f.mu.Lock()
+		f.conns = append(f.conns, c, up)
+		f.mu.Unlock()
+		f.wg.Go(func() { f.pipe(up, c) })
+		f.wg.Go(func() { f.pipe(c, up) })
+	}
+}
+
+// pipe copies src to dst until either fails or the blackhole opens; then it stops reading.
+func (f *forwarder) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-f.holes:
+			return // swallow: nothing more gets through
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return // EOF or closed: the relay in the other direction ends on its own
+		}
+	}
+}
+
+func (f *forwarder) blackhole() { close(f.holes) }
+
+// close closes every socket and waits for the relays.
+func (f *forwarder) close() {
+	_ = f.lis.Close()
+	f.mu.Lock()
+	for _, c := range f.conns {
+		_ = c.Close()
+	}
+	f.conns = nil
+	f.mu.Unlock()
+	f.wg.Wait()
+}

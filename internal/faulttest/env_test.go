@@ -1,0 +1,202 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/admission"
+	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/lifecycle"
+	"github.com/gatherproxy/gather/internal/proxy"
+	"github.com/gatherproxy/gather/internal/shardtest"
+	"github.com/gatherproxy/gather/internal/sockdiag"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// env is a proxy serving on loopback, wired like `gather proxy` (lifecycle and admission
+// interceptors), in front of fake shards named s0, s1, ...
+type env struct {
+	shards []*shardtest.Shard
+	reg    *prometheus.Registry
+	addr   string
+	client queryv1.QueryServiceClient
+}
+
+type options struct {
+	fan        fanout.Config
+	svc        proxy.Config
+	admission  admission.Config
+	serverOpts []grpc.ServerOption
+	shardOpts  []grpc.ServerOption
+}
+
+func newEnv(t *testing.T, o options, behaviors ...shardtest.Behavior) *env {
+	t.Helper()
+	e := &env{reg: prometheus.NewRegistry()}
+	lc := lifecycle.New(e.reg)
+	var topo []fanout.ShardSpec
+	for i, b := range behaviors {
+		s := shardtest.Start(t, b, o.shardOpts...)
+		e.shards = append(e.shards, s)
+		topo = append(topo, fanout.ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{s.Addr()}})
+	}
+	o.fan.DialOptions = append(o.fan.DialOptions, grpc.WithChainStreamInterceptor(lc.StreamClientInterceptor()))
+	fan, err := fanout.New(topo, o.fan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adm := admission.New(o.admission, e.reg)
+	svc := queryv1.QueryService_ServiceDesc.ServiceName
+	srv := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(svc)),
+		grpc.ChainStreamInterceptor(lc.StreamServerInterceptor(), adm.StreamServerInterceptor(svc)),
+	}, o.serverOpts...)...)
+	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, o.svc))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = lis.Addr().String()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(lis)
+	}()
+	conn := dial(t, e.addr)
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Stop()
+		<-done
+		_ = fan.Close()
+	})
+	e.client = queryv1.NewQueryServiceClient(conn)
+	return e
+}
+
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// ends reads gather_grpc_rpc_ends_total for one side, method and reason.
+func (e *env) ends(side, method, reason string) float64 {
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		panic(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "gather_grpc_rpc_ends_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["side"] == side && l["method"] == method && l["reason"] == reason {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+const (
+	searchMethod = "/gather.query.v1.QueryService/Search"
+	streamMethod = "/gather.query.v1.QueryService/SearchStream"
+)
+
+// baseline is what a test must return to: goroutines and heap of the process after warm-up.
+type baseline struct {
+	goroutines int
+	heap       uint64
+}
+
+// takeBaseline warms the env up with one query (so connections exist) and records the baseline.
+func (e *env) takeBaseline(t *testing.T) baseline {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond) // slow shards are cut
+	defer cancel()
+	if _, err := e.client.Search(ctx, &queryv1.SearchRequest{Query: "warm up", TopK: 1}); err != nil {
+		t.Logf("warm-up query: %v", err) // some envs fail every query on purpose
+	}
+	for _, s := range e.shards {
+		s.WaitIdle(t, 10*time.Second)
+	}
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return baseline{goroutines: runtime.NumGoroutine(), heap: ms.HeapInuse}
+}
+
+// nothingLeft asserts the process is back to b: every shard call ended, goroutines at or below
+// the baseline, no socket of the process in CLOSE_WAIT, the heap within 16 MiB of the baseline.
+func (e *env) nothingLeft(t *testing.T, b baseline) {
+	t.Helper()
+	for _, s := range e.shards {
+		s.WaitIdle(t, 10*time.Second)
+	}
+	eventually(t, 10*time.Second, func() string {
+		if n := runtime.NumGoroutine(); n > b.goroutines {
+			return fmt.Sprintf("%d goroutines, baseline %d", n, b.goroutines)
+		}
+		return ""
+	})
+	assertNoCloseWait(t)
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	if ms.HeapInuse > b.heap+16<<20 {
+		t.Errorf("heap in use %d MiB, baseline %d MiB", ms.HeapInuse>>20, b.heap>>20)
+	}
+}
+
+// assertNoCloseWait waits for the process to have no socket in CLOSE_WAIT. It skips the check,
+// saying so, where /proc cannot be read.
+func assertNoCloseWait(t *testing.T) {
+	t.Helper()
+	r := sockdiag.New("")
+	eventually(t, 10*time.Second, func() string {
+		snap, err := r.Read()
+		if err != nil || !snap.Available {
+			t.Logf("socket check skipped: %v", err)
+			return ""
+		}
+		if n := snap.Sockets[sockdiag.CloseWait]; n > 0 {
+			return fmt.Sprintf("%d sockets in CLOSE_WAIT", n)
+		}
+		return ""
+	})
+}
+
+// eventually polls cond until it returns "" and fails with its last answer after timeout.
+func eventually(t *testing.T, timeout time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		why := cond()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, why)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
