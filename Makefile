@@ -55,6 +55,10 @@ fuzz: ## Run each fuzz test for a short while (FUZZTIME=30s)
 	$(GO) test -run='^$$' -fuzz=FuzzTree -fuzztime=$${FUZZTIME:-30s} ./internal/merge/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$${FUZZTIME:-30s} ./internal/proxy/
 
+.PHONY: bench
+bench: ## Run the Go benchmarks (merge, cancellation delay)
+	$(GO) test -run='^$$$$' -bench=. -benchmem ./internal/merge/ ./internal/faulttest/
+
 .PHONY: clean
 clean: ## Remove built binaries
 	rm -rf $(BIN)

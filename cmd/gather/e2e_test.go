@@ -77,34 +77,46 @@ func smallCorpus(t *testing.T, n int) string {
 
 // process is a running gather subcommand whose stdout is scanned for addresses.
 type process struct {
-	cmd    *exec.Cmd
-	mu     sync.Mutex
-	stdout bytes.Buffer
-	stderr bytes.Buffer
-	waited chan error
+	cmd     *exec.Cmd
+	mu      sync.Mutex
+	stdout  bytes.Buffer
+	stderr  bytes.Buffer
+	exited  chan struct{} // closed when the process has exited; exitErr is then set
+	exitErr error
 }
 
 func startGather(t *testing.T, args ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(gatherBin, args...), waited: make(chan error, 1)}
+	p := &process{cmd: exec.Command(gatherBin, args...)}
+	startProcess(t, p)
+	return p
+}
+
+// startProcess starts p.cmd with its output captured, and kills it at the end of the test if it
+// is still running.
+func startProcess(t *testing.T, p *process) {
+	t.Helper()
 	p.cmd.Stdout = syncWriter{&p.mu, &p.stdout}
 	p.cmd.Stderr = syncWriter{&p.mu, &p.stderr}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.waited <- p.cmd.Wait() }()
+	p.exited = make(chan struct{})
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
+		select {
+		case <-p.exited:
+		default:
 			_ = p.cmd.Process.Kill()
-			if err := <-p.waited; err != nil {
-				t.Logf("gather %s killed at cleanup: %v", args[0], err)
-			}
+			<-p.exited
 		}
 		if t.Failed() {
-			t.Logf("gather %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), p.out(), p.errOut())
+			t.Logf("%s\nstdout:\n%s\nstderr:\n%s", strings.Join(p.cmd.Args, " "), p.out(), p.errOut())
 		}
 	})
-	return p
 }
 
 type syncWriter struct {
@@ -139,9 +151,8 @@ func (p *process) await(t *testing.T, re *regexp.Regexp) string {
 			return m[1]
 		}
 		select {
-		case err := <-p.waited:
-			p.waited <- err
-			t.Fatalf("gather exited early (%v)", err)
+		case <-p.exited:
+			t.Fatalf("gather exited early (%v)", p.exitErr)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
@@ -156,9 +167,9 @@ func (p *process) stop(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-p.waited:
-		if err != nil {
-			t.Errorf("gather exited with %v after SIGTERM", err)
+	case <-p.exited:
+		if p.exitErr != nil {
+			t.Errorf("gather exited with %v after SIGTERM", p.exitErr)
 		}
 	case <-time.After(30 * time.Second):
 		t.Error("gather did not stop within 30s of SIGTERM")

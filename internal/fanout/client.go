@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -71,6 +72,13 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// reconnect bounds how long a shard that came back waits for the proxy to notice: grpc-go's
+// default backoff grows to 120s between attempts, far too long for an index shard that restarted.
+var reconnect = grpc.ConnectParams{
+	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 3 * time.Second},
+	MinConnectTimeout: 2 * time.Second,
+}
+
 // Client fans queries out to a fixed topology of shards. It is safe for concurrent use; Close
 // releases its connections.
 type Client struct {
@@ -119,6 +127,7 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 			opts := append([]grpc.DialOption{
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithKeepaliveParams(cfg.Keepalive),
+				grpc.WithConnectParams(reconnect),
 			}, cfg.DialOptions...)
 			conn, err := grpc.NewClient(addr, opts...)
 			if err != nil {
@@ -140,6 +149,19 @@ func (c *Client) Shards() []string {
 		names[i] = s.name
 	}
 	return names
+}
+
+// ReplicaStates returns the connectivity state of every replica connection, by shard name and
+// replica address.
+func (c *Client) ReplicaStates() map[string]map[string]connectivity.State {
+	out := make(map[string]map[string]connectivity.State, len(c.shards))
+	for _, s := range c.shards {
+		out[s.name] = make(map[string]connectivity.State, len(s.replicas))
+		for _, r := range s.replicas {
+			out[s.name][r.addr] = r.conn.GetState()
+		}
+	}
+	return out
 }
 
 // Close closes every replica connection. Calls still running fail with UNAVAILABLE.

@@ -43,6 +43,11 @@ type options struct {
 
 func newEnv(t *testing.T, o options, behaviors ...shardtest.Behavior) *env {
 	t.Helper()
+	return newEnvTB(t, o, behaviors...)
+}
+
+func newEnvTB(t testing.TB, o options, behaviors ...shardtest.Behavior) *env {
+	t.Helper()
 	e := &env{reg: prometheus.NewRegistry()}
 	lc := lifecycle.New(e.reg)
 	var topo []fanout.ShardSpec
@@ -84,7 +89,7 @@ func newEnv(t *testing.T, o options, behaviors ...shardtest.Behavior) *env {
 	return e
 }
 
-func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {

@@ -56,6 +56,7 @@ type Shard struct {
 	started   atomic.Int64 // calls begun
 	active    atomic.Int64 // calls running now
 	cancelled atomic.Int64 // calls that ended because the client cancelled
+	lastEnd   atomic.Int64 // when the last call ended, in Unix nanoseconds
 }
 
 // Start runs a fake shard with behavior b on a loopback port until the test ends. Like a real
@@ -116,6 +117,14 @@ func (s *Shard) Started() int64   { return s.started.Load() }
 func (s *Shard) Active() int64    { return s.active.Load() }
 func (s *Shard) Cancelled() int64 { return s.cancelled.Load() }
 
+// LastEnd is when the last call ended (the zero time before any did).
+func (s *Shard) LastEnd() time.Time {
+	if n := s.lastEnd.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // WaitIdle waits until no call is running, failing the test after timeout.
 func (s *Shard) WaitIdle(t testing.TB, timeout time.Duration) {
 	t.Helper()
@@ -137,6 +146,7 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 		if ctx.Err() != nil {
 			s.cancelled.Add(1)
 		}
+		s.lastEnd.Store(time.Now().UnixNano())
 		s.active.Add(-1)
 	}()
 	s.mu.Lock()
