@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -125,7 +128,12 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 		go func() {
 			defer call.wg.Done()
 			defer close(cur.ch)
-			call.receive(callCtx, s, deadline, sreq, cur, &call.results[i], c.cfg.IdleTimeout)
+			sctx, span := c.cfg.Tracer.Start(callCtx, "shard "+s.name, trace.WithSpanKind(trace.SpanKindInternal),
+				trace.WithAttributes(attribute.String("gather.shard", s.name)))
+			defer span.End()
+			res := &call.results[i]
+			call.receive(sctx, s, deadline, sreq, cur, res, c.cfg.IdleTimeout)
+			annotate(span, res)
 		}()
 	}
 	return call
@@ -152,6 +160,50 @@ func (call *Call) Close() []Result {
 		call.wg.Wait()
 	})
 	return call.results
+}
+
+// annotate records a shard call's result on its span.
+func annotate(span trace.Span, r *Result) {
+	if !span.IsRecording() {
+		return
+	}
+	cut := r.Status == StatusDeadlineExceeded && (errors.Is(r.Err, ErrShardDeadline) || errors.Is(r.Err, ErrIdle))
+	span.SetAttributes(
+		attribute.String("gather.replica", r.Replica),
+		attribute.Int("gather.shard.hits", r.Hits),
+		attribute.String("gather.shard.status", r.Status.String()),
+		attribute.Bool("gather.shard.cut_by_deadline", cut),
+		attribute.Bool("gather.shard.stopped_early", r.StoppedEarly),
+		attribute.Int64("gather.shard.total_matches", int64(r.TotalMatches)),
+	)
+	if r.StoppedEarly {
+		span.AddEvent("stopped early: top_k complete")
+	}
+	if r.Err != nil {
+		if r.Status == StatusCanceled || cut {
+			span.AddEvent("cancelled", trace.WithAttributes(attribute.String("gather.cause", r.Err.Error())))
+		}
+		span.SetStatus(otelcodes.Error, r.Err.Error())
+	}
+}
+
+// String returns the status as the proxy's ShardStatus names it, without the prefix.
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "OK"
+	case StatusDeadlineExceeded:
+		return "DEADLINE_EXCEEDED"
+	case StatusUnavailable:
+		return "UNAVAILABLE"
+	case StatusCanceled:
+		return "CANCELED"
+	case StatusFailed:
+		return "FAILED"
+	case StatusProtocolViolation:
+		return "PROTOCOL_VIOLATION"
+	}
+	return "UNSPECIFIED"
 }
 
 // receive runs one shard call to its end, feeding cur and filling res.

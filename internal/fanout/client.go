@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
@@ -48,9 +50,12 @@ type Config struct {
 	// after 10s without activity, given up 3s later, also without active calls, which gather's
 	// shards permit.
 	Keepalive keepalive.ClientParameters
-	// DialOptions are appended to the options of every shard connection (tests add a bufconn
-	// dialer here; the wiring adds stats handlers).
+	// DialOptions are appended to the options of every shard connection (the wiring adds
+	// interceptors and stats handlers here).
 	DialOptions []grpc.DialOption
+	// Tracer makes one span per shard call, a child of the caller's span, with the shard, the
+	// replica, the hits, the status and why the call was cut. Default: no spans.
+	Tracer trace.Tracer
 }
 
 func (c Config) withDefaults() Config {
@@ -65,6 +70,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Buffer <= 0 {
 		c.Buffer = 4
+	}
+	if c.Tracer == nil {
+		c.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if c.Keepalive == (keepalive.ClientParameters{}) {
 		c.Keepalive = liveness.Client{}.Params()

@@ -13,6 +13,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -140,6 +143,7 @@ func (r *reporter) halfClose() {
 	}
 	r.halfAt = time.Now()
 	r.m.halfClosed.WithLabelValues(r.method).Inc()
+	trace.SpanFromContext(r.ctx).AddEvent("gather.half_closed")
 }
 
 // peerWentAway runs when the call's context ends before the call did.
@@ -158,6 +162,8 @@ func (r *reporter) peerWentAway() {
 	r.goneAt = time.Now()
 	r.goneCounts = true
 	r.m.peerGone.WithLabelValues(r.method).Inc()
+	trace.SpanFromContext(r.ctx).AddEvent("gather.peer_gone",
+		trace.WithAttributes(attribute.String("gather.cause", fmt.Sprint(context.Cause(r.ctx)))))
 }
 
 func (r *reporter) PostMsgSend(any, error, time.Duration) {}
@@ -199,7 +205,12 @@ func (r *reporter) endLocked(err error) {
 		r.m.peerGone.WithLabelValues(r.method).Dec()
 		r.m.peerLinger.WithLabelValues(r.method).Observe(now.Sub(r.goneAt).Seconds())
 	}
-	r.m.ends.WithLabelValues(r.side, r.method, r.reason(err)).Inc()
+	reason := r.reason(err)
+	r.m.ends.WithLabelValues(r.side, r.method, reason).Inc()
+	if reason != Completed {
+		trace.SpanFromContext(r.ctx).AddEvent("gather.rpc_end", trace.WithAttributes(
+			attribute.String("gather.side", r.side), attribute.String("gather.reason", reason)))
+	}
 }
 
 // reason classifies how the call ended.

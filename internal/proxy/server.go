@@ -36,13 +36,15 @@ func New(fan *fanout.Client, cfg Config) *Server {
 }
 
 // Search answers with the merged global top_k.
-func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (*queryv1.SearchResponse, error) {
+func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (_ *queryv1.SearchResponse, err error) {
+	oc := outcome{method: "Search", text: req.GetQuery(), topK: req.GetTopK(), start: time.Now()}
+	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	out := &collect{hits: make([]*queryv1.Hit, 0, min(q.topK, 128))}
-	sum, err := s.run(ctx, q, out)
+	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return nil, err
 	}
@@ -58,16 +60,18 @@ func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (*query
 // SearchStream streams the merged hits as they become final, then the summary. Every message goes
 // through a send watchdog: a client that stops reading ends its stream after SendTimeout instead
 // of pinning the query (and its shard calls) for as long as the connection lives.
-func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.QueryService_SearchStreamServer) error {
+func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.QueryService_SearchStreamServer) (err error) {
+	ctx := stream.Context()
+	oc := outcome{method: "SearchStream", text: req.GetQuery(), topK: req.GetTopK(), start: time.Now()}
+	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	ctx := stream.Context()
 	snd := lifecycle.NewSender(stream, s.cfg.SendTimeout)
 	defer snd.Close()
 	out := &streamer{ctx: ctx, snd: snd}
-	sum, err := s.run(ctx, q, out)
+	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return err
 	}
@@ -109,10 +113,10 @@ func (s *streamer) flush() error {
 
 // run fans q out, merges into out and returns the summary, or the gRPC status error that ends
 // the RPC. Every shard call is over and its goroutine joined when run returns.
-func (s *Server) run(ctx context.Context, q query, out sink) (*queryv1.SearchSummary, error) {
+func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*queryv1.SearchSummary, error) {
 	start := time.Now()
 	call := s.fan.Start(ctx, fanout.Request{Query: q.text, TopK: q.topK, ShardTimeout: q.shardTimeout})
-	defer call.Close()
+	defer func() { oc.results = call.Close() }()
 
 	cursors := call.Cursors()
 	seqs := make([]merge.Sequence[fanout.Hit], len(cursors))
@@ -143,6 +147,7 @@ func (s *Server) run(ctx context.Context, q query, out sink) (*queryv1.SearchSum
 		})
 		n++
 	}
+	oc.hits = n
 	if n == q.topK {
 		call.Stop()
 	}

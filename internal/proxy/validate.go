@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -21,6 +22,12 @@ type Config struct {
 	// it (HTTP/2 flow control) before the stream is ended with RESOURCE_EXHAUSTED. A client that
 	// stops reading can therefore hold a query's resources for at most this long. Default 5s.
 	SendTimeout time.Duration
+	// Metrics, when set, records the service's own metrics (NewMetrics).
+	Metrics *Metrics
+	// Logger, when set, gets one access-log line per query: method, trace id, a hash of the
+	// query (its text only with LogQueryText), top_k, hits, coverage, outcome and latency.
+	Logger       *slog.Logger
+	LogQueryText bool
 }
 
 func (c Config) withDefaults() Config {
