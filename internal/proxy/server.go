@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/protoadapt"
@@ -41,7 +42,7 @@ func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (_ *que
 	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, invalidArgument(err)
 	}
 	out := &collect{hits: make([]*queryv1.Hit, 0, min(q.topK, 128))}
 	sum, err := s.run(ctx, q, out, &oc)
@@ -66,7 +67,7 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
 	if err != nil {
-		return status.Error(codes.InvalidArgument, err.Error())
+		return invalidArgument(err)
 	}
 	snd := lifecycle.NewSender(stream, s.cfg.SendTimeout)
 	defer snd.Close()
@@ -167,6 +168,25 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 	return sum, nil
 }
 
+// errorDomain is the google.rpc.ErrorInfo domain of gather's errors.
+const errorDomain = "gather.query.v1"
+
+// invalidArgument is the INVALID_ARGUMENT status for a validation error, with the field at fault
+// as google.rpc.BadRequest and google.rpc.ErrorInfo details.
+func invalidArgument(err error) error {
+	st := status.New(codes.InvalidArgument, err.Error())
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		if d, derr := st.WithDetails(
+			&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: fe.Field, Description: fe.Msg}}},
+			&errdetails.ErrorInfo{Reason: "INVALID_REQUEST", Domain: errorDomain, Metadata: map[string]string{"field": fe.Field}},
+		); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
+}
+
 // sendError maps a failed Send: a stall keeps its own status (RESOURCE_EXHAUSTED); when the
 // caller went away, its context says why.
 func sendError(ctx context.Context, err error) error {
@@ -241,9 +261,20 @@ func unavailable(missing uint32, sum *queryv1.SearchSummary) error {
 	}
 	st := status.New(codes.Unavailable, fmt.Sprintf("%d of %d shards did not answer: %s",
 		missing, sum.Coverage.ShardsTotal, strings.Join(why, "; ")))
-	details := make([]protoadapt.MessageV1, len(sum.Shards))
-	for i, r := range sum.Shards {
-		details[i] = r
+	meta := map[string]string{
+		"shards_total":     fmt.Sprint(sum.Coverage.ShardsTotal),
+		"shards_succeeded": fmt.Sprint(sum.Coverage.ShardsSucceeded),
+	}
+	var names []string
+	for _, r := range sum.Shards {
+		if r.Status != queryv1.ShardStatus_SHARD_STATUS_OK {
+			names = append(names, r.Shard)
+		}
+	}
+	meta["missing_shards"] = strings.Join(names, ",")
+	details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: "SHARDS_UNAVAILABLE", Domain: errorDomain, Metadata: meta}}
+	for _, r := range sum.Shards {
+		details = append(details, r)
 	}
 	if withDetails, err := st.WithDetails(details...); err == nil {
 		st = withDetails

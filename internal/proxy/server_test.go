@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -393,10 +394,17 @@ func TestSearchPartialPolicy(t *testing.T) {
 		t.Fatalf("REQUIRE_FULL with a missing shard: got %v, want Unavailable", err)
 	}
 	var details []queryv1.ShardStatus
+	var info *errdetails.ErrorInfo
 	for _, d := range st.Details() {
-		if r, isResult := d.(*queryv1.ShardResult); isResult {
-			details = append(details, r.GetStatus())
+		switch d := d.(type) {
+		case *queryv1.ShardResult:
+			details = append(details, d.GetStatus())
+		case *errdetails.ErrorInfo:
+			info = d
 		}
+	}
+	if info.GetReason() != "SHARDS_UNAVAILABLE" || info.GetMetadata()["missing_shards"] != "s1" {
+		t.Errorf("ErrorInfo %v, want SHARDS_UNAVAILABLE naming s1", info)
 	}
 	if want := []queryv1.ShardStatus{ok, unavail, ok}; !slices.Equal(details, want) {
 		t.Errorf("error details %v, want %v", details, want)
@@ -452,8 +460,20 @@ func TestSearchInvalidArgument(t *testing.T) {
 		{"bad policy", &queryv1.SearchRequest{Query: "q", TopK: 1, PartialPolicy: 9}, "partial_policy"},
 	} {
 		_, err := c.client.Search(t.Context(), tc.req)
-		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !contains(st.Message(), tc.want) {
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument || !contains(st.Message(), tc.want) {
 			t.Errorf("%s: got %v, want InvalidArgument mentioning %q", tc.name, err, tc.want)
+		}
+		var field string
+		for _, d := range st.Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
+				field = br.GetFieldViolations()[0].GetField()
+			}
+		}
+		wantField := map[string]string{"empty query": "query", "blank query": "query", "top_k 0": "top_k",
+			"top_k too big": "top_k", "query too long": "query", "negative timeout": "shard_timeout", "bad policy": "partial_policy"}[tc.name]
+		if field != wantField {
+			t.Errorf("%s: BadRequest field %q, want %q", tc.name, field, wantField)
 		}
 	}
 	if got := c.shards[0].Started(); got != 0 {

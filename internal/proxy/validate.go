@@ -46,6 +46,21 @@ func (c Config) withDefaults() Config {
 // ErrInvalid is wrapped by every validation error; the service answers it with INVALID_ARGUMENT.
 var ErrInvalid = errors.New("invalid request")
 
+// FieldError is a validation error naming the request field at fault. It wraps ErrInvalid.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return fmt.Sprintf("%v: %s", ErrInvalid, e.Msg) }
+
+// Unwrap returns ErrInvalid.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+func invalid(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
 // query is a validated request, the same for Search and SearchStream.
 type query struct {
 	text         string
@@ -60,28 +75,28 @@ func parse(text string, topK uint32, policy queryv1.PartialPolicy, timeout *dura
 	q := query{text: strings.TrimSpace(text), topK: topK}
 	switch {
 	case q.text == "":
-		return q, fmt.Errorf("%w: query is empty: give one or more words to search for", ErrInvalid)
+		return q, invalid("query", "query is empty: give one or more words to search for")
 	case len(text) > lim.MaxQueryBytes:
-		return q, fmt.Errorf("%w: query is %d bytes, over the limit of %d: shorten it", ErrInvalid, len(text), lim.MaxQueryBytes)
+		return q, invalid("query", "query is %d bytes, over the limit of %d: shorten it", len(text), lim.MaxQueryBytes)
 	case topK == 0:
-		return q, fmt.Errorf("%w: top_k is 0: ask for at least 1 hit", ErrInvalid)
+		return q, invalid("top_k", "top_k is 0: ask for at least 1 hit")
 	case topK > lim.MaxTopK:
-		return q, fmt.Errorf("%w: top_k is %d, over the limit of %d: ask for fewer hits", ErrInvalid, topK, lim.MaxTopK)
+		return q, invalid("top_k", "top_k is %d, over the limit of %d: ask for fewer hits", topK, lim.MaxTopK)
 	}
 	switch policy {
 	case queryv1.PartialPolicy_PARTIAL_POLICY_UNSPECIFIED, queryv1.PartialPolicy_PARTIAL_POLICY_ALLOW:
 	case queryv1.PartialPolicy_PARTIAL_POLICY_REQUIRE_FULL:
 		q.requireFull = true
 	default:
-		return q, fmt.Errorf("%w: partial_policy %d is not a known PartialPolicy", ErrInvalid, policy)
+		return q, invalid("partial_policy", "partial_policy %d is not a known PartialPolicy", policy)
 	}
 	if timeout != nil {
 		if err := timeout.CheckValid(); err != nil {
-			return q, fmt.Errorf("%w: shard_timeout: %w", ErrInvalid, err)
+			return q, invalid("shard_timeout", "shard_timeout: %v", err)
 		}
 		d := timeout.AsDuration()
 		if d < 0 {
-			return q, fmt.Errorf("%w: shard_timeout is negative (%s): give a positive cap or leave it unset", ErrInvalid, d)
+			return q, invalid("shard_timeout", "shard_timeout is negative (%s): give a positive cap or leave it unset", d)
 		}
 		q.shardTimeout = d
 	}
