@@ -47,18 +47,28 @@ func Less(a, b Hit) bool {
 }
 
 // Causes of a shard call's end that the fan-out itself decides; Result.Err wraps one of them.
+// The first three are also the cancellation causes of the call's context, and say through
+// EndReason how lifecycle metrics should record the call: as cut by a deadline or stopped early,
+// not as cancelled by a caller.
 var (
 	// ErrShardDeadline: the shard did not finish within its per-shard deadline.
-	ErrShardDeadline = errors.New("per-shard deadline exceeded")
+	ErrShardDeadline error = &cause{"per-shard deadline exceeded", "deadline_exceeded"}
 	// ErrIdle: the shard sent nothing for longer than the idle timeout.
-	ErrIdle = errors.New("shard idle too long")
+	ErrIdle error = &cause{"shard idle too long", "deadline_exceeded"}
 	// ErrStoppedEarly: the caller had enough hits and stopped the call (not a failure).
-	ErrStoppedEarly = errors.New("stopped early: top_k complete")
+	ErrStoppedEarly error = &cause{"stopped early: top_k complete", "stopped_early"}
 	// ErrOrder: the shard broke the ordering contract.
 	ErrOrder = errors.New("ordering contract broken")
 	// ErrTooMany: the shard sent more than top_k hits.
 	ErrTooMany = errors.New("more hits than top_k")
 )
+
+type cause struct{ msg, reason string }
+
+func (c *cause) Error() string { return c.msg }
+
+// EndReason is the lifecycle end reason of a call cancelled with this cause.
+func (c *cause) EndReason() string { return c.reason }
 
 // Status is how one shard call ended.
 type Status int

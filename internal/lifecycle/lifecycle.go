@@ -38,7 +38,15 @@ const (
 	Reset            = "reset"             // client side: the connection broke (UNAVAILABLE)
 	SendStalled      = "send_stalled"      // the peer stopped reading and a send watchdog ended the call
 	Shed             = "shed"              // refused with RESOURCE_EXHAUSTED (admission control)
+	StoppedEarly     = "stopped_early"     // client side: the caller had what it needed and cancelled the rest
 )
+
+// EndReasoner is implemented by context cancellation causes that say how a call cancelled with
+// them ended (one of the reasons above), such as a fan-out cutting a shard call at its own
+// deadline or stopping it early. Without one, a cancelled call is recorded as Canceled.
+type EndReasoner interface {
+	EndReason() string
+}
 
 // ErrSendStalled is wrapped by the errors of calls that a send watchdog ended because the peer
 // stopped reading; such calls are recorded as SendStalled.
@@ -105,7 +113,9 @@ func (m *Metrics) StreamClientInterceptor() grpc.StreamClientInterceptor {
 
 func (m *Metrics) reportable() interceptors.CommonReportableFunc {
 	return func(ctx context.Context, meta interceptors.CallMeta) (interceptors.Reporter, context.Context) {
-		r := &reporter{m: m, meta: meta, method: meta.FullMethod(), side: "server"}
+		// ctx is set before anything can run peerWentAway: AfterFunc starts it at once on a
+		// context that is already done.
+		r := &reporter{m: m, meta: meta, method: meta.FullMethod(), side: "server", ctx: ctx}
 		if meta.IsClient {
 			r.side = "client"
 		}
@@ -113,8 +123,9 @@ func (m *Metrics) reportable() interceptors.CommonReportableFunc {
 		if !meta.IsClient && meta.Typ == interceptors.Unary {
 			r.halfClose()
 		}
+		r.mu.Lock()
 		r.stopWatch = context.AfterFunc(ctx, r.peerWentAway)
-		r.ctx = ctx
+		r.mu.Unlock()
 		return r, ctx
 	}
 }
@@ -185,7 +196,10 @@ func (r *reporter) PostMsgReceive(_ any, err error, _ time.Duration) {
 }
 
 func (r *reporter) PostCall(err error, _ time.Duration) {
-	r.stopWatch()
+	r.mu.Lock()
+	stop := r.stopWatch
+	r.mu.Unlock()
+	stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.endLocked(err)
@@ -229,6 +243,10 @@ func (r *reporter) reason(err error) string {
 	}
 	if errors.Is(ctxErr, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
 		return DeadlineExceeded
+	}
+	var er EndReasoner
+	if ctxErr != nil && errors.As(context.Cause(r.ctx), &er) {
+		return er.EndReason()
 	}
 	if ctxErr != nil || status.Code(err) == codes.Canceled {
 		if !r.meta.IsClient && !r.halfAt.IsZero() {

@@ -286,3 +286,52 @@ func TestSendStalled(t *testing.T) {
 	}
 	eventually(t, "server send_stalled recorded", func() bool { return ends(e.sreg, "server", lifecycle.SendStalled) == 1 })
 }
+
+// TestContextAlreadyDone: a call that reaches the interceptors with its context already done
+// (a deadline spent in a queue) is recorded like any other, on both sides, without racing.
+func TestContextAlreadyDone(t *testing.T) {
+	t.Parallel()
+	for range 50 {
+		reg := prometheus.NewRegistry()
+		m := lifecycle.New(reg)
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		_, err := m.UnaryServerInterceptor()(ctx, nil, &grpc.UnaryServerInfo{FullMethod: method},
+			func(ctx context.Context, _ any) (any, error) { return nil, status.FromContextError(ctx.Err()).Err() })
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("server: %v", err)
+		}
+		err = m.UnaryClientInterceptor()(ctx, method, nil, nil, nil,
+			func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+				return status.FromContextError(ctx.Err()).Err()
+			})
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("client: %v", err)
+		}
+		if got := ends(reg, "server", lifecycle.Abandoned) + ends(reg, "client", lifecycle.Canceled); got != 2 {
+			t.Fatalf("recorded %v ends, want 2", got)
+		}
+	}
+}
+
+type stopped struct{}
+
+func (stopped) Error() string     { return "stopped early" }
+func (stopped) EndReason() string { return lifecycle.StoppedEarly }
+
+// TestEndReasonFromCause: a caller that cancels with a cause that names the end reason (the
+// fan-out stopping a shard call it no longer needs) is recorded with that reason.
+func TestEndReasonFromCause(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	m := lifecycle.New(reg)
+	ctx, cancel := context.WithCancelCause(t.Context())
+	cancel(stopped{})
+	_ = m.UnaryClientInterceptor()(ctx, method, nil, nil, nil,
+		func(ctx context.Context, _ string, _, _ any, _ *grpc.ClientConn, _ ...grpc.CallOption) error {
+			return status.FromContextError(ctx.Err()).Err()
+		})
+	if got := ends(reg, "client", lifecycle.StoppedEarly); got != 1 {
+		t.Errorf("stopped_early = %v, want 1", got)
+	}
+}
