@@ -33,15 +33,16 @@ $(BIN)/golangci-lint: tools/lint/go.mod tools/lint/go.sum
 	$(GO) build $(LINTMOD) -o $(BIN)/ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: generate
-generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ from proto/
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ (and the reflection image) from proto/
 	rm -rf gen
 	$(BIN)/buf generate
+	$(BIN)/buf build -o internal/apidesc/gather.binpb
 
 .PHONY: checkgenerate
 checkgenerate: generate ## Fail if gen/ differs from what proto/ generates
-	@if [ -n "$$(git status --porcelain -- gen)" ]; then \
+	@if [ -n "$$(git status --porcelain -- gen internal/apidesc)" ]; then \
 		echo "gen/ is out of date: run 'make generate' and commit the result"; \
-		git status --porcelain -- gen; exit 1; fi
+		git status --porcelain -- gen internal/apidesc; exit 1; fi
 
 .PHONY: lint
 lint: $(BIN)/buf $(BIN)/golangci-lint ## buf lint + format check, go vet, golangci-lint

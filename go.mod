@@ -3,6 +3,7 @@ module github.com/gatherproxy/gather
 go 1.26.8
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/blevesearch/bleve/v2 v2.6.3
 	github.com/blevesearch/bleve_index_api v1.4.1
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.3.4

@@ -6,6 +6,7 @@
 //	gather proxy --listen ADDR --shard NAME=ADDR[,ADDR...] ... | --config FILE
 //	gather query [--addr ADDR] [--top-k N] TEXT
 //	gather diag [--admin ADDR]
+//	gather chaos [--addr ADDR] [--admin ADDR] [--duration D] ...   replay the old incident against gather demo
 package main
 
 import (
@@ -34,6 +35,7 @@ var commands = []command{
 	{"proxy", "serve the QueryService in front of a set of shards", runProxy},
 	{"query", "ask a QueryService and print the hits as a table", runQuery},
 	{"diag", "print a proxy's TCP sockets by state and the kernel's listen-queue drops", runDiag},
+	{"chaos", "replay the old incident against gather demo and judge how the proxy came through", runChaos},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "gather", version)
 		return err

@@ -13,10 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	channelzsvc "google.golang.org/grpc/channelz/service"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/reflection"
 
+	"github.com/gatherproxy/gather/internal/apidesc"
 	"github.com/gatherproxy/gather/internal/sockdiag"
 )
 
@@ -45,7 +46,8 @@ func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Ser
 	register(srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	reflection.Register(srv)
+	apidesc.RegisterReflection(srv) // with the proto comments, for grpcurl describe
+	channelzsvc.RegisterChannelzServiceToServer(srv) // grpcurl ... grpc.channelz.v1.Channelz/GetTopChannels
 	for _, s := range append(services, "") {
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
 	}
@@ -85,9 +87,10 @@ func graceContext(parent context.Context, grace time.Duration) (context.Context,
 	return context.WithTimeout(context.WithoutCancel(parent), grace)
 }
 
-// adminServer is the admin HTTP server: /metrics and /healthz.
+// adminServer is the admin HTTP server: /metrics and /healthz, plus what Handle adds.
 type adminServer struct {
 	srv  *http.Server
+	mux  *http.ServeMux
 	lis  net.Listener
 	done chan error
 }
@@ -103,8 +106,13 @@ func newAdminServer(addr string, reg *prometheus.Registry) (*adminServer, error)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
-	return &adminServer{srv: srv, lis: lis, done: make(chan error, 1)}, nil
+	return &adminServer{srv: srv, mux: mux, lis: lis, done: make(chan error, 1)}, nil
 }
+
+// Handle adds a handler for pattern (http.ServeMux syntax, such as "POST /debug/fault"), also
+// while the server is serving. Only the demo adds any: its fault control, which must never be
+// mounted on `gather proxy`.
+func (a *adminServer) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
 func (a *adminServer) Addr() string { return a.lis.Addr().String() }
 

@@ -100,12 +100,9 @@ func indexDir(dataDir string, src corpus.Source, part corpus.Partition) (string,
 	return filepath.Join(dataDir, digest[:16], fmt.Sprintf("%d-of-%d", part.Index, part.Count)), nil
 }
 
-// openIndex opens or builds one partition's index, logging the build's progress.
+// openIndex opens or builds one partition's index; the shard package logs the build's progress.
 func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.Partition, log *slog.Logger) (*shard.Index, error) {
-	return shard.Open(ctx, dir, src, part, shard.WithLogger(log), shard.WithProgress(func(p shard.Progress) {
-		log.Info("building index", "partition", p.Partition.String(), "indexed", p.Indexed, "total", p.Total,
-			"percent", 100*p.Indexed/max(p.Total, 1), "elapsed", p.Elapsed.Round(time.Millisecond))
-	}))
+	return shard.Open(ctx, dir, src, part, shard.WithLogger(log))
 }
 
 // serveShard serves ix as a ShardService on lis, with gather's default server keepalive and

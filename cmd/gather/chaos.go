@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/gatherproxy/gather/internal/chaos"
+)
+
+// runChaos replays the old incident against a running `gather demo` and prints the verdict; it
+// fails unless the verdict is clean.
+func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("chaos", "[--addr ADDR] [--admin ADDR] [--duration D] [--timeout D] [--workers N] [--slow-shards NAMES] [--slow D] [--stallers N] [--vanishers N]", stderr)
+	def := chaos.Config{}.Defaults()
+	addr := fs.String("addr", def.Addr, "the demo's QueryService `address` (loopback only)")
+	admin := fs.String("admin", def.Admin, "the demo's admin HTTP `address`, with /metrics and /debug/fault (loopback only)")
+	duration := fs.Duration("duration", def.Duration, "length of the run before the recovery: a tenth (at most 5s) healthy, the rest the incident")
+	timeout := fs.Duration("timeout", def.Timeout, "every client's deadline per query (the QS timeout of the incident)")
+	workers := fs.Int("workers", def.Workers, "clients querying in a loop during the incident, each on its own connection; more than the proxy admits (the demo's --max-in-flight, default 256)")
+	slowShards := fs.String("slow-shards", strings.Join(def.SlowShards, ","), "comma-separated demo `shards` to slow during the incident")
+	slow := fs.Duration("slow", def.Slow, "delay injected into every call of the slow shards; longer than --timeout")
+	stallers := fs.Int("stallers", chaos.DefaultStallers, "clients that open a SearchStream for 1000 hits and never read it")
+	stallHold := fs.Duration("stall-hold", def.StallHold, "how long a staller leaves its stream unread; longer than the proxy's time to its first hits plus its send watchdog (5s unless the demo's --send-timeout says otherwise)")
+	vanishers := fs.Int("vanishers", chaos.DefaultVanishers, "clients that go silent mid-query behind a relay, like a pulled cable")
+	vanishWait := fs.Duration("vanish-wait", def.VanishWait, "how long the proxy may take to close a vanished connection; longer than its keepalive time plus timeout (10s + 5s unless the demo's --keepalive-* flags say otherwise)")
+	recovery := fs.Duration("recovery-timeout", def.RecoveryTimeout, "give up waiting for the proxy to be clean after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("chaos: unexpected arguments %q", fs.Args())
+	}
+	cfg := chaos.Config{
+		Addr: *addr, Admin: *admin, Duration: *duration, Timeout: *timeout, Workers: *workers,
+		SlowShards: splitList(*slowShards), Slow: *slow, Stallers: *stallers, StallHold: *stallHold,
+		Vanishers: *vanishers, VanishWait: *vanishWait, RecoveryTimeout: *recovery,
+		Progress: stderr,
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("chaos:\n%w", err)
+	}
+	rep, err := chaos.Run(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("chaos: %w", err)
+	}
+	if err := rep.WriteTable(stdout); err != nil {
+		return err
+	}
+	if !rep.Clean() {
+		return fmt.Errorf("chaos: verdict not clean: %s", strings.Join(rep.Failed(), "; "))
+	}
+	return nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks; an empty value gives an empty,
+// non-nil list, so that chaos.Config does not take its default.
+func splitList(v string) []string {
+	out := []string{}
+	for s := range strings.SplitSeq(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,183 @@
+package chaos
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gatherproxy/gather/internal/sockdiag"
+)
+
+// cleanReport is the report of a run that came through clean.
+func cleanReport() *Report {
+	cfg := Config{Stallers: 2, Vanishers: 2}.withDefaults()
+	snap := func(established int) sockdiag.Snapshot {
+		s := sockdiag.Snapshot{Available: true}
+		s.Sockets[sockdiag.Established] = established
+		s.Sockets[sockdiag.Listen] = 6
+		return s
+	}
+	start := time.Unix(1_700_000_000, 0)
+	return &Report{
+		Config:    cfg,
+		Start:     start,
+		BeforeLen: 5 * time.Second, IncidentLen: 55 * time.Second,
+		Workers: Counts{Degraded: 9000, Shed: 20000},
+		Probe:   ProbeStats{Queries: 600, OK: 100, Degraded: 500, LongestGap: 150 * time.Millisecond},
+		Stalls:  StallStats{Held: 8, EndedByWatchdog: 8},
+		Vanish:  VanishStats{Vanished: 6, MidQuery: 6, Dropped: 6, LongestDrop: 15 * time.Second},
+		Before:  State{Sockets: snap(9), Goroutines: 60, HeapInuse: 4 << 20, HeapCollected: true},
+		After:   State{Sockets: snap(9), Goroutines: 60, HeapInuse: 6 << 20, HeapCollected: true, Time: start.Add(61 * time.Second)},
+		Peak:    State{Sockets: snap(330), Goroutines: 3000},
+
+		Recovered: true, TimeToRecover: time.Second,
+		ShedByProxy: 20500, SendStalledByProxy: 8,
+		ShardCalls: map[string]int64{"completed": 10, "canceled": 5},
+	}
+}
+
+func TestChecks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(r *Report)
+		failed string // the one check that must fail; "" for none
+	}{
+		{"clean", func(*Report) {}, ""},
+		{"close_wait owned", func(r *Report) { r.After.Sockets.Sockets[sockdiag.CloseWait] = 1 }, "no CLOSE_WAIT at the end"},
+		{"close_wait unaccepted", func(r *Report) { r.After.Sockets.ListenerUnowned[sockdiag.CloseWait] = 3 }, "no CLOSE_WAIT at the end"},
+		{"close_wait during only", func(r *Report) { r.MaxCloseWait = 40 }, ""},
+		{"grpc close_wait", func(r *Report) { r.PeerGoneAfter = 1 }, "no CLOSE_WAIT at the end"},
+		{"no socket data", func(r *Report) { r.After.Sockets = sockdiag.Snapshot{} }, "no CLOSE_WAIT at the end"},
+		{"goroutines at the slack", func(r *Report) { r.After.Goroutines = 65 }, ""},
+		{"goroutines past the slack", func(r *Report) { r.After.Goroutines = 66 }, "goroutines back to baseline"},
+		{"goroutines below", func(r *Report) { r.After.Goroutines = 50 }, ""},
+		{"probe gap just under", func(r *Report) { r.Probe.LongestGap = 999 * time.Millisecond }, ""},
+		{"probe gap 1s", func(r *Report) { r.Probe.LongestGap = time.Second }, "healthy queries answered throughout"},
+		{"probe never answered", func(r *Report) { r.Probe = ProbeStats{Queries: 10, Failed: 10} }, "healthy queries answered throughout"},
+		{"not recovered", func(r *Report) { r.Recovered, r.NotRecovered = false, "3 sockets in CLOSE_WAIT" }, "recovered"},
+		{"qs timeout", func(r *Report) { r.Workers.QSTimeout = 1 }, "answered before the QS timeout"},
+		{"unavailable is no timeout", func(r *Report) { r.Workers.Unavailable = 3 }, ""},
+		{"nothing shed", func(r *Report) { r.Workers.Shed, r.ShedByProxy = 0, 0 }, "overload shed, not queued"},
+		{"stall completed", func(r *Report) { r.Stalls.EndedByWatchdog, r.Stalls.Completed = 7, 1 }, "stalled streams ended by the send watchdog"},
+		{"stall not seen by the proxy", func(r *Report) { r.SendStalledByProxy = 7 }, "stalled streams ended by the send watchdog"},
+		{"no stream held", func(r *Report) { r.Stalls = StallStats{Shed: 40} }, "stalled streams ended by the send watchdog"},
+		{"no stallers asked", func(r *Report) { r.Config.Stallers, r.Stalls = 0, StallStats{} }, ""},
+		{"vanished not dropped", func(r *Report) { r.Vanish.Dropped, r.Vanish.NotDropped = 5, 1 }, "vanished connections dropped by the proxy"},
+		{"no vanishers asked", func(r *Report) { r.Config.Vanishers, r.Vanish = 0, VanishStats{} }, ""},
+		{"heap back", func(r *Report) { r.After.HeapInuse = r.Before.HeapInuse + 16<<20 }, ""},
+		{"heap held", func(r *Report) { r.After.HeapInuse = r.Before.HeapInuse + 16<<20 + 1 }, "heap back near baseline"},
+		{"heap not collected", func(r *Report) { r.After.HeapCollected, r.After.HeapInuse = false, 1<<30 }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := cleanReport()
+			tc.change(r)
+			var failed []string
+			for _, c := range r.Checks() {
+				if !c.Pass {
+					failed = append(failed, c.Name)
+				}
+			}
+			want := []string{}
+			if tc.failed != "" {
+				want = []string{tc.failed}
+			}
+			if strings.Join(failed, "|") != strings.Join(want, "|") {
+				t.Errorf("failed checks %q, want %q", failed, want)
+			}
+			if r.Clean() != (tc.failed == "") {
+				t.Errorf("Clean() = %v", r.Clean())
+			}
+		})
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	t.Parallel()
+	r := cleanReport()
+	var buf bytes.Buffer
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"degraded        9000", "shed            20000",
+		"CLOSE_WAIT", "ESTABLISHED", "TIME_WAIT",
+		"goroutines", "time to recover", "longest probe gap",
+		"no CLOSE_WAIT at the end                    PASS",
+		"goroutines back to baseline                 PASS",
+		"healthy queries answered throughout         PASS",
+		"verdict: CLEAN\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	for i, line := range strings.Split(out, "\n") {
+		if strings.HasSuffix(line, " ") {
+			t.Errorf("line %d has trailing spaces: %q", i+1, line)
+		}
+	}
+
+	r.After.Goroutines = 900
+	buf.Reset()
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "verdict: NOT CLEAN (goroutines back to baseline)") {
+		t.Errorf("leaking report does not say NOT CLEAN:\n%s", buf.String())
+	}
+}
+
+func TestLongestGap(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(ms int, answered bool) probeResult {
+		return probeResult{start: t0.Add(time.Duration(ms) * time.Millisecond), answered: answered}
+	}
+	for _, tc := range []struct {
+		name    string
+		results []probeResult
+		gap, at time.Duration
+	}{
+		{"none", nil, 0, 0},
+		{"all answered", []probeResult{at(0, true), at(100, true), at(200, true)}, 100 * time.Millisecond, 0},
+		{"a failed stretch", []probeResult{at(0, true), at(100, false), at(200, false), at(300, true), at(400, true)},
+			300 * time.Millisecond, 0},
+		{"failing at the start", []probeResult{at(0, false), at(100, false), at(200, true), at(300, true)},
+			200 * time.Millisecond, 0},
+		{"failing at the end", []probeResult{at(0, true), at(100, true), at(200, false), at(700, false)},
+			600 * time.Millisecond, 100 * time.Millisecond},
+		{"never answered", []probeResult{at(0, false), at(100, false), at(1500, false)}, 1500 * time.Millisecond, 0},
+	} {
+		gap, when := longestGap(tc.results, t0)
+		if gap != tc.gap || when != tc.at {
+			t.Errorf("%s: gap %s at +%s, want %s at +%s", tc.name, gap, when, tc.gap, tc.at)
+		}
+	}
+}
+
+// TestProbeStats: answers that came late (slow shards, retries) do not count as gaps: what
+// counts is whether the queries started in every stretch got answered.
+func TestProbeStats(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1_700_000_000, 0)
+	var rs []probeResult
+	for i := range 30 {
+		start := t0.Add(time.Duration(i) * 100 * time.Millisecond)
+		r := probeResult{start: start, end: start.Add(5 * time.Millisecond), answered: true, full: true}
+		if i >= 10 { // shards slowed: every answer takes a second, some after a shed
+			r.end, r.full, r.afterShed = start.Add(time.Second), false, i%3 == 0
+		}
+		rs = append(rs, r)
+	}
+	rs[20] = probeResult{start: rs[20].start, end: rs[20].start.Add(3 * time.Second), err: "deadline"}
+	ps := probeStats(rs, t0)
+	want := ProbeStats{Queries: 30, OK: 10, Degraded: 19, AfterShed: 6, Failed: 1, LongestGap: 200 * time.Millisecond,
+		GapAt: 1900 * time.Millisecond, SlowestAnswer: time.Second, FailExample: "deadline"}
+	if ps != want {
+		t.Errorf("probeStats =\n %+v\nwant\n %+v", ps, want)
+	}
+}
