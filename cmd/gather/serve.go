@@ -46,7 +46,7 @@ func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Ser
 	register(srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	apidesc.RegisterReflection(srv) // with the proto comments, for grpcurl describe
+	apidesc.RegisterReflection(srv)                  // with the proto comments, for grpcurl describe
 	channelzsvc.RegisterChannelzServiceToServer(srv) // grpcurl ... grpc.channelz.v1.Channelz/GetTopChannels
 	for _, s := range append(services, "") {
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
