@@ -1,0 +1,450 @@
+package synthetic_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/synthetic"
+)
+
+// server is a synthetic shard on an in-memory gRPC connection.
+type server struct {
+	client shardv1.ShardServiceClient
+	// ended receives the error of every Search handler as it returns.
+	ended chan error
+}
+
+// start serves srv until the test ends.
+func start(t testing.TB, srv *synthetic.Server) *server {
+	t.Helper()
+	s := &server{ended: make(chan error, 100)}
+	lis := bufconn.Listen(1 << 20)
+	gs := grpc.NewServer(grpc.StreamInterceptor(
+		func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+			err := handler(srv, ss)
+			select {
+			case s.ended <- err:
+			default:
+			}
+			return err
+		}))
+	shardv1.RegisterShardServiceServer(gs, srv)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = gs.Serve(lis) })
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		gs.Stop()
+		wg.Wait()
+	})
+	s.client = shardv1.NewShardServiceClient(conn)
+	return s
+}
+
+// search runs a Search call to its end and returns its messages and final error (nil for a
+// clean end of stream).
+func search(ctx context.Context, c shardv1.ShardServiceClient, query string, topK uint32) ([]*shardv1.SearchResponse, error) {
+	stream, err := c.Search(ctx, &shardv1.SearchRequest{Query: query, TopK: topK})
+	if err != nil {
+		return nil, err
+	}
+	var msgs []*shardv1.SearchResponse
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return msgs, nil
+		}
+		if err != nil {
+			return msgs, err
+		}
+		msgs = append(msgs, m)
+	}
+}
+
+func hitsOf(msgs []*shardv1.SearchResponse) []*shardv1.Hit {
+	var hits []*shardv1.Hit
+	for _, m := range msgs {
+		hits = append(hits, m.GetHits()...)
+	}
+	return hits
+}
+
+// contractViolation returns what is wrong with a stream of hits under the ShardService ordering
+// contract for topK, or "" if nothing is.
+func contractViolation(hits []*shardv1.Hit, topK int) string {
+	if len(hits) > topK {
+		return fmt.Sprintf("%d hits for top_k %d", len(hits), topK)
+	}
+	seen := make(map[string]bool, len(hits))
+	for i, h := range hits {
+		if math.IsNaN(h.GetScore()) {
+			return fmt.Sprintf("hit %d (%s): NaN score", i, h.GetDocId())
+		}
+		if seen[h.GetDocId()] {
+			return fmt.Sprintf("hit %d: doc_id %s repeated", i, h.GetDocId())
+		}
+		seen[h.GetDocId()] = true
+		if i == 0 {
+			continue
+		}
+		p := hits[i-1]
+		switch {
+		case h.GetScore() > p.GetScore():
+			return fmt.Sprintf("hit %d (%s): score %v after %v", i, h.GetDocId(), h.GetScore(), p.GetScore())
+		case h.GetScore() == p.GetScore() && h.GetDocId() <= p.GetDocId():
+			return fmt.Sprintf("hit %d: tie at score %v with doc_id %s after %s", i, h.GetScore(), h.GetDocId(), p.GetDocId())
+		}
+	}
+	return ""
+}
+
+func TestContractViolation(t *testing.T) {
+	t.Parallel()
+	h := func(id string, score float64) *shardv1.Hit { return &shardv1.Hit{DocId: id, Score: score} }
+	tests := []struct {
+		name string
+		hits []*shardv1.Hit
+		topK int
+		want string // substring; "" means no violation
+	}{
+		{"ok", []*shardv1.Hit{h("b", 3), h("a", 2), h("c", 2), h("a2", 1)}, 4, ""},
+		{"empty", nil, 1, ""},
+		{"rising score", []*shardv1.Hit{h("a", 1), h("b", 2)}, 2, "score 2 after 1"},
+		{"tie out of order", []*shardv1.Hit{h("b", 1), h("a", 1)}, 2, "tie"},
+		{"repeated", []*shardv1.Hit{h("a", 2), h("a", 1)}, 2, "repeated"},
+		{"nan", []*shardv1.Hit{h("a", math.NaN())}, 1, "NaN"},
+		{"too many", []*shardv1.Hit{h("a", 2), h("b", 1)}, 1, "2 hits for top_k 1"},
+	}
+	for _, tt := range tests {
+		got := contractViolation(tt.hits, tt.topK)
+		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+			t.Errorf("%s: contractViolation = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestSearchKeepsContractAndBatches(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		seed  uint64
+		query string
+		topK  uint32
+		per   int // hits per message; 0 for the default
+	}{
+		{0, "union", 1, 0},
+		{1, "union war", 10, 0},
+		{2, "x", 64, 0},
+		{3, "tariff reform", 100, 0},
+		{4, "peace", 1000, 0},
+		{5, "peace", 130, 7},
+		{6, "a b c", 10000, 1000},
+	}
+	for _, tt := range tests {
+		name := fmt.Sprintf("seed=%d/%s/top_k=%d/per=%d", tt.seed, tt.query, tt.topK, tt.per)
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := start(t, synthetic.New(tt.seed, synthetic.WithHitsPerMessage(tt.per)))
+			msgs, err := search(t.Context(), s.client, tt.query, tt.topK)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hits := hitsOf(msgs)
+			if v := contractViolation(hits, int(tt.topK)); v != "" {
+				t.Fatalf("contract broken: %s", v)
+			}
+			if got, want := len(hits), int(tt.topK); got != want {
+				t.Errorf("got %d hits, want %d", got, want)
+			}
+			per := tt.per
+			if per == 0 {
+				per = synthetic.DefaultHitsPerMessage
+			}
+			if got, want := len(msgs), (int(tt.topK)+per-1)/per; got != want {
+				t.Errorf("got %d messages, want %d", got, want)
+			}
+			for i, m := range msgs {
+				if n := len(m.GetHits()); n > per || (i < len(msgs)-1 && n != per) {
+					t.Errorf("message %d has %d hits; want %d per message", i, n, per)
+				}
+				if i > 0 && (m.GetTotalMatches() != 0 || m.GetDocuments() != 0) {
+					t.Errorf("message %d carries counts %d/%d; want them on the first only", i, m.GetTotalMatches(), m.GetDocuments())
+				}
+			}
+			if got := msgs[0].GetTotalMatches(); got < uint64(tt.topK) {
+				t.Errorf("total_matches %d is below the %d hits sent", got, tt.topK)
+			}
+			if got, want := msgs[0].GetDocuments(), uint64(synthetic.DefaultDocuments); got != want {
+				t.Errorf("documents = %d, want %d", got, want)
+			}
+			for _, h := range hits {
+				if got, want := len(h.GetText()), synthetic.DefaultTextBytes; got != want {
+					t.Fatalf("hit %s: text of %d bytes, want %d", h.GetDocId(), got, want)
+				}
+				if got := len(h.GetFields()); got != 2 {
+					t.Fatalf("hit %s: %d fields, want 2", h.GetDocId(), got)
+				}
+			}
+		})
+	}
+}
+
+func TestSearchHasTies(t *testing.T) {
+	t.Parallel()
+	hits := synthetic.New(1).Hits("union", 1000)
+	ties := 0
+	for i := 1; i < len(hits); i++ {
+		if hits[i].GetScore() == hits[i-1].GetScore() {
+			ties++
+		}
+	}
+	if ties == 0 {
+		t.Error("no tied scores in 1000 hits: the doc_id tie-break is never exercised")
+	}
+}
+
+func TestSmallerTopKIsPrefix(t *testing.T) {
+	t.Parallel()
+	s := start(t, synthetic.New(9))
+	full, err := search(t.Context(), s.client, "constitution", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []uint32{1, 2, 3, 10, 63, 64, 65, 100, 999} {
+		msgs, err := search(t.Context(), s.client, "constitution", k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		assertSameHits(t, fmt.Sprintf("top_k %d", k), hitsOf(msgs), hitsOf(full)[:k])
+	}
+}
+
+func assertSameHits(t *testing.T, what string, got, want []*shardv1.Hit) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d hits, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if !proto.Equal(got[i], want[i]) {
+			t.Fatalf("%s: hit %d = %v, want %v", what, i, got[i], want[i])
+		}
+	}
+}
+
+func TestDeterministicAcrossCallsAndInstances(t *testing.T) {
+	t.Parallel()
+	a := start(t, synthetic.New(7))
+	b := start(t, synthetic.New(7, synthetic.WithCacheHits(0)))
+	for _, q := range []string{"war", "peace and war", "tariff"} {
+		var answers [][]*shardv1.Hit
+		for _, s := range []*server{a, a, b, b} {
+			msgs, err := search(t.Context(), s.client, q, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answers = append(answers, hitsOf(msgs))
+		}
+		for i := 1; i < len(answers); i++ {
+			assertSameHits(t, fmt.Sprintf("%q answer %d", q, i), answers[i], answers[0])
+		}
+	}
+}
+
+func docIDs(hits []*shardv1.Hit) string {
+	ids := make([]string, len(hits))
+	for i, h := range hits {
+		ids[i] = h.GetDocId()
+	}
+	return strings.Join(ids, " ")
+}
+
+func TestSeedsAndQueriesDiffer(t *testing.T) {
+	t.Parallel()
+	s1, s2 := synthetic.New(1), synthetic.New(2)
+	if a, b := docIDs(s1.Hits("union", 20)), docIDs(s2.Hits("union", 20)); a == b {
+		t.Errorf("seeds 1 and 2 gave the same hits: %s", a)
+	}
+	if a, b := s1.Hits("union", 1)[0].GetScore(), s2.Hits("union", 1)[0].GetScore(); a == b {
+		t.Errorf("seeds 1 and 2 gave the same top score %v", a)
+	}
+	seen := map[string]string{}
+	for _, q := range []string{"union", "unions", "war", "peace", "union war", "Union"} {
+		ids := docIDs(s1.Hits(q, 20))
+		if other, ok := seen[ids]; ok {
+			t.Errorf("queries %q and %q gave the same hits", other, q)
+		}
+		seen[ids] = q
+	}
+}
+
+func TestTextBytes(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{0, 1, 37, 200, 1000} {
+		hits := synthetic.New(3, synthetic.WithTextBytes(n)).Hits("q", 50)
+		for _, h := range hits {
+			if len(h.GetText()) != n {
+				t.Fatalf("WithTextBytes(%d): hit %s has %d bytes of text", n, h.GetDocId(), len(h.GetText()))
+			}
+		}
+	}
+}
+
+func TestSearchRejectsBadRequests(t *testing.T) {
+	t.Parallel()
+	s := start(t, synthetic.New(0, synthetic.WithMaxTopK(50)))
+	tests := []struct {
+		query string
+		topK  uint32
+		want  string
+	}{
+		{"", 10, "query is blank"},
+		{"  \t", 10, "query is blank"},
+		{"union", 0, "top_k is 0"},
+		{"union", 51, "above this shard's maximum of 50"},
+	}
+	for _, tt := range tests {
+		_, err := search(t.Context(), s.client, tt.query, tt.topK)
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Search(%q, %d) error = %v, want InvalidArgument with %q", tt.query, tt.topK, err, tt.want)
+		}
+	}
+	if _, err := search(t.Context(), s.client, "union", 50); err != nil {
+		t.Errorf("Search at the maximum top_k: %v", err)
+	}
+}
+
+// gate is a Latency that reports each call to Next and returns a delay that never ends in a test.
+type gate chan struct{}
+
+func (g gate) Next() time.Duration {
+	g <- struct{}{}
+	return synthetic.MaxLatency
+}
+
+func TestCancelDuringDelayEndsCall(t *testing.T) {
+	t.Parallel()
+	g := make(gate, 1)
+	s := start(t, synthetic.New(0, synthetic.WithLatency(g)))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := search(ctx, s.client, "union", 10)
+		done <- err
+	}()
+	<-g // the server is in its delay
+	cancel()
+	if err := <-done; status.Code(err) != codes.Canceled {
+		t.Errorf("client got %v, want Canceled", err)
+	}
+	assertHandlerEnded(t, s, codes.Canceled)
+}
+
+func TestDeadlineDuringDelayEndsCall(t *testing.T) {
+	t.Parallel()
+	g := make(gate, 1)
+	s := start(t, synthetic.New(0, synthetic.WithLatency(g)))
+	// Long enough for the call to reach the server even on a loaded machine; the test waits it out.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := search(ctx, s.client, "union", 10)
+		done <- err
+	}()
+	select {
+	case <-g:
+	case err := <-done:
+		t.Fatalf("call ended with %v before the server started its delay", err)
+	}
+	if err := <-done; status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("client got %v, want DeadlineExceeded", err)
+	}
+	// The server's deadline comes from the client's, but the client's RST_STREAM, sent when its own
+	// timer fires, may reach the server first.
+	assertHandlerEnded(t, s, codes.DeadlineExceeded, codes.Canceled)
+}
+
+// assertHandlerEnded waits for the server's Search handler to return, and checks its code is one
+// of want. The bound is far above any scheduling delay: reaching it means the handler is stuck in
+// its delay.
+func assertHandlerEnded(t *testing.T, s *server, want ...codes.Code) {
+	t.Helper()
+	select {
+	case err := <-s.ended:
+		if !slices.Contains(want, status.Code(err)) {
+			t.Errorf("handler returned %v, want one of %v", err, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("handler still waiting 10s after the call ended")
+	}
+}
+
+func TestConcurrentCallsShareAnswers(t *testing.T) {
+	t.Parallel()
+	srv := synthetic.New(11)
+	s := start(t, srv)
+	queries := []string{"union", "war"}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 10 {
+				q := queries[(w+i)%len(queries)]
+				msgs, err := search(t.Context(), s.client, q, 200)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if docIDs(hitsOf(msgs)) != docIDs(srv.Hits(q, 200)) {
+					errs <- fmt.Errorf("worker %d call %d: answer for %q differs", w, i, q)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestSmallCacheStillAnswersRight(t *testing.T) {
+	t.Parallel()
+	cached := start(t, synthetic.New(5, synthetic.WithCacheHits(50)))
+	uncached := synthetic.New(5, synthetic.WithCacheHits(0))
+	for range 2 {
+		for _, q := range []string{"a", "b", "c", "d"} {
+			for _, k := range []uint32{30, 60} { // 60 never fits the cache
+				msgs, err := search(t.Context(), cached.client, q, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				assertSameHits(t, fmt.Sprintf("%q top_k %d", q, k), hitsOf(msgs), uncached.Hits(q, int(k)))
+			}
+		}
+	}
+}
