@@ -16,13 +16,23 @@ help: ## Show the targets
 demo: build ## Run 4 index shards and the proxy on 127.0.0.1 (QS API :7070, admin :9090)
 	$(BIN)/gather demo
 
+.PHONY: demo-traced
+demo-traced: build ## make demo, exporting every query's trace to a local Jaeger (run make jaeger first)
+	OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_INSECURE=true $(BIN)/gather demo
+
+.PHONY: jaeger
+jaeger: ## Run Jaeger v2 all-in-one on 127.0.0.1 (UI on :16686); builds it once (~4 min)
+	scripts/jaeger.sh
+
 .PHONY: test
 test: ## Run the whole test suite with the race detector
 	$(GO) test -race -count=1 $(GOTEST_FLAGS) ./...
 
 .PHONY: build
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build: ## Build the gather binary into .bin/
-	$(GO) build -o $(BIN)/gather ./cmd/gather
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/gather ./cmd/gather
 
 # Code generators and buf, built from the versions pinned in tools/go.mod.
 $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go.sum

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/corpus"
 	"github.com/gatherproxy/gather/internal/fault"
-	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/shard"
 )
 
@@ -29,6 +27,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	keepaliveTime := fs.Duration("keepalive-time", 0, "the proxy pings a QS connection silent for this long (default 10s, at least 1s)")
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")
+	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,7 +37,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *n < 1 || *n > 64 {
 		return fmt.Errorf("--shards %d: give 1 to 64", *n)
 	}
-	log := newLogger(stderr)
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
 	src := corpusSource(*corpusFile)
 	start := time.Now()
 
@@ -71,8 +73,19 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Listen, cfg.Admin = *listen, *admin
 	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
 	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
-	reg := prometheus.NewRegistry()
-	lc := lifecycle.New(reg) // one set of lifecycle metrics for the proxy's and the shards' calls
+	// One trace per query across the proxy and its shards, under two service names; one set of
+	// metrics for the whole process.
+	proxyTracing, err := setupTracing(ctx, "gather-proxy", false, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(ctx, proxyTracing, log)
+	shardTracing, err := setupTracing(ctx, "gather-shard", false, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(ctx, shardTracing, log)
+	o := newObservability(proxyTracing)
 	var shards []*grpcServer
 	defer func() {
 		stopCtx, cancel := graceContext(ctx, time.Second)
@@ -91,16 +104,16 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		name := fmt.Sprintf("shard-%d", i)
 		injectors[name] = fault.NewInjector(fault.Spec{}, lis)
-		s := serveShard(lis, ix,
-			grpc.ChainStreamInterceptor(lc.StreamServerInterceptor()), grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor()),
-			injectors[name].ServerOption()) // after lifecycle, so lifecycle records injected faults too
+		// the injector after lifecycle, so that lifecycle records injected faults too
+		s := serveShard(lis, ix, o.serverOptions(shardTracing, nil,
+			[]grpc.StreamServerInterceptor{injectors[name].StreamServerInterceptor()})...)
 		shards = append(shards, s)
 		cfg.Shards = append(cfg.Shards, config.Shard{Name: name, Replicas: []string{s.Addr()}})
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo config:\n%w", err)
 	}
-	p, err := startProxy(cfg, reg, lc, log)
+	p, err := startProxy(cfg, o, log, *lf.queryText)
 	if err != nil {
 		return err
 	}

@@ -266,3 +266,59 @@ func TestShardBlackholed(t *testing.T) {
 	local.stop(t)
 	remote.stop(t)
 }
+
+// TestGracefulShutdown: SIGTERM while a query is in flight. The proxy turns NOT_SERVING on
+// /readyz at once, lets the query finish with its answer, and exits cleanly.
+func TestGracefulShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs processes")
+	}
+	t.Parallel()
+	small := smallCorpus(t, 4)
+	sh := startGather(t, "shard", "--listen", "127.0.0.1:0", "--partition", "0/1", "--corpus", small, "--data-dir", t.TempDir(), "--fault", "delay=1500ms")
+	shardAt := sh.await(t, shardAddr)
+	px := startGather(t, "proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--shard", "s0="+shardAt, "--shard-timeout", "10s")
+	addr, admin := px.await(t, proxyAddr), px.await(t, adminAddr)
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		resp, err := queryv1.NewQueryServiceClient(dial(t, addr)).Search(ctx, &queryv1.SearchRequest{Query: "union", TopK: 3})
+		if err == nil && resp.GetCoverage().GetShardsSucceeded() != 1 {
+			err = fmt.Errorf("coverage %v", resp.GetCoverage())
+		}
+		got <- err
+	}()
+	poll(t, 10*time.Second, func() string {
+		if !strings.Contains(metricsText(t, admin), "gather_admission_in_flight_queries 1") {
+			return "query not in flight"
+		}
+		return ""
+	})
+	if err := px.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, 5*time.Second, func() string {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return err.Error()
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			return fmt.Sprintf("/readyz %d while draining", resp.StatusCode)
+		}
+		return ""
+	})
+	if err := <-got; err != nil {
+		t.Errorf("the in-flight query was not drained: %v", err)
+	}
+	select {
+	case <-px.exited:
+		if px.exitErr != nil {
+			t.Errorf("proxy exited with %v", px.exitErr)
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("proxy did not exit after draining")
+	}
+	sh.stop(t)
+}

@@ -2,20 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/fanout"
-	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/proxy"
 )
 
@@ -35,7 +37,7 @@ func (s *shardFlags) Set(v string) error {
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("proxy", "[--config FILE] [--listen ADDR] --shard NAME=ADDR[,ADDR...] ...", stderr)
-	path := fs.String("config", "", "YAML config `file` (flags override it)")
+	path := fs.String("config", "", "YAML config `file`; GATHER_<KEY> variables override it, flags override both")
 	listen := fs.String("listen", "", "QueryService `address` (default 127.0.0.1:7070)")
 	admin := fs.String("admin", "", "admin HTTP `address` for /metrics and /healthz (default 127.0.0.1:9090)")
 	var shards shardFlags
@@ -46,18 +48,23 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
 	admissionWait := fs.Duration("admission-wait", 0, "longest wait for a query slot (default 50ms)")
+	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("proxy: unexpected arguments %q", fs.Args())
 	}
+	// Defaults, then the file, then GATHER_* variables, then flags.
 	cfg := config.Defaults()
 	if *path != "" {
 		var err error
 		if cfg, err = config.Load(*path); err != nil {
 			return err
 		}
+	}
+	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+		return fmt.Errorf("proxy environment:\n%w", err)
 	}
 	if *listen != "" {
 		cfg.Listen = *listen
@@ -89,9 +96,16 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy config:\n%w", err)
 	}
-	log := newLogger(stderr)
-	reg := prometheus.NewRegistry()
-	p, err := startProxy(cfg, reg, lifecycle.New(reg), log)
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	tracing, err := setupTracing(ctx, "gather-proxy", true, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(ctx, tracing, log)
+	p, err := startProxy(cfg, newObservability(tracing), log, *lf.queryText)
 	if err != nil {
 		return err
 	}
@@ -111,32 +125,33 @@ type proxyServer struct {
 	admin *adminServer
 }
 
-// startProxy starts the QueryService and the admin endpoint. Its metrics go to reg; lc records
-// the lifecycle of the QueryService calls and of the shard calls.
-func startProxy(cfg config.Proxy, reg *prometheus.Registry, lc *lifecycle.Metrics, log *slog.Logger) (*proxyServer, error) {
+// startProxy starts the QueryService and the admin endpoint, instrumented by o. log gets the
+// process's messages and one access-log line per query.
+func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool) (*proxyServer, error) {
 	fcfg := cfg.Fanout()
-	fcfg.DialOptions = append(fcfg.DialOptions,
-		grpc.WithChainStreamInterceptor(lc.StreamClientInterceptor()),
-		grpc.WithChainUnaryInterceptor(lc.UnaryClientInterceptor()))
+	fcfg.Tracer = o.tracing.Tracer()
+	fcfg.DialOptions = append(fcfg.DialOptions, o.dialOptions()...)
 	fan, err := fanout.New(cfg.Topology(), fcfg)
 	if err != nil {
 		return nil, err
 	}
-	svc := proxy.New(fan, cfg.Service())
-	adm := admission.New(cfg.Admission(), reg)
+	scfg := cfg.Service()
+	scfg.Metrics, scfg.Logger, scfg.LogQueryText = proxy.NewMetrics(o.reg), log, logQueryText
+	svc := proxy.New(fan, scfg)
+	adm := admission.New(cfg.Admission(), o.reg)
 	queryService := queryv1.QueryService_ServiceDesc.ServiceName
-	opts := append(cfg.Keepalive.ServerOptions(),
-		grpc.MaxConcurrentStreams(cfg.MaxStreams()),
-		// lifecycle first, so that shed calls are recorded too
-		grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(queryService)),
-		grpc.ChainStreamInterceptor(lc.StreamServerInterceptor(), adm.StreamServerInterceptor(queryService)),
-	)
+	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()))
+	// RED metrics and lifecycle first, so that shed calls are recorded too.
+	opts = append(opts, o.serverOptions(o.tracing,
+		[]grpc.UnaryServerInterceptor{adm.UnaryServerInterceptor(queryService)},
+		[]grpc.StreamServerInterceptor{adm.StreamServerInterceptor(queryService)})...)
 	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, queryService)
 	if err != nil {
 		_ = fan.Close()
 		return nil, err
 	}
-	a, err := newAdminServer(cfg.Admin, reg)
+	o.server.InitializeMetrics(g.srv)
+	a, err := newAdminServer(cfg.Admin, o.reg, func() error { return proxyReady(g, fan) })
 	if err != nil {
 		_ = g.lis.Close()
 		_ = fan.Close()
@@ -150,6 +165,29 @@ func startProxy(cfg config.Proxy, reg *prometheus.Registry, lc *lifecycle.Metric
 	}
 	log.Info("proxy serving", "listen", g.Addr(), "admin", a.Addr(), "shards", strings.Join(names, " "))
 	return &proxyServer{fan: fan, grpc: g, admin: a}, nil
+}
+
+// proxyReady: not while draining, and not while some shard has no replica that could answer
+// (every connection in TRANSIENT_FAILURE or shut down).
+func proxyReady(g *grpcServer, fan *fanout.Client) error {
+	if g.Draining() {
+		return errors.New("draining")
+	}
+	var down []string
+	for shard, replicas := range fan.ReplicaStates() {
+		up := false
+		for _, st := range replicas {
+			up = up || (st != connectivity.TransientFailure && st != connectivity.Shutdown)
+		}
+		if !up {
+			down = append(down, shard)
+		}
+	}
+	if len(down) > 0 {
+		slices.Sort(down)
+		return fmt.Errorf("no reachable replica for shard(s) %s", strings.Join(down, ", "))
+	}
+	return nil
 }
 
 // Stop drains the QueryService until ctx ends, then closes the shard connections.

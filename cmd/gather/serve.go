@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,10 +25,11 @@ import (
 
 // grpcServer is a gRPC server with health and reflection, serving on a listener of its own.
 type grpcServer struct {
-	srv    *grpc.Server
-	health *health.Server
-	lis    net.Listener
-	done   chan error
+	srv      *grpc.Server
+	health   *health.Server
+	lis      net.Listener
+	done     chan error
+	draining atomic.Bool
 }
 
 // newGRPCServer listens on addr and returns a server with the standard health service (all of
@@ -62,8 +65,13 @@ func (g *grpcServer) Start() {
 	go func() { g.done <- g.srv.Serve(g.lis) }()
 }
 
-// Stop reports NOT_SERVING, lets running calls finish until ctx ends, then closes everything.
+// Draining reports whether Stop has begun.
+func (g *grpcServer) Draining() bool { return g.draining.Load() }
+
+// Stop reports NOT_SERVING (health, and /readyz on the admin port), stops accepting, lets running
+// calls finish until ctx ends, then closes everything.
 func (g *grpcServer) Stop(ctx context.Context) {
+	g.draining.Store(true)
 	g.health.Shutdown()
 	stopped := make(chan struct{})
 	go func() {
@@ -95,7 +103,10 @@ type adminServer struct {
 	done chan error
 }
 
-func newAdminServer(addr string, reg *prometheus.Registry) (*adminServer, error) {
+// newAdminServer serves /metrics (Prometheus text, or OpenMetrics with exemplars when asked),
+// /healthz (the process is alive), /readyz (ready answers nil: 200, else 503 with the reason) and
+// the pprof handlers under /debug/pprof/.
+func newAdminServer(addr string, reg *prometheus.Registry, ready func() error) (*adminServer, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
@@ -103,9 +114,21 @@ func newAdminServer(addr string, reg *prometheus.Registry) (*adminServer, error)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		sockdiag.NewCollector(sockdiag.New("")))
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 2 * time.Minute} // pprof profiles take 30s
 	return &adminServer{srv: srv, mux: mux, lis: lis, done: make(chan error, 1)}, nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,8 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	corpusFile := fs.String("corpus", "", "JSON Lines `file` (gzip or plain) with id, text and other fields (default: the bundled State of the Union corpus)")
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
 	faultSpec := fs.String("fault", "", "misbehave on purpose, for fault tests: a `spec` such as 'delay=200ms,every=3', 'hang', 'close-after=1', 'reset-after=2', 'code=unavailable' (see internal/fault)")
+	adminAddr := fs.String("admin", "", "admin HTTP `address` for /metrics, /healthz, /readyz and pprof (default: none)")
+	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,7 +43,10 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("--partition: %w", err)
 	}
-	log := newLogger(stderr)
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
 	src := corpusSource(*corpusFile)
 	dir, err := indexDir(*dataDir, src, part)
 	if err != nil {
@@ -51,28 +57,49 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
+	tracing, err := setupTracing(ctx, "gather-shard", true, log)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(ctx, tracing, log)
+	o := newObservability(tracing)
 	var g *grpcServer
 	if spec.IsZero() {
 		lis, err := net.Listen("tcp", *listen)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
-		g = serveShard(lis, ix)
+		g = serveShard(lis, ix, o.serverOptions(tracing, nil, nil)...)
 	} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
 		lis, err := fault.Listen("tcp", *listen)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
-		g = serveShard(lis, ix, fault.NewInjector(spec, lis).ServerOption())
+		inj := fault.NewInjector(spec, lis)
+		g = serveShard(lis, ix, o.serverOptions(tracing, nil, []grpc.StreamServerInterceptor{inj.StreamServerInterceptor()})...)
 		log.Warn("injecting faults", "spec", spec.String())
+	}
+	stopCtx, cancel := graceContext(ctx, 5*time.Second)
+	defer cancel()
+	defer g.Stop(stopCtx)
+	if *adminAddr != "" {
+		a, err := newAdminServer(*adminAddr, o.reg, func() error {
+			if g.Draining() {
+				return errors.New("draining")
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		a.Start()
+		defer a.Stop(stopCtx)
+		log.Info("admin serving", "admin", a.Addr())
 	}
 	fmt.Fprintf(stdout, "gather shard: partition %s (%d passages) serving gather.shard.v1.ShardService on %s\n",
 		part, ix.Info().Documents, g.Addr())
 	<-ctx.Done()
 	log.Info("shutting down")
-	stopCtx, cancel := graceContext(ctx, 5*time.Second)
-	defer cancel()
-	g.Stop(stopCtx)
 	return nil
 }
 

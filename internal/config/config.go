@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 
@@ -179,4 +180,49 @@ func (c Proxy) MaxStreams() uint32 {
 		return 1000
 	}
 	return c.MaxConcurrentStreams
+}
+
+// EnvPrefix starts the environment variables ApplyEnv reads.
+const EnvPrefix = "GATHER_"
+
+// ApplyEnv overrides c from environment variables named GATHER_ and a top-level key in upper
+// case (GATHER_LISTEN, GATHER_SHARD_TIMEOUT, GATHER_MAX_IN_FLIGHT, GATHER_KEEPALIVE, ...). Each
+// value is YAML for that key, e.g. GATHER_SHARD_TIMEOUT=1500ms or
+// GATHER_KEEPALIVE='{time: 20s}'; GATHER_SHARDS also takes the flag syntax
+// 's0=127.0.0.1:7071,127.0.0.1:7081;s1=127.0.0.1:7072'. lookup is os.LookupEnv in production.
+// Errors name the variable.
+func (c *Proxy) ApplyEnv(lookup func(string) (string, bool)) error {
+	v := reflect.ValueOf(c).Elem()
+	t := v.Type()
+	var errs []error
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if key == "" || key == "-" {
+			continue
+		}
+		name := EnvPrefix + strings.ToUpper(key)
+		val, ok := lookup(name)
+		if !ok || strings.TrimSpace(val) == "" {
+			continue
+		}
+		if key == "shards" && !strings.HasPrefix(strings.TrimSpace(val), "[") {
+			var shards []Shard
+			for _, part := range strings.Split(val, ";") {
+				s, err := ParseShardFlag(strings.TrimSpace(part))
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+					continue
+				}
+				shards = append(shards, s)
+			}
+			c.Shards = shards
+			continue
+		}
+		dec := yaml.NewDecoder(strings.NewReader(val))
+		dec.KnownFields(true)
+		if err := dec.Decode(v.Field(i).Addr().Interface()); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, val, err))
+		}
+	}
+	return errors.Join(errs...)
 }

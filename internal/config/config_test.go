@@ -86,3 +86,29 @@ func TestParseShardFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyEnv(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"GATHER_LISTEN":        "127.0.0.1:7001",
+		"GATHER_SHARD_TIMEOUT": "750ms",
+		"GATHER_SHARDS":        "s0=127.0.0.1:1,127.0.0.1:2; s1=127.0.0.1:3",
+		"GATHER_KEEPALIVE":     "{time: 20s, timeout: 2s}",
+		"GATHER_MAX_IN_FLIGHT": "64",
+	}
+	cfg := Defaults()
+	if err := cfg.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:7001" || cfg.ShardTimeout != 750*time.Millisecond || len(cfg.Shards) != 2 ||
+		len(cfg.Shards[0].Replicas) != 2 || cfg.Keepalive.Time != 20*time.Second || cfg.MaxInFlight != 64 {
+		t.Errorf("got %+v", cfg)
+	}
+	bad := map[string]string{"GATHER_SHARD_TIMEOUT": "soon", "GATHER_KEEPALIVE": "{tme: 1s}", "GATHER_SHARDS": "nonsense"}
+	err := cfg.ApplyEnv(func(k string) (string, bool) { v, ok := bad[k]; return v, ok })
+	for k := range bad {
+		if err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("error %v does not name %s", err, k)
+		}
+	}
+}

@@ -224,7 +224,10 @@ func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req
 	defer cancelDeadline()
 	ictx, cancelIdle := context.WithCancelCause(sctx)
 	defer cancelIdle(nil)
-	idleTimer := time.AfterFunc(idle, func() { cancelIdle(fmt.Errorf("%w (%s)", ErrIdle, idle)) })
+	// The idle timer runs from the first frame on: before it, the shard is searching, and only
+	// the per-shard deadline bounds that.
+	idleTimer := time.AfterFunc(time.Hour, func() { cancelIdle(fmt.Errorf("%w (%s)", ErrIdle, idle)) })
+	idleTimer.Stop()
 	defer idleTimer.Stop()
 
 	var err error

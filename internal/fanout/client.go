@@ -38,8 +38,8 @@ type ShardSpec struct {
 type Config struct {
 	// ShardTimeout bounds each shard call. Default 2s.
 	ShardTimeout time.Duration
-	// IdleTimeout bounds the silence between two frames of a shard's stream (and before the
-	// first). Default 1s.
+	// IdleTimeout bounds the silence between two frames of a shard's stream, from the first frame
+	// on (the wait for the first frame is the shard's search, bounded by ShardTimeout). Default 1s.
 	IdleTimeout time.Duration
 	// MergeReserve is kept back from the caller's deadline for merging and answering, so shard
 	// calls end before the caller gives up. Default 20ms.

@@ -517,3 +517,19 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestSearchSlowFirstFrameIsNotIdle: a shard that searches longer than the idle timeout before
+// its first frame is within its rights; only the shard timeout bounds the search.
+func TestSearchSlowFirstFrameIsNotIdle(t *testing.T) {
+	t.Parallel()
+	h := hitsFor(2)
+	c := newCluster(t, fanout.Config{ShardTimeout: 10 * time.Second, IdleTimeout: 50 * time.Millisecond},
+		shardtest.Behavior{Hits: h[0]}, shardtest.Behavior{Hits: h[1], Delay: 300 * time.Millisecond})
+	resp, err := c.client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := statuses(resp.GetShards()), []queryv1.ShardStatus{ok, ok}; !slices.Equal(got, want) {
+		t.Errorf("statuses %v, want %v (%v)", got, want, resp.GetShards())
+	}
+}
