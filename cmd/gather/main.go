@@ -6,6 +6,7 @@
 //	gather proxy --listen ADDR --shard NAME=ADDR[,ADDR...] ... | --config FILE
 //	gather query [--addr ADDR] [--top-k N] TEXT
 //	gather diag [--admin ADDR]
+//	gather bench [--addr ADDR] [--mode closed|open] [--workers N | --rate R] [--duration D]
 //	gather chaos [--addr ADDR] [--admin ADDR] [--duration D] ...   replay the old incident against gather demo
 package main
 
@@ -33,6 +34,7 @@ var commands = []command{
 	{"shard", "serve one partition of a corpus as a ShardService", runShard},
 	{"proxy", "serve the QueryService in front of a set of shards", runProxy},
 	{"query", "ask a QueryService and print the hits as a table", runQuery},
+	{"bench", "drive load at a QueryService and report latency percentiles and throughput", runBench},
 	{"diag", "print a proxy's TCP sockets by state and the kernel's listen-queue drops", runDiag},
 	{"chaos", "replay the old incident against gather demo and judge how the proxy came through", runChaos},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {

@@ -18,6 +18,7 @@ import (
 	"github.com/gatherproxy/gather/internal/fault"
 	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/shard"
+	"github.com/gatherproxy/gather/internal/synthetic"
 )
 
 func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,6 +29,10 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
 	faultSpec := fs.String("fault", "", "misbehave on purpose, for fault tests: a `spec` such as 'delay=200ms,every=3', 'hang', 'close-after=1', 'reset-after=2', 'code=unavailable' (see internal/fault)")
 	adminAddr := fs.String("admin", "", "admin HTTP `address` for /metrics, /healthz, /readyz and pprof (default: none)")
+	synth := fs.Bool("synthetic", false, "serve deterministic synthetic hits with no index (for measuring the proxy), instead of the corpus")
+	latency := fs.String("latency", "", "with --synthetic: delay before answering, `spec` "+synthetic.LatencySyntax)
+	seed := fs.Uint64("seed", 0, "with --synthetic: seed of the hits and of the latency (default: the partition index + 1)")
+	textBytes := fs.Int("text-bytes", synthetic.DefaultTextBytes, "with --synthetic: bytes of text per hit")
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,16 +52,37 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	src := corpusSource(*corpusFile)
-	dir, err := indexDir(*dataDir, src, part)
-	if err != nil {
-		return err
+	var (
+		svc         shardv1.ShardServiceServer
+		description string
+	)
+	if *synth {
+		if *seed == 0 {
+			*seed = uint64(part.Index) + 1
+		}
+		lat, err := synthetic.ParseLatency(*latency, *seed)
+		if err != nil {
+			return fmt.Errorf("--latency: %w", err)
+		}
+		svc = synthetic.New(*seed, synthetic.WithLatency(lat), synthetic.WithTextBytes(*textBytes))
+		description = fmt.Sprintf("synthetic seed %d, latency %v", *seed, lat)
+	} else {
+		if *latency != "" {
+			return errors.New("--latency needs --synthetic: the index shard answers as fast as it searches")
+		}
+		src := corpusSource(*corpusFile)
+		dir, err := indexDir(*dataDir, src, part)
+		if err != nil {
+			return err
+		}
+		ix, err := openIndex(ctx, dir, src, part, log)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
+		svc = shard.NewServer(ix)
+		description = fmt.Sprintf("partition %s (%d passages)", part, ix.Info().Documents)
 	}
-	ix, err := openIndex(ctx, dir, src, part, log)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
 	tracing, err := setupTracing(ctx, "gather-shard", true, log)
 	if err != nil {
 		return err
@@ -69,14 +95,14 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
-		g = serveShard(lis, ix, o.serverOptions(tracing, nil, nil)...)
+		g = serveShard(lis, svc, o.serverOptions(tracing, nil, nil)...)
 	} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
 		lis, err := fault.Listen("tcp", *listen)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
 		inj := fault.NewInjector(spec, lis)
-		g = serveShard(lis, ix, o.serverOptions(tracing, nil, []grpc.StreamServerInterceptor{inj.StreamServerInterceptor()})...)
+		g = serveShard(lis, svc, o.serverOptions(tracing, nil, []grpc.StreamServerInterceptor{inj.StreamServerInterceptor()})...)
 		log.Warn("injecting faults", "spec", spec.String())
 	}
 	stopCtx, cancel := graceContext(ctx, 5*time.Second)
@@ -96,8 +122,7 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer a.Stop(stopCtx)
 		log.Info("admin serving", "admin", a.Addr())
 	}
-	fmt.Fprintf(stdout, "gather shard: partition %s (%d passages) serving gather.shard.v1.ShardService on %s\n",
-		part, ix.Info().Documents, g.Addr())
+	fmt.Fprintf(stdout, "gather shard: %s serving gather.shard.v1.ShardService on %s\n", description, g.Addr())
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
@@ -132,10 +157,9 @@ func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.P
 	return shard.Open(ctx, dir, src, part, shard.WithLogger(log))
 }
 
-// serveShard serves ix as a ShardService on lis, with gather's default server keepalive and
+// serveShard serves svc as a ShardService on lis, with gather's default server keepalive and
 // the given extra options (interceptors).
-func serveShard(lis net.Listener, ix *shard.Index, opts ...grpc.ServerOption) *grpcServer {
-	svc := shard.NewServer(ix)
+func serveShard(lis net.Listener, svc shardv1.ShardServiceServer, opts ...grpc.ServerOption) *grpcServer {
 	opts = append(liveness.Server{}.ServerOptions(), opts...)
 	g := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
 		shardv1.ShardService_ServiceDesc.ServiceName)
