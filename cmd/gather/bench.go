@@ -77,4 +77,3 @@ func writeJSON(path string, stdout io.Writer, v any) error {
 	}
 	return os.WriteFile(path, data, 0o644)
 }
-

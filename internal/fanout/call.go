@@ -111,7 +111,8 @@ type Call struct {
 
 // Start sends the request to every shard concurrently and returns at once. The per-shard
 // deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive) and
-// the caller's deadline minus the merge reserve.
+// the caller's deadline minus a reserve for merging: MergeReserve or 5% of the caller's
+// remaining time, whichever is larger.
 func (c *Client) Start(ctx context.Context, req Request) *Call {
 	callCtx, cancel := context.WithCancelCause(ctx)
 	call := &Call{
@@ -126,8 +127,13 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 		timeout = req.ShardTimeout
 	}
 	deadline := now.Add(timeout)
-	if d, ok := ctx.Deadline(); ok && d.Add(-c.cfg.MergeReserve).Before(deadline) {
-		deadline = d.Add(-c.cfg.MergeReserve)
+	if d, ok := ctx.Deadline(); ok {
+		// The reserve grows with the caller's budget (5% of it), so a loaded proxy still has
+		// time to merge and answer: a fixed 20ms is not enough when the CPU is contended.
+		reserve := max(c.cfg.MergeReserve, d.Sub(now)/20)
+		if d.Add(-reserve).Before(deadline) {
+			deadline = d.Add(-reserve)
+		}
 	}
 	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK}
 	for i, s := range c.shards {

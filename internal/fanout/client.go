@@ -42,7 +42,8 @@ type Config struct {
 	// on (the wait for the first frame is the shard's search, bounded by ShardTimeout). Default 1s.
 	IdleTimeout time.Duration
 	// MergeReserve is kept back from the caller's deadline for merging and answering, so shard
-	// calls end before the caller gives up. Default 20ms.
+	// calls end before the caller gives up: at least this, and at least 5% of the caller's
+	// remaining time. Default 20ms.
 	MergeReserve time.Duration
 	// Buffer is how many received batches each shard may have waiting for the merge. Default 4.
 	Buffer int
