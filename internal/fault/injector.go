@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // Injector applies a Spec, which may be changed at any time, to the ShardService.Search calls of
@@ -97,7 +97,7 @@ func (in *Injector) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamSe
 	if s.conn != nil {
 		s.base = s.conn.dataWritten()
 	}
-	if err := sleep(ctx, spec.Delay); err != nil {
+	if err := shardsvc.Wait(ctx, spec.Delay); err != nil {
 		return err
 	}
 	err := handler(srv, s)
@@ -160,7 +160,7 @@ func (s *stream) SendMsg(m any) error {
 	if err := s.fire(false); err != nil {
 		return err
 	}
-	if err := sleep(s.Context(), s.spec.BatchDelay); err != nil {
+	if err := shardsvc.Wait(s.Context(), s.spec.BatchDelay); err != nil {
 		return err
 	}
 	if err := s.ServerStream.SendMsg(m); err != nil {
@@ -235,19 +235,4 @@ func compressed(ctx context.Context) bool {
 	}
 	c := sc.SendCompress()
 	return c != "" && c != "identity"
-}
-
-// sleep waits for d, or until ctx ends, when it returns ctx's error as a status error.
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	}
 }

@@ -3,13 +3,13 @@ package shard
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // Server serves an [Index] as a gather.shard.v1.ShardService. It does not
@@ -39,7 +39,7 @@ var _ shardv1.ShardServiceServer = (*Server)(nil)
 // Canceled or DeadlineExceeded; the context is also checked between
 // messages.
 func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingServer[shardv1.SearchResponse]) error {
-	if err := s.validate(req); err != nil {
+	if err := shardsvc.Validate(req, s.cfg.maxTopK); err != nil {
 		return err
 	}
 	ctx := stream.Context()
@@ -68,21 +68,6 @@ func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingS
 		}
 		msg = &shardv1.SearchResponse{}
 	}
-}
-
-// validate returns an InvalidArgument status error for a request Search
-// cannot serve, saying what to change.
-func (s *Server) validate(req *shardv1.SearchRequest) error {
-	switch {
-	case strings.TrimSpace(req.GetQuery()) == "":
-		return status.Error(codes.InvalidArgument, "query is blank: send at least one word to search for")
-	case req.GetTopK() == 0:
-		return status.Error(codes.InvalidArgument, "top_k is 0: ask for at least 1 hit")
-	case uint64(req.GetTopK()) > uint64(s.cfg.maxTopK):
-		return status.Errorf(codes.InvalidArgument, "top_k %d is above this shard's maximum of %d: ask for at most %d hits",
-			req.GetTopK(), s.cfg.maxTopK, s.cfg.maxTopK)
-	}
-	return nil
 }
 
 // statusOf turns an error met while serving a call with context ctx into a

@@ -3,7 +3,6 @@
 package shardtest
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/fault"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // Behavior says how a fake shard answers one call.
@@ -169,7 +169,7 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 	if docs == 0 {
 		docs = 1000
 	}
-	if err := sleep(ctx, b.Delay); err != nil {
+	if err := shardsvc.Wait(ctx, b.Delay); err != nil {
 		return err
 	}
 	sent := 0
@@ -179,7 +179,7 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		if !first {
-			if err := sleep(ctx, b.BatchDelay); err != nil {
+			if err := shardsvc.Wait(ctx, b.BatchDelay); err != nil {
 				return err
 			}
 		}
@@ -199,20 +199,6 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	return b.Err
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	}
 }
 
 // Hits returns n hits of a shard named prefix, correctly ordered: scores fall from about 100 in

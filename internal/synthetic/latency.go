@@ -1,7 +1,6 @@
 package synthetic
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -9,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"google.golang.org/grpc/status"
 )
 
 // MaxLatency bounds every delay: the constructors refuse longer ones, [ParseLatency] reports
@@ -129,20 +126,4 @@ func (s *slowOneIn) Next() time.Duration {
 func (s *slowOneIn) String() string {
 	return "slow:" + s.base.String() + ",1in" + strconv.FormatUint(s.every, 10) +
 		",x" + strconv.FormatFloat(s.factor, 'g', -1, 64)
-}
-
-// wait waits for d, or until ctx ends, in which case it returns Canceled or DeadlineExceeded as a
-// status error.
-func wait(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	}
 }

@@ -1,14 +1,13 @@
 package synthetic
 
 import (
-	"strings"
 	"sync"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // Defaults of the options.
@@ -134,13 +133,13 @@ func New(seed uint64, opts ...Option) *Server {
 // carries total_matches and documents. If the call's context ends during the delay or between
 // messages, Search returns Canceled or DeadlineExceeded at once.
 func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingServer[shardv1.SearchResponse]) error {
-	if err := s.validate(req); err != nil {
+	if err := shardsvc.Validate(req, s.cfg.maxTopK); err != nil {
 		return err
 	}
 	ctx := stream.Context()
 	ans := s.answer(req.GetQuery(), req.GetTopK())
 	if s.cfg.latency != nil {
-		if err := wait(ctx, s.cfg.latency.Next()); err != nil {
+		if err := shardsvc.Wait(ctx, s.cfg.latency.Next()); err != nil {
 			return err
 		}
 	}
@@ -167,19 +166,6 @@ func (s *Server) Hits(query string, topK int) []*shardv1.Hit {
 	}
 	ans := s.answer(query, uint32(min(topK, s.cfg.maxTopK)))
 	return append([]*shardv1.Hit(nil), ans.hits...)
-}
-
-func (s *Server) validate(req *shardv1.SearchRequest) error {
-	switch {
-	case strings.TrimSpace(req.GetQuery()) == "":
-		return status.Error(codes.InvalidArgument, "query is blank: send at least one word to search for")
-	case req.GetTopK() == 0:
-		return status.Error(codes.InvalidArgument, "top_k is 0: ask for at least 1 hit")
-	case uint64(req.GetTopK()) > uint64(s.cfg.maxTopK):
-		return status.Errorf(codes.InvalidArgument, "top_k %d is above this shard's maximum of %d: ask for at most %d hits",
-			req.GetTopK(), s.cfg.maxTopK, s.cfg.maxTopK)
-	}
-	return nil
 }
 
 // answer returns the messages for (query, topK), from the cache or built and cached.
