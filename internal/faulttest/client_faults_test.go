@@ -81,10 +81,10 @@ func TestQSCancelsWhileShardsSlow(t *testing.T) {
 // the shards before that deadline and answers (UNAVAILABLE, no shard answered) instead of leaving
 // QS to time out.
 func TestQSDeadlineWhileShardsSlow(t *testing.T) {
-	e := newEnv(t, options{fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute, MergeReserve: 50 * time.Millisecond}},
+	e := newEnv(t, options{fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute, MergeReserve: 500 * time.Millisecond}},
 		slowShards(4, 10*time.Second)...)
 	b := e.takeBaseline(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
 	_, err := e.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "4 of 4 shards did not answer") {

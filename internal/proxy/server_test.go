@@ -228,10 +228,10 @@ func TestSearchOneShardErrors(t *testing.T) {
 func TestSearchHangingShardCutBeforeCallerDeadline(t *testing.T) {
 	t.Parallel()
 	h := hitsFor(4)
-	c := newCluster(t, fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute, MergeReserve: 100 * time.Millisecond},
+	c := newCluster(t, fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute, MergeReserve: 500 * time.Millisecond},
 		shardtest.Behavior{Hits: h[0]}, shardtest.Behavior{Hits: h[1]},
 		shardtest.Behavior{Hits: h[2], Hang: true, HangAfter: 0}, shardtest.Behavior{Hits: h[3]})
-	ctx, cancel := context.WithTimeout(t.Context(), 700*time.Millisecond)
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
 	defer cancel()
 	resp, err := c.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
 	if err != nil {
