@@ -1,7 +1,6 @@
 package chaos
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -9,9 +8,10 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/gatherproxy/gather/internal/sockdiag"
 )
@@ -34,7 +34,7 @@ const (
 )
 
 // Page is a parsed Prometheus text exposition (format 0.0.4, what promhttp serves to a client
-// that sends no Accept header): every sample, by metric name.
+// that sends no Accept header): every counter, gauge and untyped sample, by metric name.
 type Page struct {
 	samples map[string][]sample
 }
@@ -44,98 +44,38 @@ type sample struct {
 	value  float64
 }
 
-// ParsePage parses a text exposition. Comments and blank lines are skipped; a sample line that
+// ParsePage parses a text exposition with the Prometheus project's parser (expfmt). A page that
 // cannot be parsed is an error wrapping ErrMetrics that names the line, because a page chaos
-// misreads would make its verdict a guess.
+// misreads would make its verdict a guess. Histograms and summaries are skipped: chaos reads
+// counters and gauges only.
 func ParsePage(r io.Reader) (*Page, error) {
-	p := &Page{samples: make(map[string][]sample)}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, s, err := parseLine(line)
-		if err != nil {
-			return nil, fmt.Errorf("%w: line %d: %w", ErrMetrics, n, err)
-		}
-		p.samples[name] = append(p.samples[name], s)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMetrics, err)
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read metrics: %w", err)
+	p := &Page{samples: make(map[string][]sample, len(families))}
+	for name, mf := range families {
+		for _, m := range mf.GetMetric() {
+			var v float64
+			switch {
+			case m.GetCounter() != nil:
+				v = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				v = m.GetGauge().GetValue()
+			case m.GetUntyped() != nil:
+				v = m.GetUntyped().GetValue()
+			default:
+				continue
+			}
+			labels := make(map[string]string, len(m.GetLabel()))
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			p.samples[name] = append(p.samples[name], sample{labels: labels, value: v})
+		}
 	}
 	return p, nil
-}
-
-// parseLine parses `name{l="v",...} value [timestamp]`.
-func parseLine(line string) (string, sample, error) {
-	i := strings.IndexAny(line, "{ \t")
-	if i <= 0 {
-		return "", sample{}, fmt.Errorf("no value in %q", line)
-	}
-	name, rest := line[:i], line[i:]
-	s := sample{labels: map[string]string{}}
-	if rest[0] == '{' {
-		var err error
-		if s.labels, rest, err = parseLabels(rest); err != nil {
-			return "", sample{}, fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	f := strings.Fields(rest)
-	if len(f) != 1 && len(f) != 2 {
-		return "", sample{}, fmt.Errorf("%s: want a value and an optional timestamp, got %q", name, rest)
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return "", sample{}, fmt.Errorf("%s: value: %w", name, err)
-	}
-	s.value = v
-	return name, s, nil
-}
-
-// parseLabels parses `{name="value",...}` at the start of s, with the escapes \\, \" and \n,
-// and returns the labels and what follows the closing brace.
-func parseLabels(s string) (map[string]string, string, error) {
-	labels := map[string]string{}
-	i := 1
-	for {
-		for i < len(s) && (s[i] == ' ' || s[i] == ',') {
-			i++
-		}
-		if i >= len(s) {
-			return nil, "", errors.New("label set without a closing brace")
-		}
-		if s[i] == '}' {
-			return labels, s[i+1:], nil
-		}
-		eq := strings.IndexByte(s[i:], '=')
-		if eq <= 0 || i+eq+1 >= len(s) || s[i+eq+1] != '"' {
-			return nil, "", fmt.Errorf("want name=\"value\" at offset %d", i)
-		}
-		name := strings.TrimSpace(s[i : i+eq])
-		i += eq + 2
-		var v strings.Builder
-		for {
-			if i >= len(s) {
-				return nil, "", fmt.Errorf("label %s: unterminated value", name)
-			}
-			c := s[i]
-			i++
-			if c == '"' {
-				break
-			}
-			if c == '\\' && i < len(s) {
-				c = s[i]
-				i++
-				if c == 'n' {
-					c = '\n'
-				}
-			}
-			v.WriteByte(c)
-		}
-		labels[name] = v.String()
-	}
 }
 
 // Sum returns the sum of the samples of metric name whose labels include every pair in match

@@ -1,212 +1,131 @@
 package sockdiag
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"strconv"
-	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // ParseMetrics reads the Collector's families back out of a Prometheus text exposition (format
-// 0.0.4: what promhttp serves to a client that sends no Accept header; OpenMetrics and protobuf
-// are not understood). Every other family is skipped without being parsed, so one odd line
-// elsewhere on the page does no harm, and labels other than state are ignored.
+// 0.0.4: what promhttp serves to a client that sends no Accept header), parsed with the
+// Prometheus project's own parser (expfmt); labels other than state are ignored.
 //
 // The result's Time is zero. If the page says gather_sockdiag_up 0 the Snapshot has Available
 // false and an Err wrapping ErrUnavailable, and the returned error is nil: the page was read
-// fine. The error is non-nil, wrapping ErrMalformed, when the page has no gather_sockdiag_up
-// (the collector is not registered), a sample of ours cannot be parsed, or one appears twice;
-// it wraps the reader's error when reading fails. A state missing from the page counts zero;
-// an unknown state label, from a newer gather, is skipped.
+// fine. The error is non-nil, wrapping ErrMalformed, when the page cannot be parsed, has no
+// gather_sockdiag_up (the collector is not registered), or has a sample of ours that is not a
+// count or appears twice; it wraps the reader's error when reading fails. A state missing from
+// the page counts zero; an unknown state label, from a newer gather, is skipped.
 func ParseMetrics(r io.Reader) (Snapshot, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	var (
-		snap          Snapshot
-		up            = -1.0
-		haveO, haveD  bool
-		seen          = make(map[string]bool)
-		sockets, unow StateCounts
-	)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, rest := splitName(line)
-		switch name {
-		case metricUp, metricSockets, metricUnowned, metricOverflows, metricDrops:
-		default:
-			continue
-		}
-		s, err := parseSample(rest)
-		if err != nil {
-			return Snapshot{}, fmt.Errorf("%w: metrics line %d: %s: %w", ErrMalformed, n, name, err)
-		}
-		key := name + "{" + s.state + "}"
-		if seen[key] {
-			return Snapshot{}, fmt.Errorf("%w: metrics line %d: %s: duplicate series", ErrMalformed, n, key)
-		}
-		seen[key] = true
-		switch name {
-		case metricUp:
-			if s.value != 0 && s.value != 1 {
-				return Snapshot{}, fmt.Errorf("%w: metrics line %d: %s is %v, want 0 or 1", ErrMalformed, n, name, s.value)
+	rr := &readErr{r: r}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(rr)
+	if rr.err != nil {
+		return Snapshot{}, fmt.Errorf("read metrics: %w", rr.err)
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	up := families[metricUp].GetMetric()
+	switch {
+	case len(up) == 0:
+		return Snapshot{}, fmt.Errorf("%w: no %s sample: is the sockdiag collector registered?", ErrMalformed, metricUp)
+	case len(up) > 1:
+		return Snapshot{}, fmt.Errorf("%w: %s: duplicate series", ErrMalformed, metricUp)
+	}
+	switch v := value(up[0]); v {
+	case 0:
+		return Snapshot{Err: fmt.Errorf("%w: the process reports %s 0", ErrUnavailable, metricUp)}, nil
+	case 1:
+	default:
+		return Snapshot{}, fmt.Errorf("%w: %s is %v, want 0 or 1", ErrMalformed, metricUp, v)
+	}
+	snap := Snapshot{Available: true}
+	for name, counts := range map[string]*StateCounts{metricSockets: &snap.Sockets, metricUnowned: &snap.ListenerUnowned} {
+		seen := map[State]bool{}
+		for _, m := range families[name].GetMetric() {
+			label, ok := stateLabel(m)
+			if !ok {
+				return Snapshot{}, fmt.Errorf("%w: %s: no state label", ErrMalformed, name)
 			}
-			up = s.value
-		case metricSockets, metricUnowned:
-			if !s.hasState {
-				return Snapshot{}, fmt.Errorf("%w: metrics line %d: %s: no state label", ErrMalformed, n, name)
-			}
-			st, ok := stateFromLabel(s.state)
+			st, ok := stateFromLabel(label)
 			if !ok {
 				continue
 			}
-			v, err := toCount(s.value, math.MaxInt)
+			if seen[st] {
+				return Snapshot{}, fmt.Errorf("%w: %s{state=%q}: duplicate series", ErrMalformed, name, label)
+			}
+			seen[st] = true
+			v, err := toCount(value(m), math.MaxInt)
 			if err != nil {
-				return Snapshot{}, fmt.Errorf("%w: metrics line %d: %s: %w", ErrMalformed, n, key, err)
+				return Snapshot{}, fmt.Errorf("%w: %s{state=%q}: %w", ErrMalformed, name, label, err)
 			}
-			if name == metricSockets {
-				sockets[st] = int(v)
-			} else {
-				unow[st] = int(v)
-			}
-		case metricOverflows, metricDrops:
-			v, err := toCount(s.value, math.MaxUint64)
-			if err != nil {
-				return Snapshot{}, fmt.Errorf("%w: metrics line %d: %s: %w", ErrMalformed, n, name, err)
-			}
-			if name == metricOverflows {
-				snap.ListenOverflows, haveO = v, true
-			} else {
-				snap.ListenDrops, haveD = v, true
-			}
+			counts[st] = int(v)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return Snapshot{}, fmt.Errorf("read metrics: %w", err)
+	var have [2]bool
+	for i, c := range []struct {
+		name string
+		dst  *uint64
+	}{{metricOverflows, &snap.ListenOverflows}, {metricDrops, &snap.ListenDrops}} {
+		ms := families[c.name].GetMetric()
+		if len(ms) == 0 {
+			continue
+		}
+		if len(ms) > 1 {
+			return Snapshot{}, fmt.Errorf("%w: %s: duplicate series", ErrMalformed, c.name)
+		}
+		v, err := toCount(value(ms[0]), math.MaxUint64)
+		if err != nil {
+			return Snapshot{}, fmt.Errorf("%w: %s: %w", ErrMalformed, c.name, err)
+		}
+		*c.dst, have[i] = v, true
 	}
-	switch up {
-	case -1:
-		return Snapshot{}, fmt.Errorf("%w: no %s sample: is the sockdiag collector registered?", ErrMalformed, metricUp)
-	case 0:
-		err := fmt.Errorf("%w: the process reports %s 0", ErrUnavailable, metricUp)
-		return Snapshot{Err: err}, nil
-	}
-	snap.Available = true
-	snap.Sockets, snap.ListenerUnowned = sockets, unow
-	snap.ListenStatsAvailable = haveO && haveD
+	snap.ListenStatsAvailable = have[0] && have[1]
 	if !snap.ListenStatsAvailable {
 		snap.ListenOverflows, snap.ListenDrops = 0, 0
 	}
 	return snap, nil
 }
 
-// splitName splits a sample line into the metric name and the rest (labels, value, timestamp).
-func splitName(line string) (name, rest string) {
-	i := strings.IndexAny(line, "{ \t")
-	if i < 0 {
-		return line, ""
-	}
-	return line[:i], line[i:]
+// readErr remembers a read error, which the parser would report as a parse error.
+type readErr struct {
+	r   io.Reader
+	err error
 }
 
-// sample is a parsed sample line after its name.
-type sample struct {
-	state    string
-	hasState bool
-	value    float64
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.err = err
+	}
+	return n, err
 }
 
-// parseSample parses `{l1="v1",...} value [timestamp]`, keeping only the state label.
-func parseSample(s string) (sample, error) {
-	var out sample
-	s = strings.TrimLeft(s, " \t")
-	if strings.HasPrefix(s, "{") {
-		labels, rest, err := parseLabels(s)
-		if err != nil {
-			return sample{}, err
-		}
-		out.state, out.hasState = labels[labelState]
-		s = rest
+// value is a sample's value whatever its family's type.
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	default:
+		return m.GetUntyped().GetValue()
 	}
-	f := strings.Fields(s)
-	if len(f) != 1 && len(f) != 2 {
-		return sample{}, fmt.Errorf("want a value and an optional timestamp, got %q", s)
-	}
-	v, err := strconv.ParseFloat(f[0], 64)
-	if err != nil {
-		return sample{}, fmt.Errorf("value: %w", err)
-	}
-	out.value = v
-	return out, nil
 }
 
-var errLabels = errors.New("bad label set")
-
-// parseLabels parses a label set `{name="value",...}` at the start of s, with the escapes \\, \"
-// and \n in values and an optional trailing comma, and returns the labels and what follows "}".
-func parseLabels(s string) (map[string]string, string, error) {
-	labels := make(map[string]string)
-	i := 1 // past '{'
-	skipSpace := func() {
-		for i < len(s) && (s[i] == ' ' || s[i] == '\t') {
-			i++
+func stateLabel(m *dto.Metric) (string, bool) {
+	for _, lp := range m.GetLabel() {
+		if lp.GetName() == "state" {
+			return lp.GetValue(), true
 		}
 	}
-	for {
-		skipSpace()
-		if i >= len(s) {
-			return nil, "", fmt.Errorf("%w: no closing brace", errLabels)
-		}
-		if s[i] == '}' {
-			return labels, s[i+1:], nil
-		}
-		start := i
-		for i < len(s) && s[i] != '=' && s[i] != ' ' && s[i] != '\t' {
-			i++
-		}
-		name := s[start:i]
-		skipSpace()
-		if name == "" || i >= len(s) || s[i] != '=' {
-			return nil, "", fmt.Errorf("%w: want name=\"value\" at offset %d", errLabels, start)
-		}
-		i++
-		skipSpace()
-		if i >= len(s) || s[i] != '"' {
-			return nil, "", fmt.Errorf("%w: label %s: value not quoted", errLabels, name)
-		}
-		i++
-		var v strings.Builder
-		for {
-			if i >= len(s) {
-				return nil, "", fmt.Errorf("%w: label %s: unterminated value", errLabels, name)
-			}
-			c := s[i]
-			i++
-			if c == '"' {
-				break
-			}
-			if c == '\\' && i < len(s) {
-				c = s[i]
-				i++
-				if c == 'n' {
-					c = '\n'
-				}
-			}
-			v.WriteByte(c)
-		}
-		labels[name] = v.String()
-		skipSpace()
-		if i < len(s) && s[i] == ',' {
-			i++
-		} else if i < len(s) && s[i] != '}' {
-			return nil, "", fmt.Errorf("%w: want ',' or '}' after label %s", errLabels, name)
-		}
-	}
+	return "", false
 }
 
 // toCount converts a sample value to a count no larger than limit.

@@ -95,7 +95,6 @@ func TestParseMetrics(t *testing.T) {
 			name: "states, counters, other families, timestamps, extra labels",
 			in: "go_goroutines 12\n" +
 				`go_info{version="go1.26"} 1` + "\n" +
-				`weird_family{a="unterminated} 1` + "\n" +
 				head +
 				`gather_tcp_sockets{state="close_wait"} 3e+06` + "\n" +
 				`gather_tcp_sockets{instance="x",state="established", } 4 1700000000000` + "\n" +
@@ -140,6 +139,7 @@ func TestParseMetrics(t *testing.T) {
 		{name: "Inf", in: head + "gather_tcp_listen_drops_total +Inf\n", wantErr: sockdiag.ErrMalformed},
 		{name: "unterminated labels", in: head + `gather_tcp_sockets{state="listen" 1` + "\n", wantErr: sockdiag.ErrMalformed},
 		{name: "unquoted label", in: head + `gather_tcp_sockets{state=listen} 1` + "\n", wantErr: sockdiag.ErrMalformed},
+		{name: "malformed elsewhere on the page", in: `weird_family{a="unterminated} 1` + "\n" + head, wantErr: sockdiag.ErrMalformed},
 		{name: "trailing junk", in: head + `gather_tcp_sockets{state="listen"} 1 2 3` + "\n", wantErr: sockdiag.ErrMalformed},
 	}
 	for _, tt := range tests {
