@@ -121,7 +121,31 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 		cursors: make([]*Cursor, len(c.shards)),
 		results: make([]Result, len(c.shards)),
 	}
-	now := time.Now()
+	deadline := c.deadline(ctx, req, time.Now()) // assigned once: the goroutines copy it
+	// One request message serves every shard: grpc-go only reads a message it sends.
+	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK}
+	curs := make([]Cursor, len(c.shards)) // one allocation for all the cursors
+	for i, s := range c.shards {
+		cur := &curs[i]
+		cur.ch, cur.shard = make(chan []*shardv1.Hit, c.cfg.Buffer), i
+		call.cursors[i] = cur
+		call.results[i].Shard = s.name
+		call.wg.Add(1)
+		go func() {
+			defer call.wg.Done()
+			defer close(cur.ch)
+			sctx, span := c.cfg.Tracer.Start(callCtx, s.spanName, s.spanOpts...)
+			defer span.End()
+			res := &call.results[i]
+			call.receive(sctx, s, deadline, sreq, cur, res, c.cfg.IdleTimeout)
+			annotate(span, res)
+		}()
+	}
+	return call
+}
+
+// deadline is the per-shard deadline of a call started at now (see Start).
+func (c *Client) deadline(ctx context.Context, req Request, now time.Time) time.Time {
 	timeout := c.cfg.ShardTimeout
 	if req.ShardTimeout > 0 && req.ShardTimeout < timeout {
 		timeout = req.ShardTimeout
@@ -135,24 +159,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 			deadline = d.Add(-reserve)
 		}
 	}
-	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK}
-	for i, s := range c.shards {
-		cur := &Cursor{ch: make(chan []*shardv1.Hit, c.cfg.Buffer), shard: i}
-		call.cursors[i] = cur
-		call.results[i].Shard = s.name
-		call.wg.Add(1)
-		go func() {
-			defer call.wg.Done()
-			defer close(cur.ch)
-			sctx, span := c.cfg.Tracer.Start(callCtx, "shard "+s.name, trace.WithSpanKind(trace.SpanKindInternal),
-				trace.WithAttributes(attribute.String("gather.shard", s.name)))
-			defer span.End()
-			res := &call.results[i]
-			call.receive(sctx, s, deadline, sreq, cur, res, c.cfg.IdleTimeout)
-			annotate(span, res)
-		}()
-	}
-	return call
+	return deadline
 }
 
 // Cursors returns one cursor per shard, in Client.Shards order. Each is a sorted sequence of

@@ -59,6 +59,39 @@ type Metrics struct {
 	halfAge    *prometheus.HistogramVec
 	peerGone   *prometheus.GaugeVec
 	peerLinger *prometheus.HistogramVec
+	names      methodNames
+}
+
+// methodNames caches the "/service/method" label values. go-grpc-middleware's
+// CallMeta.FullMethod builds the name with fmt.Sprintf on every call: measured in the proxy at
+// fan-out 4, about 2.5% of its CPU (and a heap allocation per call).
+type methodNames struct {
+	mu sync.RWMutex
+	m  map[[2]string]string
+}
+
+// maxMethodNames bounds the cache; a process has a handful of methods, and past the bound a
+// name is simply built again on every call.
+const maxMethodNames = 256
+
+func (n *methodNames) fullMethod(meta interceptors.CallMeta) string {
+	key := [2]string{meta.Service, meta.Method}
+	n.mu.RLock()
+	name, ok := n.m[key]
+	n.mu.RUnlock()
+	if ok {
+		return name
+	}
+	name = "/" + meta.Service + "/" + meta.Method
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = make(map[[2]string]string)
+	}
+	if len(n.m) < maxMethodNames {
+		n.m[key] = name
+	}
+	return name
 }
 
 // New registers the lifecycle metrics with reg.
@@ -115,7 +148,7 @@ func (m *Metrics) reportable() interceptors.CommonReportableFunc {
 	return func(ctx context.Context, meta interceptors.CallMeta) (interceptors.Reporter, context.Context) {
 		// ctx is set before anything can run peerWentAway: AfterFunc starts it at once on a
 		// context that is already done.
-		r := &reporter{m: m, meta: meta, method: meta.FullMethod(), side: "server", ctx: ctx}
+		r := &reporter{m: m, meta: meta, method: m.names.fullMethod(meta), side: "server", ctx: ctx}
 		if meta.IsClient {
 			r.side = "client"
 		}

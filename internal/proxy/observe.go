@@ -104,7 +104,8 @@ func (s *Server) observe(ctx context.Context, oc *outcome, err error) {
 			span.AddEvent("gather.merge_stopped_early", trace.WithAttributes(attribute.Int("gather.top_k", int(oc.topK))))
 		}
 	}
-	if log := s.cfg.Logger; log != nil {
+	// Enabled first: a logger whose level drops the line should not cost the hash and attributes.
+	if log := s.cfg.Logger; log != nil && log.Enabled(ctx, slog.LevelInfo) {
 		sum := sha256.Sum256([]byte(oc.text))
 		attrs := []slog.Attr{
 			slog.String("method", oc.method),

@@ -112,6 +112,10 @@ func (s *streamer) flush() error {
 	return err
 }
 
+// slabHits is the size of an answer's first slab of hits; each later slab holds as many hits as
+// the answer so far, so an answer the shards cannot fill allocates at most max(slabHits, 2n) for n hits.
+const slabHits = 128
+
 // run fans q out, merges into out and returns the summary, or the gRPC status error that ends
 // the RPC. Every shard call is over and its goroutine joined when run returns.
 func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*queryv1.SearchSummary, error) {
@@ -125,7 +129,10 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 		seqs[i] = c
 	}
 	tree := merge.New(fanout.Less, seqs...)
-	var n uint32
+	var (
+		n    uint32
+		slab []queryv1.Hit // the answer's hits are carved from it: an allocation per slab, not per hit
+	)
 	for n < q.topK {
 		if q.requireFull && call.Failed() > 0 {
 			break // the answer is already lost; the results below say why
@@ -138,14 +145,14 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 		if !tree.Next() {
 			break
 		}
-		h := tree.At()
-		out.add(&queryv1.Hit{
-			DocId:  h.GetDocId(),
-			Score:  h.GetScore(),
-			Shard:  s.names[h.Shard],
-			Text:   h.GetText(),
-			Fields: h.GetFields(),
-		})
+		if len(slab) == 0 {
+			slab = make([]queryv1.Hit, min(q.topK-n, max(n, slabHits)))
+		}
+		h, hit := tree.At(), &slab[0]
+		slab = slab[1:]
+		hit.DocId, hit.Score, hit.Shard = h.GetDocId(), h.GetScore(), s.names[h.Shard]
+		hit.Text, hit.Fields = h.GetText(), h.GetFields() // shared with the shard's message, read-only
+		out.add(hit)
 		n++
 	}
 	oc.hits = n
@@ -208,16 +215,14 @@ func summarize(results []fanout.Result) *queryv1.SearchSummary {
 		Coverage: &queryv1.Coverage{ShardsTotal: uint32(len(results))},
 		Shards:   make([]*queryv1.ShardResult, len(results)),
 	}
+	// One allocation each for all the shard results and their latencies, not two per shard.
+	srs := make([]queryv1.ShardResult, len(results))
+	lats := make([]durationpb.Duration, len(results))
 	for i, r := range results {
-		sr := &queryv1.ShardResult{
-			Shard:        r.Shard,
-			Status:       shardStatus(r.Status),
-			Replica:      r.Replica,
-			Hits:         uint32(r.Hits),
-			Latency:      durationpb.New(r.Latency),
-			StoppedEarly: r.StoppedEarly,
-			TotalMatches: r.TotalMatches,
-		}
+		sr, lat := &srs[i], &lats[i]
+		lat.Seconds, lat.Nanos = durationParts(r.Latency)
+		sr.Shard, sr.Status, sr.Replica, sr.Hits = r.Shard, shardStatus(r.Status), r.Replica, uint32(r.Hits)
+		sr.Latency, sr.StoppedEarly, sr.TotalMatches = lat, r.StoppedEarly, r.TotalMatches
 		if r.Err != nil {
 			sr.Error = r.Err.Error()
 		}
@@ -230,6 +235,13 @@ func summarize(results []fanout.Result) *queryv1.SearchSummary {
 	}
 	sum.Coverage.Degraded = sum.Coverage.ShardsSucceeded < sum.Coverage.ShardsTotal
 	return sum
+}
+
+// durationParts splits d as durationpb.New does.
+func durationParts(d time.Duration) (seconds int64, nanos int32) {
+	n := d.Nanoseconds()
+	seconds = n / 1e9
+	return seconds, int32(n - seconds*1e9)
 }
 
 func shardStatus(s fanout.Status) queryv1.ShardStatus {

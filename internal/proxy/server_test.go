@@ -162,6 +162,47 @@ func TestSearchAllShardsAnswer(t *testing.T) {
 	}
 }
 
+// TestSearchLargeTopK merges more hits than fit the answer's first slab of hits (server.go), with
+// and without enough hits to fill top_k, answered whole and streamed.
+func TestSearchLargeTopK(t *testing.T) {
+	t.Parallel()
+	h := make([][]*shardv1.Hit, 3)
+	for i := range h {
+		h[i] = shardtest.Hits(fmt.Sprintf("d%d", i), 150, uint64(i))
+	}
+	c := newCluster(t, fanout.Config{},
+		shardtest.Behavior{Hits: h[0], Batch: 64}, shardtest.Behavior{Hits: h[1], Batch: 7},
+		shardtest.Behavior{Hits: h[2], Batch: 150})
+	for _, k := range []int{128, 129, 300, 450, 500} {
+		want := reference(k, h...)
+		resp, err := c.client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: uint32(k)})
+		if err != nil {
+			t.Fatalf("top_k %d: %v", k, err)
+		}
+		if got := ids(resp.GetHits()); !slices.Equal(got, want) {
+			t.Errorf("top_k %d: %d hits\n got %v\nwant %v", k, len(got), got, want)
+		}
+		stream, err := c.client.SearchStream(t.Context(), &queryv1.SearchStreamRequest{Query: "q", TopK: uint32(k)})
+		if err != nil {
+			t.Fatalf("top_k %d: %v", k, err)
+		}
+		var streamed []*queryv1.Hit
+		for {
+			msg, err := stream.Recv()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("top_k %d: stream: %v", k, err)
+			}
+			streamed = append(streamed, msg.GetHits()...)
+		}
+		if got := ids(streamed); !slices.Equal(got, want) {
+			t.Errorf("top_k %d: streamed %d hits\n got %v\nwant %v", k, len(got), got, want)
+		}
+	}
+}
+
 func TestSearchStreamMatchesSearch(t *testing.T) {
 	t.Parallel()
 	h := hitsFor(3)
