@@ -66,9 +66,18 @@ fuzz: ## Run each fuzz test for a short while (FUZZTIME=30s)
 	$(GO) test -run='^$$' -fuzz=FuzzTree -fuzztime=$${FUZZTIME:-30s} ./internal/merge/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$${FUZZTIME:-30s} ./internal/proxy/
 
+# make bench writes its results here: gobench.txt (go test -bench), report.md, report.json and
+# proxy-cpu.pprof (the proxy at saturation, fan-out 4, top_k 10: go tool pprof -top FILE).
+BENCH_OUT ?= $(BIN)/bench
+BENCHSUITE_FLAGS ?= --quiet-wait 2m
+
 .PHONY: bench
-bench: ## Run the Go benchmarks (merge, cancellation delay)
-	$(GO) test -run='^$$$$' -bench=. -benchmem ./internal/merge/ ./internal/faulttest/
+bench: build ## Go benchmarks, then gather vs a raw gRPC hop vs a naive fan-out, and the targets (~5 min; BENCH_OUT, BENCHSUITE_FLAGS)
+	@mkdir -p $(BENCH_OUT)
+	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchmem ./internal/merge/ ./internal/proxy/ ./internal/faulttest/ \
+		| tee $(BENCH_OUT)/gobench.txt
+	$(BIN)/gather benchsuite --gobench $(BENCH_OUT)/gobench.txt --markdown $(BENCH_OUT)/report.md \
+		--json $(BENCH_OUT)/report.json --cpuprofile $(BENCH_OUT)/proxy-cpu.pprof $(BENCHSUITE_FLAGS)
 
 .PHONY: clean
 clean: ## Remove built binaries

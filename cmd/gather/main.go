@@ -36,6 +36,7 @@ var commands = []command{
 	{"query", "ask a QueryService and print the hits as a table", runQuery},
 	{"bench", "drive load at a QueryService and report latency percentiles and throughput", runBench},
 	{"diag", "print a proxy's TCP sockets by state and the kernel's listen-queue drops", runDiag},
+	{"benchsuite", "measure gather against a raw gRPC hop and a naive fan-out (make bench), and judge the targets", runBenchsuite},
 	{"chaos", "replay the old incident against gather demo and judge how the proxy came through", runChaos},
 	{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 		_, err := fmt.Fprintln(stdout, "gather", version)
@@ -78,7 +79,7 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: gather COMMAND [flags]   (gather COMMAND -h for its flags)")
 	fmt.Fprintln(w)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
 }
 

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/benchsuite"
+	"github.com/gatherproxy/gather/internal/synthetic"
+)
+
+// runBenchsuite runs the benchmark suite of `make bench` and prints its table; as
+// `gather benchsuite target`, it serves one of the suite's comparison targets instead.
+func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "target" {
+		return runBenchTarget(ctx, args[1:], stdout, stderr)
+	}
+	fs := newFlags("benchsuite", "[--quick] [--markdown FILE] [--json FILE] [--gobench FILE] [--cpuprofile FILE] [--logs DIR] [--idle-conns N] [--quiet-wait D]\n"+
+		"       gather benchsuite target --kind canned|naive --listen ADDR [--admin ADDR] [--shard NAME=ADDR ...]   (the suite's own helper)", stderr)
+	quick := fs.Bool("quick", false, "make every run short, for testing the suite (the numbers mean little)")
+	markdown := fs.String("markdown", "", "also write the report as Markdown to this `file`")
+	jsonOut := fs.String("json", "", "also write the report as JSON to this `file` ('-' for stdout)")
+	gobench := fs.String("gobench", "", "`file` with the output of go test -bench (merge, proxy): its results join the report and the verdicts")
+	cpuprofile := fs.String("cpuprofile", "", "save a CPU profile of the proxy, taken during its saturation run at fan-out 4, top_k 10, to this `file`")
+	logs := fs.String("logs", "", "`directory` for the processes' logs (default: a temporary one, removed after a clean run)")
+	quietWait := fs.Duration("quiet-wait", 0, "on a shared machine, wait up to this long in all, before the scenarios, for other processes to stop using the CPU")
+	idle := fs.Int("idle-conns", 0, "idle QS connections to open to the proxy (default 10000, 100 with --quick; -1 skips)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("benchsuite: unexpected arguments %q", fs.Args())
+	}
+	var gb []benchsuite.GoBench
+	if *gobench != "" {
+		f, err := os.Open(*gobench)
+		if err != nil {
+			return fmt.Errorf("--gobench: %w", err)
+		}
+		gb, err = benchsuite.ParseGoBench(f)
+		_ = f.Close()
+		if err != nil {
+			return fmt.Errorf("--gobench %s: %w", *gobench, err)
+		}
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("benchsuite: finding the gather binary: %w", err)
+	}
+	rep, runErr := benchsuite.Run(ctx, benchsuite.Config{
+		Binary: bin, Quick: *quick, LogDir: *logs, Progress: stderr, Live: isTerminal(stderr),
+		CPUProfile: *cpuprofile, IdleConns: *idle, QuietWait: *quietWait,
+	})
+	if rep == nil {
+		return fmt.Errorf("benchsuite: %w", runErr)
+	}
+	benchsuite.Judge(rep, gb)
+	fmt.Fprintln(stdout)
+	if err := rep.WriteText(stdout); err != nil {
+		return err
+	}
+	if *markdown != "" {
+		var b strings.Builder
+		if err := rep.WriteMarkdown(&b); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*markdown, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	if *jsonOut != "" {
+		if err := writeJSON(*jsonOut, stdout, rep); err != nil {
+			return err
+		}
+	}
+	if runErr != nil {
+		return fmt.Errorf("benchsuite: %w", runErr)
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a character device, where a progress line may be rewritten
+// in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// runBenchTarget serves a comparison target of the suite on a plain grpc-go server: no
+// interceptors, no keepalive policy, no health or reflection. Only the admin port (metrics and
+// pprof, for the suite's per-query CPU and allocation figures) is gather's.
+func runBenchTarget(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("benchsuite target", "--kind canned|naive --listen ADDR [--admin ADDR] [--shards N] [--text-bytes N] [--shard NAME=ADDR ...]", stderr)
+	kind := fs.String("kind", "", "canned: answer every Search at once with a prebuilt answer of gather's size (the ceiling); "+
+		"naive: fan out unary-style to --shard, wait for all, concatenate, sort (the baseline)")
+	listen := fs.String("listen", "127.0.0.1:0", "QueryService `address`")
+	admin := fs.String("admin", "", "admin HTTP `address` for /metrics and /debug/pprof/ (default: none)")
+	shardCount := fs.Int("shards", benchsuite.DefaultCannedShards, "canned: ShardResults per answer, as from this fan-out")
+	textBytes := fs.Int("text-bytes", synthetic.DefaultTextBytes, "canned: bytes of text per hit, as the synthetic shards send")
+	var shards shardFlags
+	fs.Var(&shards, "shard", "naive: a shard as `NAME=ADDR` (the first replica is used); repeat for each shard")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("benchsuite target: unexpected arguments %q", fs.Args())
+	}
+	var svc queryv1.QueryServiceServer
+	switch *kind {
+	case "canned":
+		svc = benchsuite.NewCanned(*shardCount, *textBytes)
+	case "naive":
+		list := make([]benchsuite.Shard, len(shards))
+		for i, s := range shards {
+			list[i] = benchsuite.Shard{Name: s.Name, Addr: s.Replicas[0]}
+		}
+		naive, err := benchsuite.NewNaive(list)
+		if err != nil {
+			return fmt.Errorf("benchsuite target: %w", err)
+		}
+		defer func() { _ = naive.Close() }()
+		svc = naive
+		*shardCount = len(list)
+	default:
+		return fmt.Errorf("benchsuite target: --kind %q: want canned or naive", *kind)
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
+	srv := grpc.NewServer()
+	queryv1.RegisterQueryServiceServer(srv, svc)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		srv.Stop()
+		if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			fmt.Fprintln(stderr, "benchsuite target:", err)
+		}
+	}()
+	adminAt := "none"
+	if *admin != "" {
+		a, err := newAdminServer(*admin, prometheus.NewRegistry(), func() error { return nil })
+		if err != nil {
+			return err
+		}
+		a.Start()
+		defer func() {
+			stopCtx, cancel := graceContext(ctx, time.Second)
+			defer cancel()
+			a.Stop(stopCtx)
+		}()
+		adminAt = "http://" + a.Addr()
+	}
+	// The same shape as gather proxy's line, which the suite parses.
+	fmt.Fprintf(stdout, "gather benchsuite target: %s QueryService on %s, admin on %s, %d shards\n", *kind, lis.Addr(), adminAt, *shardCount)
+	<-ctx.Done()
+	return nil
+}

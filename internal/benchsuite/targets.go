@@ -1,0 +1,172 @@
+package benchsuite
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Verdict statuses.
+const (
+	Met         = "MET"
+	NotMet      = "NOT MET"
+	NotMeasured = "NOT MEASURED"
+)
+
+// The targets' thresholds.
+const (
+	// TargetFanOut is the fan-out of the throughput and latency targets.
+	TargetFanOut = 4
+	// TargetRelCeiling is the least QPS at TargetFanOut, as a fraction of ceiling/(N+1).
+	TargetRelCeiling = 0.8
+	// TargetAddedP50US and TargetAddedP99US bound the latency added over the slowest shard at
+	// half the saturating load.
+	TargetAddedP50US = 150
+	TargetAddedP99US = 1000
+	// TargetMergeSpeedup is how much faster than sorting the merge must be at N=64, K=1000.
+	TargetMergeSpeedup = 10
+	// TargetHeapPerQuery bounds the proxy's heap per in-flight query at N=8, K=100.
+	TargetHeapPerQuery = 64 << 10
+	// TargetIdleConns and TargetIdleRSS: that many idle QS connections must cost the proxy less
+	// resident memory than that.
+	TargetIdleConns = 10_000
+	TargetIdleRSS   = 300 << 20
+)
+
+// Verdict is how a measurement compares with one target.
+type Verdict struct {
+	Target string `json:"target"`
+	// Status is Met, NotMet or NotMeasured.
+	Status string `json:"status"`
+	// Detail gives the measured numbers the status rests on.
+	Detail string `json:"detail"`
+}
+
+// check is one part of a target.
+type check struct {
+	status, detail string
+}
+
+// verdict combines the parts of a target: NOT MET if any part is not met, else NOT MEASURED if
+// any part was not measured, else MET.
+func verdict(target string, parts ...check) Verdict {
+	v := Verdict{Target: target, Status: Met}
+	details := make([]string, 0, len(parts))
+	for _, p := range parts {
+		switch {
+		case p.status == NotMet:
+			v.Status = NotMet
+		case p.status == NotMeasured && v.Status == Met:
+			v.Status = NotMeasured
+		}
+		details = append(details, p.detail)
+	}
+	v.Detail = strings.Join(details, "; ")
+	return v
+}
+
+func metIf(ok bool) string {
+	if ok {
+		return Met
+	}
+	return NotMet
+}
+
+// Judge compares r with the issue's four targets and stores the verdicts in r.Targets; gb are
+// the Go benchmark results (from `go test -bench`), also stored in r. Each target lists the
+// numbers it was judged on; one that rests on something not measured is NotMeasured.
+func Judge(r *Report, gb []GoBench) {
+	r.GoBench = gb
+	r.Targets = []Verdict{judgeQPS(r), judgeAdded(r), judgeMerge(gb), judgeMemory(r)}
+}
+
+func (r *Report) scenario(kind Kind, fanOut, topK int) *Scenario {
+	for i := range r.Scenarios {
+		if sc := &r.Scenarios[i]; sc.Kind == kind && sc.TopK == topK && (kind == KindCeiling || sc.FanOut == fanOut) {
+			return sc
+		}
+	}
+	return nil
+}
+
+func judgeQPS(r *Report) Verdict {
+	target := fmt.Sprintf("QPS at fan-out %d ≥ %.1f × ceiling/(N+1), and ahead of the naive baseline", TargetFanOut, TargetRelCeiling)
+	var parts []check
+	for _, k := range TopKs {
+		g, c, n := r.scenario(KindGather, TargetFanOut, k), r.scenario(KindCeiling, 0, k), r.scenario(KindNaive, TargetFanOut, k)
+		if g == nil || c == nil || n == nil || c.QPS == 0 {
+			parts = append(parts, check{NotMeasured, fmt.Sprintf("top_k %d: not measured", k)})
+			continue
+		}
+		per := c.QPS / float64(TargetFanOut+1)
+		rel := g.QPS / per
+		parts = append(parts, check{metIf(rel >= TargetRelCeiling && g.QPS > n.QPS), fmt.Sprintf(
+			"top_k %d: %.0f q/s = %.2f × ceiling/%d (%.0f/%d = %.0f), naive %.0f q/s (gather %.2f× naive)",
+			k, g.QPS, rel, TargetFanOut+1, c.QPS, TargetFanOut+1, per, n.QPS, g.QPS/n.QPS)})
+	}
+	return verdict(target, parts...)
+}
+
+func judgeAdded(r *Report) Verdict {
+	target := fmt.Sprintf("added latency over the slowest shard at half the saturating load, fan-out %d: p50 < %dµs, p99 < %s",
+		TargetFanOut, TargetAddedP50US, fmtUS(TargetAddedP99US))
+	var parts []check
+	for _, k := range TopKs {
+		g := r.scenario(KindGather, TargetFanOut, k)
+		if g == nil || g.Overhead.Count == 0 {
+			parts = append(parts, check{NotMeasured, fmt.Sprintf("top_k %d: not measured", k)})
+			continue
+		}
+		o := g.Overhead
+		detail := fmt.Sprintf("top_k %d at %.0f/s: p50 %s, p99 %s", k, g.Rate, fmtUS(o.P50US), fmtUS(o.P99US))
+		if h := g.HopAtRate; h != nil {
+			detail += fmt.Sprintf(" (a raw hop with that answer at that rate: p50 %s, p99 %s)", fmtUS(h.P50US), fmtUS(h.P99US))
+		}
+		parts = append(parts, check{metIf(o.P50US < TargetAddedP50US && o.P99US < TargetAddedP99US), detail})
+	}
+	return verdict(target, parts...)
+}
+
+func judgeMerge(gb []GoBench) Verdict {
+	const n, k, small = 64, 1000, 10
+	target := fmt.Sprintf("merge ≥ %d× faster than concatenate-and-sort at N=%d, K=%d; no allocation per merged hit", TargetMergeSpeedup, n, k)
+	lt, ok1 := mergeBench(gb, n, k, "losertree")
+	so, ok2 := mergeBench(gb, n, k, "sort")
+	ltSmall, ok3 := mergeBench(gb, n, small, "losertree")
+	if !ok1 || !ok2 || !ok3 {
+		return verdict(target, check{NotMeasured, "no BenchmarkMerge results for N=64 (run go test -bench BenchmarkMerge ./internal/merge/)"})
+	}
+	speedup := so.Metrics["ns/op"] / lt.Metrics["ns/op"]
+	perHit := (lt.Metrics["allocs/op"] - ltSmall.Metrics["allocs/op"]) / float64(k-small)
+	return verdict(target,
+		check{metIf(speedup >= TargetMergeSpeedup), fmt.Sprintf("losertree %.0f ns/op, sort %.0f ns/op: %.1f× faster",
+			lt.Metrics["ns/op"], so.Metrics["ns/op"], speedup)},
+		check{metIf(perHit <= 0.001), fmt.Sprintf("losertree allocs/op %.0f at K=%d and %.0f at K=%d: %.3f allocations per merged hit",
+			ltSmall.Metrics["allocs/op"], small, lt.Metrics["allocs/op"], k, perHit)})
+}
+
+func judgeMemory(r *Report) Verdict {
+	target := fmt.Sprintf("proxy heap per in-flight query < %s at N=%d, K=%d; %d idle QS connections cost < %s",
+		bytesIEC(TargetHeapPerQuery), HeapFanOut, HeapTopK, TargetIdleConns, bytesIEC(TargetIdleRSS))
+	var parts []check
+	if h := r.Heap; h == nil {
+		parts = append(parts, check{NotMeasured, "heap per query: not measured"})
+	} else {
+		parts = append(parts, check{metIf(h.HeapPerQuery < TargetHeapPerQuery), fmt.Sprintf(
+			"heap %s per in-flight query (%d queries)", bytesIEC(h.HeapPerQuery), h.Queries)})
+	}
+	switch i := r.Idle; {
+	case i == nil:
+		parts = append(parts, check{NotMeasured, "idle connections: not measured"})
+	case i.Skipped != "":
+		parts = append(parts, check{NotMeasured, "idle connections: skipped: " + i.Skipped})
+	default:
+		cost := i.RSSPerConn() * TargetIdleConns
+		how := fmt.Sprintf("%d idle connections: RSS +%s", i.Ready, bytesIEC(float64(i.RSSAfter)-float64(i.RSSBefore)))
+		if i.Ready != TargetIdleConns {
+			how = fmt.Sprintf("%d idle connections cost RSS +%s, %s each: %s for %d (extrapolated)",
+				i.Ready, bytesIEC(float64(i.RSSAfter)-float64(i.RSSBefore)), bytesIEC(i.RSSPerConn()), bytesIEC(cost), TargetIdleConns)
+		}
+		parts = append(parts, check{metIf(cost < TargetIdleRSS), how})
+	}
+	return verdict(target, parts...)
+}
