@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -99,6 +100,12 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	log, err := lf.logger(stderr)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		// The proxy's live heap is small (about 57 KiB per query in flight), so at the default
+		// GOGC=100 it collects all the time: 400 trades a few MiB for 12-20% less CPU per query
+		// (measured). GOGC in the environment wins.
+		debug.SetGCPercent(400)
 	}
 	tracing, err := setupTracing(ctx, "gather-proxy", true, log)
 	if err != nil {

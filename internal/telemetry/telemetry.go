@@ -2,8 +2,8 @@
 // environment variables, and the gRPC stats handlers that carry W3C trace context across both
 // hops (QS -> proxy -> shards), so one query is one trace.
 //
-// With no exporter configured, tracing is the OpenTelemetry no-op: the stats handlers still run,
-// but no span is recorded or exported, and nothing is propagated beyond what the caller sent.
+// With no exporter configured, tracing is off: no stats handler is installed, no span is recorded
+// or exported, and no trace context is propagated.
 package telemetry
 
 import (
@@ -41,6 +41,14 @@ func Disabled() *Tracing {
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		shutdown:   func(context.Context) error { return nil },
 	}
+}
+
+// WithProvider returns enabled tracing that records into tp (an SDK provider with an in-memory
+// recorder in tests). Shutdown is the caller's business.
+func WithProvider(tp trace.TracerProvider) *Tracing {
+	t := Disabled()
+	t.Provider, t.enabled = tp, true
+	return t
 }
 
 // Configured reports whether the environment asks for trace export: an OTLP endpoint is set
@@ -109,8 +117,20 @@ func (t *Tracing) ClientHandler() stats.Handler {
 	return otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(t.Provider), otelgrpc.WithPropagators(t.Propagator))
 }
 
-// ServerOption installs ServerHandler.
-func (t *Tracing) ServerOption() grpc.ServerOption { return grpc.StatsHandler(t.ServerHandler()) }
+// ServerOption installs ServerHandler when tracing is enabled, and nothing otherwise: the
+// handler costs about 7% of the proxy's CPU even with the no-op provider (measured by make
+// bench), and with tracing off it has nothing to record.
+func (t *Tracing) ServerOption() grpc.ServerOption {
+	if !t.enabled {
+		return grpc.EmptyServerOption{}
+	}
+	return grpc.StatsHandler(t.ServerHandler())
+}
 
-// DialOption installs ClientHandler.
-func (t *Tracing) DialOption() grpc.DialOption { return grpc.WithStatsHandler(t.ClientHandler()) }
+// DialOption installs ClientHandler when tracing is enabled, and nothing otherwise.
+func (t *Tracing) DialOption() grpc.DialOption {
+	if !t.enabled {
+		return grpc.EmptyDialOption{}
+	}
+	return grpc.WithStatsHandler(t.ClientHandler())
+}

@@ -52,8 +52,7 @@ func TestOneQueryIsOneTrace(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	defer func() { _ = tp.Shutdown(context.Background()) }()
-	tr := telemetry.Disabled()
-	tr.Provider = tp
+	tr := telemetry.WithProvider(tp)
 
 	var topo []fanout.ShardSpec
 	behaviors := []shardtest.Behavior{
