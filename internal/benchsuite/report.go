@@ -5,7 +5,6 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/gatherproxy/gather/internal/loadgen"
 )
@@ -210,10 +209,10 @@ func (r *Report) table() (header []string, rows [][]string) {
 		rows = append(rows, []string{
 			string(sc.Kind), n, fmt.Sprint(sc.TopK), bytesIEC(float64(sc.ResponseBytes)),
 			fmt.Sprintf("%.0f", sc.QPS), fmt.Sprintf("%.2f", sc.RelCeiling), fmt.Sprintf("%.2f (%.2f)", sc.BusyCores, max(sc.OtherCores, sc.OtherCoresOpen)),
-			fmtUS(int64(sc.MachineCPUPerQueryUS)), fmtUS(int64(sc.ServerCPUPerQueryUS)), bytesIEC(sc.ServerAllocBytesPerQuery), fmt.Sprintf("%.0f", sc.ServerAllocsPerQuery),
+			loadgen.FormatMicros(int64(sc.MachineCPUPerQueryUS)), loadgen.FormatMicros(int64(sc.ServerCPUPerQueryUS)), bytesIEC(sc.ServerAllocBytesPerQuery), fmt.Sprintf("%.0f", sc.ServerAllocsPerQuery),
 			fmt.Sprintf("%.0f/s", sc.Rate),
-			fmtUS(sc.Latency.P50US), fmtUS(sc.Latency.P90US), fmtUS(sc.Latency.P99US), fmtUS(sc.Latency.P999US),
-			fmtUS(sc.Latency.MaxUS), fmtUS(sc.Overhead.P50US), fmtUS(sc.Overhead.P99US), errs,
+			loadgen.FormatMicros(sc.Latency.P50US), loadgen.FormatMicros(sc.Latency.P90US), loadgen.FormatMicros(sc.Latency.P99US), loadgen.FormatMicros(sc.Latency.P999US),
+			loadgen.FormatMicros(sc.Latency.MaxUS), loadgen.FormatMicros(sc.Overhead.P50US), loadgen.FormatMicros(sc.Overhead.P99US), errs,
 		})
 	}
 	return header, rows
@@ -324,24 +323,6 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-// fmtUS formats a number of microseconds as a duration with about 3 significant digits.
-func fmtUS(v int64) string {
-	d := time.Duration(v) * time.Microsecond
-	switch {
-	case d >= 10*time.Second:
-		d = d.Round(100 * time.Millisecond)
-	case d >= time.Second:
-		d = d.Round(10 * time.Millisecond)
-	case d >= 100*time.Millisecond:
-		d = d.Round(time.Millisecond)
-	case d >= 10*time.Millisecond:
-		d = d.Round(100 * time.Microsecond)
-	case d >= time.Millisecond:
-		d = d.Round(10 * time.Microsecond)
-	}
-	return d.String()
 }
 
 // bytesIEC formats a byte count with a binary unit, e.g. "3.1 KiB", "-12 B".

@@ -13,11 +13,11 @@ func TestFormatting(t *testing.T) {
 	for _, tc := range []struct {
 		got, want string
 	}{
-		{fmtUS(0), "0s"},
-		{fmtUS(87), "87µs"},
-		{fmtUS(1234), "1.23ms"},
-		{fmtUS(123456), "123ms"},
-		{fmtUS(2_345_678), "2.35s"},
+		{loadgen.FormatMicros(0), "0s"},
+		{loadgen.FormatMicros(87), "87µs"},
+		{loadgen.FormatMicros(1234), "1.23ms"},
+		{loadgen.FormatMicros(123456), "123ms"},
+		{loadgen.FormatMicros(2_345_678), "2.35s"},
 		{bytesIEC(0), "0 B"},
 		{bytesIEC(1023), "1023 B"},
 		{bytesIEC(2900), "2.8 KiB"},

@@ -131,8 +131,8 @@ func (s *suite) scenario(ctx context.Context, kind Kind, fanOut, topK int, serve
 			fmt.Fprint(s.cfg.Progress, "\r\033[K")
 		}
 		fmt.Fprintf(s.cfg.Progress, "%s %8.0f q/s  %5.2f× ceiling/(N+1)  at half load: p50 %s  p99 %s  added p50 %s  p99 %s  errors %d%s\n",
-			prefix, sc.QPS, sc.RelCeiling, fmtUS(sc.Latency.P50US), fmtUS(sc.Latency.P99US),
-			fmtUS(sc.Overhead.P50US), fmtUS(sc.Overhead.P99US), sc.Errors, otherLoadWarning(max(sc.OtherCores, sc.OtherCoresOpen)))
+			prefix, sc.QPS, sc.RelCeiling, loadgen.FormatMicros(sc.Latency.P50US), loadgen.FormatMicros(sc.Latency.P99US),
+			loadgen.FormatMicros(sc.Overhead.P50US), loadgen.FormatMicros(sc.Overhead.P99US), sc.Errors, otherLoadWarning(max(sc.OtherCores, sc.OtherCoresOpen)))
 	}
 	return nil
 }
@@ -162,7 +162,7 @@ func (s *suite) hopAtRate(ctx context.Context, addr string, sc *Scenario) error 
 	h.HDR = ""
 	sc.HopAtRate = &h
 	s.progressf("        raw hop (ceiling) at %.0f/s, top_k %d, for comparison: p50 %s  p99 %s",
-		sc.Rate, sc.TopK, fmtUS(h.P50US), fmtUS(h.P99US))
+		sc.Rate, sc.TopK, loadgen.FormatMicros(h.P50US), loadgen.FormatMicros(h.P99US))
 	return nil
 }
 

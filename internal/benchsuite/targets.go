@@ -3,6 +3,8 @@ package benchsuite
 import (
 	"fmt"
 	"strings"
+
+	"github.com/gatherproxy/gather/internal/loadgen"
 )
 
 // Verdict statuses.
@@ -108,7 +110,7 @@ func judgeQPS(r *Report) Verdict {
 
 func judgeAdded(r *Report) Verdict {
 	target := fmt.Sprintf("added latency over the slowest shard at half the saturating load, fan-out %d: p50 < %dµs, p99 < %s",
-		TargetFanOut, TargetAddedP50US, fmtUS(TargetAddedP99US))
+		TargetFanOut, TargetAddedP50US, loadgen.FormatMicros(TargetAddedP99US))
 	var parts []check
 	for _, k := range TopKs {
 		g := r.scenario(KindGather, TargetFanOut, k)
@@ -117,9 +119,9 @@ func judgeAdded(r *Report) Verdict {
 			continue
 		}
 		o := g.Overhead
-		detail := fmt.Sprintf("top_k %d at %.0f/s: p50 %s, p99 %s", k, g.Rate, fmtUS(o.P50US), fmtUS(o.P99US))
+		detail := fmt.Sprintf("top_k %d at %.0f/s: p50 %s, p99 %s", k, g.Rate, loadgen.FormatMicros(o.P50US), loadgen.FormatMicros(o.P99US))
 		if h := g.HopAtRate; h != nil {
-			detail += fmt.Sprintf(" (a raw hop with that answer at that rate: p50 %s, p99 %s)", fmtUS(h.P50US), fmtUS(h.P99US))
+			detail += fmt.Sprintf(" (a raw hop with that answer at that rate: p50 %s, p99 %s)", loadgen.FormatMicros(h.P50US), loadgen.FormatMicros(h.P99US))
 		}
 		parts = append(parts, check{metIf(o.P50US < TargetAddedP50US && o.P99US < TargetAddedP99US), detail})
 	}

@@ -196,7 +196,7 @@ func (r *Result) WriteText(w io.Writer) error {
 		}
 		s := row.s
 		fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\t%v\t%v\t%v\t\n", row.name, s.Count,
-			us(int64(s.MeanUS)), us(s.P50US), us(s.P90US), us(s.P99US), us(s.P999US), us(s.MaxUS))
+			FormatMicros(int64(s.MeanUS)), FormatMicros(s.P50US), FormatMicros(s.P90US), FormatMicros(s.P99US), FormatMicros(s.P999US), FormatMicros(s.MaxUS))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -205,8 +205,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	return err
 }
 
-// us formats a number of microseconds as a duration with about 3 significant digits.
-func us(v int64) string {
+// FormatMicros formats a number of microseconds as a duration with about 3 significant digits
+// (the unit of every latency in a Result).
+func FormatMicros(v int64) string {
 	d := time.Duration(v) * time.Microsecond
 	switch {
 	case d >= 10*time.Second:
