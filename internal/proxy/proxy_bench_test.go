@@ -31,8 +31,8 @@ import (
 // after the first call a shard's cost is grpc-go's and protobuf's, not the generator's.
 const benchQuery = "union constitution war"
 
-// wiring instruments a proxy the way cmd/gather does (observe.go, proxy.go): the otelgrpc stats
-// handler with the no-op provider (no OTEL_* environment), go-grpc-middleware's Prometheus RED
+// wiring instruments a proxy the way cmd/gather does (observe.go, proxy.go): tracing off (no
+// OTEL_* environment, so no stats handler is installed), go-grpc-middleware's Prometheus RED
 // metrics and the lifecycle recorder on both sides, admission control on the QueryService, the
 // service's own metrics, and an access-log line per query from an enabled slog handler (text, to
 // io.Discard, so the line is formatted but not written anywhere).
