@@ -360,7 +360,9 @@ func classify(callCtx, ictx context.Context, err error) (Status, error) {
 	case codes.Unavailable:
 		return StatusUnavailable, serr
 	case codes.DeadlineExceeded:
-		return StatusDeadlineExceeded, serr
+		// The shard only knows the deadline the call carried, which is the per-shard one: its
+		// DEADLINE_EXCEEDED can arrive a moment before our own timer fires, and is the same cut.
+		return StatusDeadlineExceeded, fmt.Errorf("%w: %w", ErrShardDeadline, serr)
 	default:
 		return StatusFailed, serr
 	}
