@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/corpus"
 	"github.com/gatherproxy/gather/internal/shard"
+	"github.com/gatherproxy/gather/internal/shardtest"
 )
 
 var whole = corpus.Partition{Index: 0, Count: 1}
@@ -112,28 +112,8 @@ func checkContract(t *testing.T, msgs []*shardv1.SearchResponse, topK int) []*sh
 		}
 		hits = append(hits, m.GetHits()...)
 	}
-	if len(hits) > topK {
-		t.Errorf("%d hits, more than top_k %d", len(hits), topK)
-	}
-	seen := make(map[string]bool)
-	for i, h := range hits {
-		if math.IsNaN(h.GetScore()) {
-			t.Errorf("hit %d (%s) has a NaN score", i, h.GetDocId())
-		}
-		if seen[h.GetDocId()] {
-			t.Errorf("hit %d repeats %s", i, h.GetDocId())
-		}
-		seen[h.GetDocId()] = true
-		if i == 0 {
-			continue
-		}
-		prev := hits[i-1]
-		switch {
-		case h.GetScore() > prev.GetScore():
-			t.Errorf("hit %d (%s, %v) scores higher than hit %d (%s, %v)", i, h.GetDocId(), h.GetScore(), i-1, prev.GetDocId(), prev.GetScore())
-		case h.GetScore() == prev.GetScore() && h.GetDocId() <= prev.GetDocId():
-			t.Errorf("tie at %v: hit %d (%s) does not sort after hit %d (%s)", h.GetScore(), i, h.GetDocId(), i-1, prev.GetDocId())
-		}
+	if why := shardtest.ContractViolation(hits, topK); why != "" {
+		t.Errorf("ordering contract broken: %s", why)
 	}
 	return hits
 }

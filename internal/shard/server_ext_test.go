@@ -2,8 +2,6 @@ package shard_test
 
 import (
 	"context"
-	"errors"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -18,6 +16,7 @@ import (
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/shard"
+	"github.com/gatherproxy/gather/internal/shardtest"
 )
 
 // startServer serves ix on an in-memory gRPC connection until the test ends.
@@ -46,27 +45,6 @@ func startServer(t *testing.T, ix *shard.Index, opts ...shard.Option) shardv1.Sh
 	return shardv1.NewShardServiceClient(conn)
 }
 
-// search runs a Search call to the end and returns its messages and final
-// error (nil for a clean end of stream).
-func search(ctx context.Context, t *testing.T, c shardv1.ShardServiceClient, query string, topK uint32) ([]*shardv1.SearchResponse, error) {
-	t.Helper()
-	stream, err := c.Search(ctx, &shardv1.SearchRequest{Query: query, TopK: topK})
-	if err != nil {
-		return nil, err
-	}
-	var msgs []*shardv1.SearchResponse
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return msgs, nil
-		}
-		if err != nil {
-			return msgs, err
-		}
-		msgs = append(msgs, m)
-	}
-}
-
 func TestSearchContractAndBatches(t *testing.T) {
 	t.Parallel()
 	ix := openIndex(t)
@@ -76,7 +54,7 @@ func TestSearchContractAndBatches(t *testing.T) {
 
 	// The full ranking, which every smaller top_k must be a prefix of.
 	full := startServer(t, ix)
-	msgs, err := search(t.Context(), t, full, query, 10000)
+	msgs, err := shardtest.Collect(t.Context(), full, query, 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +66,7 @@ func TestSearchContractAndBatches(t *testing.T) {
 	for _, perMsg := range []int{1, 4, 7, 64} {
 		c := startServer(t, ix, shard.WithHitsPerMessage(perMsg))
 		for _, topK := range []int{1, 3, 4, 8, 13, wantTotal, wantTotal + 1, 10000} {
-			msgs, err := search(t.Context(), t, c, query, uint32(topK))
+			msgs, err := shardtest.Collect(t.Context(), c, query, uint32(topK))
 			if err != nil {
 				t.Fatalf("per message %d, top_k %d: %v", perMsg, topK, err)
 			}
@@ -125,7 +103,7 @@ func TestSearchTies(t *testing.T) {
 	// Only the tie documents contain all three words; shorter documents with
 	// one of them might still outscore them, so look at the run of equal
 	// scores that the tie documents form.
-	msgs, err := search(t.Context(), t, c, "apple banana river", 10000)
+	msgs, err := shardtest.Collect(t.Context(), c, "apple banana river", 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +129,7 @@ func TestSearchTies(t *testing.T) {
 func TestSearchHitContent(t *testing.T) {
 	t.Parallel()
 	c := startServer(t, openIndex(t))
-	msgs, err := search(t.Context(), t, c, "banana", 1)
+	msgs, err := shardtest.Collect(t.Context(), c, "banana", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +155,7 @@ func TestSearchNoHits(t *testing.T) {
 	t.Parallel()
 	c := startServer(t, openIndex(t))
 	for _, query := range []string{"zebra", "the and of", "!!! ???"} {
-		msgs, err := search(t.Context(), t, c, query, 10)
+		msgs, err := shardtest.Collect(t.Context(), c, query, 10)
 		if err != nil {
 			t.Fatalf("query %q: %v", query, err)
 		}
@@ -209,7 +187,7 @@ func TestSearchValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			msgs, err := search(t.Context(), t, c, tt.query, tt.topK)
+			msgs, err := shardtest.Collect(t.Context(), c, tt.query, tt.topK)
 			if tt.wantMsg == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -233,12 +211,12 @@ func TestSearchEndedContext(t *testing.T) {
 	c := startServer(t, openIndex(t))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if _, err := search(ctx, t, c, "apple", 3); status.Code(err) != codes.Canceled {
+	if _, err := shardtest.Collect(ctx, c, "apple", 3); status.Code(err) != codes.Canceled {
 		t.Errorf("canceled call: error = %v, want Canceled", err)
 	}
 	ctx, cancel = context.WithTimeout(t.Context(), 0)
 	defer cancel()
-	if _, err := search(ctx, t, c, "apple", 3); status.Code(err) != codes.DeadlineExceeded {
+	if _, err := shardtest.Collect(ctx, c, "apple", 3); status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("expired call: error = %v, want DeadlineExceeded", err)
 	}
 }

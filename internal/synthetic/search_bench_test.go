@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gatherproxy/gather/internal/shardtest"
 	"github.com/gatherproxy/gather/internal/synthetic"
 )
 
@@ -15,7 +16,7 @@ func BenchmarkSearch(b *testing.B) {
 			s := start(b, synthetic.New(1))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := search(b.Context(), s.client, "union", topK); err != nil {
+				if _, err := shardtest.Collect(b.Context(), s.client, "union", topK); err != nil {
 					b.Fatal(err)
 				}
 			}

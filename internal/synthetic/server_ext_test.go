@@ -2,10 +2,7 @@ package synthetic_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
-	"math"
 	"net"
 	"slices"
 	"strings"
@@ -21,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/shardtest"
 	"github.com/gatherproxy/gather/internal/synthetic"
 )
 
@@ -63,88 +61,6 @@ func start(t testing.TB, srv *synthetic.Server) *server {
 	return s
 }
 
-// search runs a Search call to its end and returns its messages and final error (nil for a
-// clean end of stream).
-func search(ctx context.Context, c shardv1.ShardServiceClient, query string, topK uint32) ([]*shardv1.SearchResponse, error) {
-	stream, err := c.Search(ctx, &shardv1.SearchRequest{Query: query, TopK: topK})
-	if err != nil {
-		return nil, err
-	}
-	var msgs []*shardv1.SearchResponse
-	for {
-		m, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return msgs, nil
-		}
-		if err != nil {
-			return msgs, err
-		}
-		msgs = append(msgs, m)
-	}
-}
-
-func hitsOf(msgs []*shardv1.SearchResponse) []*shardv1.Hit {
-	var hits []*shardv1.Hit
-	for _, m := range msgs {
-		hits = append(hits, m.GetHits()...)
-	}
-	return hits
-}
-
-// contractViolation returns what is wrong with a stream of hits under the ShardService ordering
-// contract for topK, or "" if nothing is.
-func contractViolation(hits []*shardv1.Hit, topK int) string {
-	if len(hits) > topK {
-		return fmt.Sprintf("%d hits for top_k %d", len(hits), topK)
-	}
-	seen := make(map[string]bool, len(hits))
-	for i, h := range hits {
-		if math.IsNaN(h.GetScore()) {
-			return fmt.Sprintf("hit %d (%s): NaN score", i, h.GetDocId())
-		}
-		if seen[h.GetDocId()] {
-			return fmt.Sprintf("hit %d: doc_id %s repeated", i, h.GetDocId())
-		}
-		seen[h.GetDocId()] = true
-		if i == 0 {
-			continue
-		}
-		p := hits[i-1]
-		switch {
-		case h.GetScore() > p.GetScore():
-			return fmt.Sprintf("hit %d (%s): score %v after %v", i, h.GetDocId(), h.GetScore(), p.GetScore())
-		case h.GetScore() == p.GetScore() && h.GetDocId() <= p.GetDocId():
-			return fmt.Sprintf("hit %d: tie at score %v with doc_id %s after %s", i, h.GetScore(), h.GetDocId(), p.GetDocId())
-		}
-	}
-	return ""
-}
-
-func TestContractViolation(t *testing.T) {
-	t.Parallel()
-	h := func(id string, score float64) *shardv1.Hit { return &shardv1.Hit{DocId: id, Score: score} }
-	tests := []struct {
-		name string
-		hits []*shardv1.Hit
-		topK int
-		want string // substring; "" means no violation
-	}{
-		{"ok", []*shardv1.Hit{h("b", 3), h("a", 2), h("c", 2), h("a2", 1)}, 4, ""},
-		{"empty", nil, 1, ""},
-		{"rising score", []*shardv1.Hit{h("a", 1), h("b", 2)}, 2, "score 2 after 1"},
-		{"tie out of order", []*shardv1.Hit{h("b", 1), h("a", 1)}, 2, "tie"},
-		{"repeated", []*shardv1.Hit{h("a", 2), h("a", 1)}, 2, "repeated"},
-		{"nan", []*shardv1.Hit{h("a", math.NaN())}, 1, "NaN"},
-		{"too many", []*shardv1.Hit{h("a", 2), h("b", 1)}, 1, "2 hits for top_k 1"},
-	}
-	for _, tt := range tests {
-		got := contractViolation(tt.hits, tt.topK)
-		if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
-			t.Errorf("%s: contractViolation = %q, want %q", tt.name, got, tt.want)
-		}
-	}
-}
-
 func TestSearchKeepsContractAndBatches(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -166,12 +82,12 @@ func TestSearchKeepsContractAndBatches(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := start(t, synthetic.New(tt.seed, synthetic.WithHitsPerMessage(tt.per)))
-			msgs, err := search(t.Context(), s.client, tt.query, tt.topK)
+			msgs, err := shardtest.Collect(t.Context(), s.client, tt.query, tt.topK)
 			if err != nil {
 				t.Fatal(err)
 			}
-			hits := hitsOf(msgs)
-			if v := contractViolation(hits, int(tt.topK)); v != "" {
+			hits := shardtest.HitsOf(msgs)
+			if v := shardtest.ContractViolation(hits, int(tt.topK)); v != "" {
 				t.Fatalf("contract broken: %s", v)
 			}
 			if got, want := len(hits), int(tt.topK); got != want {
@@ -227,16 +143,16 @@ func TestSearchHasTies(t *testing.T) {
 func TestSmallerTopKIsPrefix(t *testing.T) {
 	t.Parallel()
 	s := start(t, synthetic.New(9))
-	full, err := search(t.Context(), s.client, "constitution", 1000)
+	full, err := shardtest.Collect(t.Context(), s.client, "constitution", 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []uint32{1, 2, 3, 10, 63, 64, 65, 100, 999} {
-		msgs, err := search(t.Context(), s.client, "constitution", k)
+		msgs, err := shardtest.Collect(t.Context(), s.client, "constitution", k)
 		if err != nil {
 			t.Fatal(err)
 		}
-		assertSameHits(t, fmt.Sprintf("top_k %d", k), hitsOf(msgs), hitsOf(full)[:k])
+		assertSameHits(t, fmt.Sprintf("top_k %d", k), shardtest.HitsOf(msgs), shardtest.HitsOf(full)[:k])
 	}
 }
 
@@ -259,11 +175,11 @@ func TestDeterministicAcrossCallsAndInstances(t *testing.T) {
 	for _, q := range []string{"war", "peace and war", "tariff"} {
 		var answers [][]*shardv1.Hit
 		for _, s := range []*server{a, a, b, b} {
-			msgs, err := search(t.Context(), s.client, q, 100)
+			msgs, err := shardtest.Collect(t.Context(), s.client, q, 100)
 			if err != nil {
 				t.Fatal(err)
 			}
-			answers = append(answers, hitsOf(msgs))
+			answers = append(answers, shardtest.HitsOf(msgs))
 		}
 		for i := 1; i < len(answers); i++ {
 			assertSameHits(t, fmt.Sprintf("%q answer %d", q, i), answers[i], answers[0])
@@ -324,12 +240,12 @@ func TestSearchRejectsBadRequests(t *testing.T) {
 		{"union", 51, "above this shard's maximum of 50"},
 	}
 	for _, tt := range tests {
-		_, err := search(t.Context(), s.client, tt.query, tt.topK)
+		_, err := shardtest.Collect(t.Context(), s.client, tt.query, tt.topK)
 		if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("Search(%q, %d) error = %v, want InvalidArgument with %q", tt.query, tt.topK, err, tt.want)
 		}
 	}
-	if _, err := search(t.Context(), s.client, "union", 50); err != nil {
+	if _, err := shardtest.Collect(t.Context(), s.client, "union", 50); err != nil {
 		t.Errorf("Search at the maximum top_k: %v", err)
 	}
 }
@@ -351,7 +267,7 @@ func TestCancelDuringDelayEndsCall(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := search(ctx, s.client, "union", 10)
+		_, err := shardtest.Collect(ctx, s.client, "union", 10)
 		done <- err
 	}()
 	<-g // the server is in its delay
@@ -371,7 +287,7 @@ func TestDeadlineDuringDelayEndsCall(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := search(ctx, s.client, "union", 10)
+		_, err := shardtest.Collect(ctx, s.client, "union", 10)
 		done <- err
 	}()
 	select {
@@ -413,12 +329,12 @@ func TestConcurrentCallsShareAnswers(t *testing.T) {
 		wg.Go(func() {
 			for i := range 10 {
 				q := queries[(w+i)%len(queries)]
-				msgs, err := search(t.Context(), s.client, q, 200)
+				msgs, err := shardtest.Collect(t.Context(), s.client, q, 200)
 				if err != nil {
 					errs <- err
 					return
 				}
-				if docIDs(hitsOf(msgs)) != docIDs(srv.Hits(q, 200)) {
+				if docIDs(shardtest.HitsOf(msgs)) != docIDs(srv.Hits(q, 200)) {
 					errs <- fmt.Errorf("worker %d call %d: answer for %q differs", w, i, q)
 					return
 				}
@@ -439,11 +355,11 @@ func TestSmallCacheStillAnswersRight(t *testing.T) {
 	for range 2 {
 		for _, q := range []string{"a", "b", "c", "d"} {
 			for _, k := range []uint32{30, 60} { // 60 never fits the cache
-				msgs, err := search(t.Context(), cached.client, q, k)
+				msgs, err := shardtest.Collect(t.Context(), cached.client, q, k)
 				if err != nil {
 					t.Fatal(err)
 				}
-				assertSameHits(t, fmt.Sprintf("%q top_k %d", q, k), hitsOf(msgs), uncached.Hits(q, int(k)))
+				assertSameHits(t, fmt.Sprintf("%q top_k %d", q, k), shardtest.HitsOf(msgs), uncached.Hits(q, int(k)))
 			}
 		}
 	}
