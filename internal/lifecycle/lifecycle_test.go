@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -91,6 +92,16 @@ func start(t *testing.T) *env {
 		srv.Stop()
 		<-done
 	})
+	// Connect before any test starts its clock: a call with a short deadline must time out in
+	// the handler, not while the connection is still being made (seen on a loaded machine).
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	conn.Connect()
+	for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
+		if !conn.WaitForStateChange(ctx, st) {
+			t.Fatalf("connection to the test server not ready: %v", st)
+		}
+	}
 	e.shard = shardv1.NewShardServiceClient(conn)
 	return e
 }
