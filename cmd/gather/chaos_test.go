@@ -50,7 +50,7 @@ func TestChaosAgainstDemo(t *testing.T) {
 	// client dealt with. These gate the test.
 	for _, check := range []string{
 		"no CLOSE_WAIT at the end", "goroutines back to baseline", "heap back near baseline",
-		"recovered", "overload shed, not queued", "stalled streams ended by the send watchdog",
+		"recovered", "overload shed, not queued", "stalled streams ended by the proxy",
 		"vanished connections dropped by the proxy",
 	} {
 		if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(check) + `\s+PASS\s`).MatchString(out) {

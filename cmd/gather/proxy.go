@@ -14,11 +14,13 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/flowguard"
 	"github.com/gatherproxy/gather/internal/proxy"
 )
 
@@ -128,6 +130,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // proxyServer is a running QueryService with its admin endpoint.
 type proxyServer struct {
 	fan   *fanout.Client
+	guard *flowguard.Guard
 	grpc  *grpcServer
 	admin *adminServer
 }
@@ -143,17 +146,24 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 		return nil, err
 	}
 	scfg := cfg.Service()
+	// Every QS connection goes through the flow guard: answers are held until written, and a
+	// client that makes no room for one within send_timeout loses its connection.
+	guard := flowguard.New(flowguard.Config{SendTimeout: scfg.SendTimeout,
+		UserTimeout: cfg.Keepalive.Params().Timeout, Logger: log}, o.reg)
+	scfg.Flow = guard
 	scfg.Metrics, scfg.Logger, scfg.LogQueryText = proxy.NewMetrics(o.reg), log, logQueryText
 	svc := proxy.New(fan, scfg)
 	adm := admission.New(cfg.Admission(), o.reg)
 	queryService := queryv1.QueryService_ServiceDesc.ServiceName
-	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()))
+	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()),
+		grpc.Creds(guard.Credentials(insecure.NewCredentials())))
 	// RED metrics and lifecycle first, so that shed calls are recorded too.
 	opts = append(opts, o.serverOptions(o.tracing,
 		[]grpc.UnaryServerInterceptor{adm.UnaryServerInterceptor(queryService)},
 		[]grpc.StreamServerInterceptor{adm.StreamServerInterceptor(queryService)})...)
-	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, queryService)
+	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { svc.Register(s) }, queryService)
 	if err != nil {
+		guard.Close()
 		_ = fan.Close()
 		return nil, err
 	}
@@ -161,6 +171,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	a, err := newAdminServer(cfg.Admin, o.reg, func() error { return proxyReady(g, fan) })
 	if err != nil {
 		_ = g.lis.Close()
+		guard.Close()
 		_ = fan.Close()
 		return nil, err
 	}
@@ -171,7 +182,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 		names[i] = s.Name + "=" + strings.Join(s.Replicas, ",")
 	}
 	log.Info("proxy serving", "listen", g.Addr(), "admin", a.Addr(), "shards", strings.Join(names, " "))
-	return &proxyServer{fan: fan, grpc: g, admin: a}, nil
+	return &proxyServer{fan: fan, guard: guard, grpc: g, admin: a}, nil
 }
 
 // proxyReady: not while draining, and not while some shard has no replica that could answer
@@ -200,6 +211,7 @@ func proxyReady(g *grpcServer, fan *fanout.Client) error {
 // Stop drains the QueryService until ctx ends, then closes the shard connections.
 func (p *proxyServer) Stop(ctx context.Context) {
 	p.grpc.Stop(ctx)
+	p.guard.Close()
 	p.admin.Stop(ctx)
 	_ = p.fan.Close() // connections are gone either way; nothing to report to anyone
 }

@@ -311,6 +311,10 @@ type StallStats struct {
 	// EndedByWatchdog is how many of them the staller found ended with RESOURCE_EXHAUSTED by
 	// the proxy's send watchdog when it finally read them.
 	EndedByWatchdog int64
+	// ConnClosed is how many of them ended with their connection, closed by the proxy's flow
+	// guard because the stream made no room for send_timeout: the one way a gRPC server can
+	// drop what it has already queued for a client.
+	ConnClosed int64
 	// Completed is how many of them ended OK: the proxy finished sending while unread, so the
 	// stream never stalled (the answer fit in the window).
 	Completed int64
@@ -347,6 +351,9 @@ func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu
 		case stallWatchdog:
 			s.Held++
 			s.EndedByWatchdog++
+		case stallConnClosed:
+			s.Held++
+			s.ConnClosed++
 		case stallCompleted:
 			s.Held++
 			s.Completed++
@@ -360,7 +367,7 @@ func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu
 		}
 		mu.Unlock()
 		switch res {
-		case stallWatchdog, stallCompleted:
+		case stallWatchdog, stallConnClosed, stallCompleted:
 			held++
 		case stallShed:
 			sleep(ctx, delay)
@@ -373,11 +380,12 @@ func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu
 type stallResult int
 
 const (
-	stallStopped   stallResult = iota // the run was interrupted
-	stallWatchdog                     // ended by the proxy's send watchdog
-	stallCompleted                    // ended OK although unread
-	stallShed                         // refused by admission control
-	stallOther                        // anything else
+	stallStopped    stallResult = iota // the run was interrupted
+	stallWatchdog                      // ended by the proxy's send watchdog
+	stallConnClosed                    // ended with the connection, closed by the proxy's flow guard
+	stallCompleted                     // ended OK although unread
+	stallShed                          // refused by admission control
+	stallOther                         // anything else
 )
 
 // stallOnce opens one stream, waits for the proxy to start sending, leaves it unread for hold
@@ -420,6 +428,8 @@ func stallOnce(ctx context.Context, client queryv1.QueryServiceClient, hold time
 		return stallCompleted, 0, nil
 	case st.Code() == codes.ResourceExhausted && strings.Contains(st.Message(), lifecycle.ErrSendStalled.Error()):
 		return stallWatchdog, 0, nil
+	case st.Code() == codes.Unavailable && !strings.Contains(st.Message(), "shards did not answer"):
+		return stallConnClosed, 0, nil // the connection broke under the unread stream
 	default:
 		return stallOther, 0, err
 	}

@@ -377,5 +377,5 @@ func (r *runner) progress(phase string, rep *Report, force bool) {
 	}
 	fmt.Fprintf(w, "chaos %-8s %5.1fs  ok %d  degraded %d  shed %d  failed %d (qs timeout %d)  stalled %d/%d  vanished %d dropped %d  probe %d/%d answered  CLOSE_WAIT %d  goroutines %d\n",
 		phase, time.Since(rep.Start).Seconds(), c.OK, c.Degraded, c.Shed, c.Failed(), c.QSTimeout,
-		s.EndedByWatchdog, s.Held, v.Vanished, v.Dropped, answered, probed, r.last.CloseWait(), r.last.Goroutines)
+		s.EndedByWatchdog+s.ConnClosed, s.Held, v.Vanished, v.Dropped, answered, probed, r.last.CloseWait(), r.last.Goroutines)
 }

@@ -52,7 +52,7 @@ type Report struct {
 
 	// The proxy's own counts over the run, from its metrics (After minus Before).
 	ShedByProxy        int64            // gather_admission_shed_total
-	SendStalledByProxy int64            // SearchStreams ended by the send watchdog
+	SendStalledByProxy int64            // SearchStreams ended as send_stalled (watchdog or flow guard)
 	ShardCalls         map[string]int64 // the proxy's shard calls, by how they ended
 	// PeerGoneAfter is gather_grpc_peer_gone_calls in After: calls whose client is gone and
 	// that still run, gRPC's CLOSE_WAIT.
@@ -141,7 +141,7 @@ type Check struct {
 // Checks returns the verdict's rules, in order: no CLOSE_WAIT at the end, goroutines back to
 // the baseline, the heap back near it (only when both were read just after a GC), healthy
 // queries answered throughout, recovered at all, answered before the QS timeout, overload shed,
-// stalled streams ended by the send watchdog and vanished connections dropped by the proxy (each
+// stalled streams ended by the proxy and vanished connections dropped by the proxy (each
 // left out when there were no stallers or vanishers).
 func (r *Report) Checks() []Check {
 	cfg := r.Config
@@ -190,10 +190,11 @@ func (r *Report) Checks() []Check {
 
 	if cfg.Stallers > 0 {
 		s := r.Stalls
-		add("stalled streams ended by the send watchdog",
-			s.Held > 0 && s.EndedByWatchdog == s.Held && r.SendStalledByProxy >= s.EndedByWatchdog,
-			"%d streams left unread: %d ended with RESOURCE_EXHAUSTED (send stalled), %d completed unread; the proxy counted %d",
-			s.Held, s.EndedByWatchdog, s.Completed, r.SendStalledByProxy)
+		ended := s.EndedByWatchdog + s.ConnClosed
+		add("stalled streams ended by the proxy",
+			s.Held > 0 && ended == s.Held && r.SendStalledByProxy >= ended,
+			"%d streams left unread: %d ended with RESOURCE_EXHAUSTED (send stalled), %d with their connection closed by the flow guard, %d completed unread; the proxy counted %d",
+			s.Held, s.EndedByWatchdog, s.ConnClosed, s.Completed, r.SendStalledByProxy)
 	}
 	if cfg.Vanishers > 0 {
 		v := r.Vanish
@@ -277,6 +278,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			printf("STALLERS\tCOUNT\n")
 			printf("streams left unread\t%d\n", s.Held)
 			printf("  ended by the send watchdog\t%d\n", s.EndedByWatchdog)
+			printf("  connection closed by the flow guard\t%d\n", s.ConnClosed)
 			printf("  completed unread\t%d\n", s.Completed)
 			printf("shed before starting\t%d\n", s.Shed)
 			printf("other\t%d", s.Other)
@@ -300,7 +302,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	section(func(printf func(string, ...any)) {
 		printf("THE PROXY, FROM ITS /metrics\tCOUNT\n")
 		printf("queries shed (gather_admission_shed_total)\t%d\n", r.ShedByProxy)
-		printf("streams ended by the send watchdog\t%d\n", r.SendStalledByProxy)
+		printf("streams ended as send stalled\t%d\n", r.SendStalledByProxy)
 		for _, reason := range slices.Sorted(maps.Keys(r.ShardCalls)) {
 			printf("shard calls %s\t%d\n", strings.ReplaceAll(reason, "_", " "), r.ShardCalls[reason])
 		}

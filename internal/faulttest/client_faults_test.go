@@ -2,7 +2,9 @@ package faulttest
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/flowguard/flowtest"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/shardtest"
@@ -126,6 +129,89 @@ func TestQSStopsReading(t *testing.T) {
 	}
 	cancel()
 	_ = conn.Close()
+	e.nothingLeft(t, b)
+}
+
+// TestQSLeavesUnaryAnswersUnread: a QS connection asks 60 Search queries of top_k 1000 and
+// never makes room for the answers (1 KiB of window per stream, never more), the old system's
+// blocking write on the unary path. Each query must hold its admission slot while its answer
+// waits, and once send_timeout has passed the proxy must close the connection, which is what
+// drops the answers grpc-go queued: the heap is back within send_timeout plus a second, and the
+// queries are recorded as send_stalled. Without the flow guard the answers stay queued, pinning
+// over 1 MB each, until the client goes.
+func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
+	// A few hits with long texts: answers of over 1 MB that cost next to nothing to merge, so
+	// that all 60 are queued long before send_timeout even on a loaded machine.
+	big := func(prefix string, seed uint64) shardtest.Behavior {
+		hs := hits(prefix, 2, seed)
+		for _, h := range hs {
+			h.Text = strings.Repeat("passage text ", 12000) // 156 KB a hit
+		}
+		return shardtest.Behavior{Hits: hs, Batch: 1}
+	}
+	const (
+		queries     = 60
+		sendTimeout = 5 * time.Second // the default
+	)
+	e := newEnv(t, options{svc: proxy.Config{SendTimeout: sendTimeout}, fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute}},
+		big("a", 1), big("b", 2), big("c", 3), big("d", 4))
+	b := e.takeBaseline(t)
+	qs := flowtest.Dial(t, e.addr, flowtest.Options{StreamWindow: 1024})
+	for range queries {
+		qs.Call(t, searchMethod, &queryv1.SearchRequest{Query: "q", TopK: 1000})
+	}
+	// The answers wait for room, each query holding its slot, and fill the heap. On a loaded
+	// machine the last answers may still be merging when the first ones run out of time, so the
+	// test asks for most of them, not all, before the connection goes.
+	var (
+		ms     runtime.MemStats
+		unread float64
+	)
+	eventually(t, time.Minute, func() string {
+		if unread = e.gauge("gather_qs_answers_unwritten"); unread < 2*queries/3 {
+			return fmt.Sprintf("%v answers wait to be written, want at least %d", unread, 2*queries/3)
+		}
+		if n := e.gauge("gather_admission_in_flight_queries"); n < 2*queries/3 {
+			return fmt.Sprintf("%v queries hold a slot, want at least %d", n, 2*queries/3)
+		}
+		return ""
+	})
+	held := time.Now()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	t.Logf("heap with %v answers unread: %d MiB (baseline %d MiB)", unread, ms.HeapInuse>>20, b.heap>>20)
+	if ms.HeapInuse < b.heap+2*queries/3<<20 {
+		t.Fatalf("heap %d MiB, baseline %d MiB: the answers are not held, the test tests nothing", ms.HeapInuse>>20, b.heap>>20)
+	}
+	// The bound the proxy promises: the connection goes once an answer waited send_timeout, and
+	// the answers go with it. The first answer began to wait before held, so the bound is from
+	// held.
+	qs.WaitClosed(t, 30*time.Second)
+	eventually(t, 30*time.Second, func() string {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		if ms.HeapInuse > b.heap+16<<20 {
+			return fmt.Sprintf("heap in use %d MiB, baseline %d MiB", ms.HeapInuse>>20, b.heap>>20)
+		}
+		return ""
+	})
+	if took := time.Since(held); took > sendTimeout+time.Second {
+		t.Errorf("heap back %s after the answers were held, want within send_timeout (%s) plus a second", took, sendTimeout)
+	} else {
+		t.Logf("heap back %s after the answers were held (send_timeout %s)", took.Round(time.Millisecond), sendTimeout)
+	}
+	eventually(t, 10*time.Second, func() string {
+		stalled := e.ends("server", searchMethod, lifecycle.SendStalled)
+		cancelled := e.ends("server", searchMethod, lifecycle.Canceled)
+		if stalled < 2*queries/3 || stalled+cancelled != queries {
+			return fmt.Sprintf("%v queries recorded as send_stalled and %v as canceled, want at least %d and %d in all",
+				stalled, cancelled, 2*queries/3, queries)
+		}
+		if n := e.gauge("gather_admission_in_flight_queries"); n != 0 {
+			return fmt.Sprintf("%v queries still hold a slot", n)
+		}
+		return ""
+	})
 	e.nothingLeft(t, b)
 }
 

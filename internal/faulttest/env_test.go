@@ -16,6 +16,7 @@ import (
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/flowguard"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/shardtest"
@@ -24,8 +25,8 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// env is a proxy serving on loopback, wired like `gather proxy` (lifecycle and admission
-// interceptors), in front of fake shards named s0, s1, ...
+// env is a proxy serving on loopback, wired like `gather proxy` (the flow guard, lifecycle and
+// admission interceptors), in front of fake shards named s0, s1, ...
 type env struct {
 	shards []*shardtest.Shard
 	reg    *prometheus.Registry
@@ -62,12 +63,15 @@ func newEnvTB(t testing.TB, o options, behaviors ...shardtest.Behavior) *env {
 		t.Fatal(err)
 	}
 	adm := admission.New(o.admission, e.reg)
+	guard := flowguard.New(flowguard.Config{SendTimeout: o.svc.SendTimeout}, e.reg)
+	o.svc.Flow = guard
 	svc := queryv1.QueryService_ServiceDesc.ServiceName
 	srv := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.Creds(guard.Credentials(insecure.NewCredentials())),
 		grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(svc)),
 		grpc.ChainStreamInterceptor(lc.StreamServerInterceptor(), adm.StreamServerInterceptor(svc)),
 	}, o.serverOpts...)...)
-	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, o.svc))
+	proxy.New(fan, o.svc).Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +87,7 @@ func newEnvTB(t testing.TB, o options, behaviors ...shardtest.Behavior) *env {
 		_ = conn.Close()
 		srv.Stop()
 		<-done
+		guard.Close()
 		_ = fan.Close()
 	})
 	e.client = queryv1.NewQueryServiceClient(conn)
@@ -116,6 +121,23 @@ func (e *env) ends(side, method, reason string) float64 {
 			}
 			if l["side"] == side && l["method"] == method && l["reason"] == reason {
 				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// gauge reads a gauge (the sum over its label values) from the env's registry.
+func (e *env) gauge(name string) float64 {
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		panic(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
 			}
 		}
 	}

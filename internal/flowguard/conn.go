@@ -169,6 +169,8 @@ func (c *Conn) AwaitWritten(ctx context.Context, target int64) error {
 	w := waiter{target: target, done: make(chan struct{})}
 	c.waiters = append(c.waiters, w)
 	c.mu.Unlock()
+	c.g.waiting.Inc()
+	defer c.g.waiting.Dec()
 	select {
 	case <-w.done:
 		c.mu.Lock()

@@ -53,8 +53,9 @@ type Guard struct {
 	mu       sync.Mutex
 	suspects map[*Conn]struct{}
 
-	open   prometheus.Gauge
-	closed *prometheus.CounterVec
+	open    prometheus.Gauge
+	waiting prometheus.Gauge
+	closed  *prometheus.CounterVec
 
 	stop chan struct{}
 	done chan struct{}
@@ -69,6 +70,10 @@ func New(cfg Config, reg prometheus.Registerer) *Guard {
 		open: f.NewGauge(prometheus.GaugeOpts{
 			Name: "gather_qs_connections",
 			Help: "Client (QS) connections open on the QueryService.",
+		}),
+		waiting: f.NewGauge(prometheus.GaugeOpts{
+			Name: "gather_qs_answers_unwritten",
+			Help: "Answers handed to a client connection and waiting for their bytes to be written (AwaitWritten).",
 		}),
 		closed: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_qs_stalled_connections_closed_total",

@@ -53,6 +53,17 @@ func or(d, def time.Duration) time.Duration {
 	return def
 }
 
+// Params returns the grpc-go keepalive parameters of k, defaults filled in.
+func (k Server) Params() keepalive.ServerParameters {
+	return keepalive.ServerParameters{
+		Time:                  or(k.Time, DefaultServerTime),
+		Timeout:               or(k.Timeout, DefaultServerTimeout),
+		MaxConnectionIdle:     or(k.MaxConnectionIdle, DefaultMaxConnectionIdle),
+		MaxConnectionAge:      or(k.MaxConnectionAge, DefaultMaxConnectionAge),
+		MaxConnectionAgeGrace: or(k.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace),
+	}
+}
+
 // ServerOptions returns the grpc.ServerOptions for k.
 func (k Server) ServerOptions() []grpc.ServerOption {
 	permit := true
@@ -60,13 +71,7 @@ func (k Server) ServerOptions() []grpc.ServerOption {
 		permit = *k.PermitWithoutStream
 	}
 	return []grpc.ServerOption{
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			Time:                  or(k.Time, DefaultServerTime),
-			Timeout:               or(k.Timeout, DefaultServerTimeout),
-			MaxConnectionIdle:     or(k.MaxConnectionIdle, DefaultMaxConnectionIdle),
-			MaxConnectionAge:      or(k.MaxConnectionAge, DefaultMaxConnectionAge),
-			MaxConnectionAgeGrace: or(k.MaxConnectionAgeGrace, DefaultMaxConnectionAgeGrace),
-		}),
+		grpc.KeepaliveParams(k.Params()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             or(k.MinTime, DefaultMinTime),
 			PermitWithoutStream: permit,

@@ -130,7 +130,7 @@ func newBenchProxy(tb testing.TB, addrs []string, fcfg fanout.Config) *benchProx
 		Metrics: proxy.NewMetrics(w.reg),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
-	addr := serve(tb, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, w.serverOptions()...)
+	addr := serve(tb, func(s *grpc.Server) { svc.Register(s) }, w.serverOptions()...)
 	return &benchProxy{w: w, svc: svc, addr: addr, client: queryv1.NewQueryServiceClient(dial(tb, addr))}
 }
 

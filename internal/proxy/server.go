@@ -7,17 +7,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/flowguard"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/merge"
 )
@@ -36,8 +40,44 @@ func New(fan *fanout.Client, cfg Config) *Server {
 	return &Server{fan: fan, names: fan.Shards(), cfg: cfg.withDefaults()}
 }
 
-// Search answers with the merged global top_k.
-func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (_ *queryv1.SearchResponse, err error) {
+// Register registers s on r as gather.query.v1.QueryService. Use it instead of
+// queryv1.RegisterQueryServiceServer: Search is registered as a stream handler that sends exactly
+// one message (the same RPC on the wire and in the proto), so that the handler writes its answer
+// itself and holds the query, with its admission slot, until the answer's bytes have left the
+// process or the client's connection was closed for not taking them (Config.Flow). Registered
+// the generated way, grpc-go sends the answer after the handler and every interceptor have
+// returned, and then nothing bounds how long it stays queued.
+//
+// The stream is declared server-streaming because grpc-go runs stream interceptors (admission,
+// lifecycle, metrics) only for streaming descriptors; those that label calls by type see Search
+// as a server stream.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	desc := queryv1.QueryService_ServiceDesc // a copy: the generated one is shared
+	desc.Methods = slices.DeleteFunc(slices.Clone(desc.Methods), func(m grpc.MethodDesc) bool { return m.MethodName == "Search" })
+	desc.Streams = append(slices.Clone(desc.Streams),
+		grpc.StreamDesc{StreamName: "Search", Handler: s.searchHandler, ServerStreams: true})
+	r.RegisterService(&desc, s)
+}
+
+// searchHandler serves Search as registered by Register.
+func (s *Server) searchHandler(_ any, stream grpc.ServerStream) error {
+	req := new(queryv1.SearchRequest)
+	if err := stream.RecvMsg(req); err != nil {
+		return err
+	}
+	_, err := s.search(stream.Context(), req, stream)
+	return err
+}
+
+// Search answers with the merged global top_k. It is the QueryServiceServer method, for
+// in-process callers; served through Register, the answer is written by the handler itself.
+func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (*queryv1.SearchResponse, error) {
+	return s.search(ctx, req, nil)
+}
+
+// search answers req and, when stream is not nil, writes the answer on it and waits for it to
+// be written (see writeAnswer), so that its outcome is the query's.
+func (s *Server) search(ctx context.Context, req *queryv1.SearchRequest, stream grpc.ServerStream) (_ *queryv1.SearchResponse, err error) {
 	oc := outcome{method: "Search", text: req.GetQuery(), topK: req.GetTopK(), start: time.Now()}
 	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
@@ -49,14 +89,43 @@ func (s *Server) Search(ctx context.Context, req *queryv1.SearchRequest) (_ *que
 	if err != nil {
 		return nil, err
 	}
-	return &queryv1.SearchResponse{
+	resp := &queryv1.SearchResponse{
 		Hits:         out.hits,
 		Coverage:     sum.Coverage,
 		Shards:       sum.Shards,
 		TotalMatches: sum.TotalMatches,
 		Took:         sum.Took,
-	}, nil
+	}
+	if stream != nil {
+		if err := s.writeAnswer(ctx, stream, resp); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
 }
+
+// writeAnswer sends the one message of a unary answer and waits until the client's connection
+// has written it (Config.Flow): a client that makes no room for it within SendTimeout loses its
+// connection, and with it everything grpc-go had queued for it; the query then ends with
+// RESOURCE_EXHAUSTED, recorded as send_stalled. Without a Flow guard it only sends.
+func (s *Server) writeAnswer(ctx context.Context, stream grpc.ServerStream, m proto.Message) error {
+	conn := s.cfg.Flow.Conn(ctx)
+	if conn == nil {
+		return s.sendError(ctx, stream.SendMsg(m))
+	}
+	// The guard counts the bytes on the wire, so the answer goes out uncompressed; identity is
+	// always allowed (grpc-go would otherwise answer in whatever compression the request used).
+	_ = grpc.SetSendCompressor(ctx, "identity")
+	target := conn.DataWritten() + grpcFrameHeader + int64(proto.Size(m))
+	if err := stream.SendMsg(m); err != nil {
+		return s.sendError(ctx, conn.SendError(err))
+	}
+	return s.sendError(ctx, conn.AwaitWritten(ctx, target))
+}
+
+// grpcFrameHeader is the length prefix of every gRPC message on the wire: a flag byte and four
+// length bytes.
+const grpcFrameHeader = 5
 
 // SearchStream streams the merged hits as they become final, then the summary. Every message goes
 // through a send watchdog: a client that stops reading ends its stream after SendTimeout instead
@@ -69,17 +138,24 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	if err != nil {
 		return invalidArgument(err)
 	}
+	conn := s.cfg.Flow.Conn(ctx)
+	if conn != nil {
+		_ = grpc.SetSendCompressor(ctx, "identity") // see writeAnswer
+	}
 	snd := lifecycle.NewSender(stream, s.cfg.SendTimeout)
 	defer snd.Close()
-	out := &streamer{ctx: ctx, snd: snd}
+	out := &streamer{ctx: ctx, snd: snd, conn: conn}
 	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return err
 	}
-	if err := snd.Send(ctx, &queryv1.SearchStreamResponse{Summary: sum}); err != nil {
-		return sendError(ctx, err)
+	// The summary ends the answer: hold the query until it has left the process, as Search does.
+	last := &queryv1.SearchStreamResponse{Summary: sum}
+	target := conn.DataWritten() + grpcFrameHeader + int64(proto.Size(last))
+	if err := snd.Send(ctx, last); err != nil {
+		return s.sendError(ctx, conn.SendError(err))
 	}
-	return nil
+	return s.sendError(ctx, conn.AwaitWritten(ctx, target))
 }
 
 // sink receives the merged hits in order. flush is called when the merge is about to wait for
@@ -98,6 +174,7 @@ func (c *collect) flush() error       { return nil }
 type streamer struct {
 	ctx   context.Context
 	snd   *lifecycle.Sender
+	conn  *flowguard.Conn // nil without a flow guard
 	batch []*queryv1.Hit
 }
 
@@ -109,7 +186,7 @@ func (s *streamer) flush() error {
 	}
 	err := s.snd.Send(s.ctx, &queryv1.SearchStreamResponse{Hits: s.batch})
 	s.batch = nil // the message owns the slice now
-	return err
+	return s.conn.SendError(err)
 }
 
 // slabHits is the size of an answer's first slab of hits; each later slab holds as many hits as
@@ -139,7 +216,7 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 		}
 		if n > 0 && !cursors[tree.Source()].Buffered() {
 			if err := out.flush(); err != nil {
-				return nil, sendError(ctx, err)
+				return nil, s.sendError(ctx, err)
 			}
 		}
 		if !tree.Next() {
@@ -170,7 +247,7 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 		return nil, unavailable(missing, sum)
 	}
 	if err := out.flush(); err != nil {
-		return nil, sendError(ctx, err)
+		return nil, s.sendError(ctx, err)
 	}
 	return sum, nil
 }
@@ -194,13 +271,18 @@ func invalidArgument(err error) error {
 	return st.Err()
 }
 
-// sendError maps a failed Send: a stall keeps its own status (RESOURCE_EXHAUSTED); when the
-// caller went away, its context says why.
-func sendError(ctx context.Context, err error) error {
-	if errors.Is(err, lifecycle.ErrSendStalled) {
+// sendError maps a failed send, or the failed wait for one to be written: a stall keeps its own
+// status (RESOURCE_EXHAUSTED), and so does a connection the flow guard closed for making no
+// room; when the caller went away, its context says why.
+func (s *Server) sendError(ctx context.Context, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, lifecycle.ErrSendStalled):
 		return err
-	}
-	if ctx.Err() != nil {
+	case errors.Is(err, flowguard.ErrStalled):
+		return &lifecycle.StalledError{After: s.cfg.SendTimeout}
+	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err()
 	}
 	if _, ok := status.FromError(err); ok {

@@ -53,7 +53,7 @@ func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, proxy.Config{MaxTopK: 500}))
+	proxy.New(fan, proxy.Config{MaxTopK: 500}).Register(srv)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/flowguard"
 )
 
 // Config holds the service's tunables. The zero value of a field means its default.
@@ -18,10 +19,16 @@ type Config struct {
 	MaxTopK uint32
 	// MaxQueryBytes is the longest query accepted, in bytes. Default 1024.
 	MaxQueryBytes int
-	// SendTimeout is how long a SearchStream message may wait for the client to make room for
-	// it (HTTP/2 flow control) before the stream is ended with RESOURCE_EXHAUSTED. A client that
-	// stops reading can therefore hold a query's resources for at most this long. Default 5s.
+	// SendTimeout is how long an answer (a Search answer, a SearchStream message) may wait for the
+	// client to make room for it (HTTP/2 flow control) before the call ends with
+	// RESOURCE_EXHAUSTED, so a client that stops reading holds a query's resources for at most
+	// this long; with Flow set, the client's connection is closed too, which is what releases
+	// the bytes grpc-go had queued for it. Default 5s.
 	SendTimeout time.Duration
+	// Flow, when set, is the flow guard of the server's client connections (its Credentials
+	// wrap the server's): answers are held until written, and a client that makes no room for
+	// one within SendTimeout loses its connection (see Register and package flowguard).
+	Flow *flowguard.Guard
 	// Metrics, when set, records the service's own metrics (NewMetrics).
 	Metrics *Metrics
 	// Logger, when set, gets one access-log line per query: method, trace id, a hash of the

@@ -69,7 +69,7 @@ func TestOneQueryIsOneTrace(t *testing.T) {
 	}
 	defer func() { _ = fan.Close() }()
 	srv := grpc.NewServer(tr.ServerOption())
-	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, proxy.Config{}))
+	proxy.New(fan, proxy.Config{}).Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
