@@ -3,6 +3,7 @@ package access
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -10,7 +11,6 @@ import (
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/authz"
 	"google.golang.org/grpc/codes"
@@ -35,12 +35,22 @@ type Metrics struct {
 	refused *prometheus.CounterVec
 }
 
-// NewMetrics registers gather_access_refused_total{service,code} with reg.
+// NewMetrics registers gather_access_refused_total{service,code} with reg, or returns the
+// counter already registered there: every server of a process (the demo's proxy and shards)
+// counts into one.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	return &Metrics{refused: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gather_access_refused_total",
 		Help: "Calls refused by authentication or authorization, by gRPC service and status code.",
-	}, []string{"service", "code"})}
+	}, []string{"service", "code"})
+	if err := reg.Register(refused); err != nil {
+		var dup prometheus.AlreadyRegisteredError
+		if !errors.As(err, &dup) {
+			panic(err) // a programming error, as with promauto
+		}
+		refused = dup.ExistingCollector.(*prometheus.CounterVec)
+	}
+	return &Metrics{refused: refused}
 }
 
 // Guard authenticates and authorizes the calls of a server. Create it with New, take its
