@@ -3,6 +3,7 @@ package access_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +19,6 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -173,7 +173,7 @@ func (shardSvc) Search(_ *shardv1.SearchRequest, ss grpc.ServerStreamingServer[s
 // creds means plaintext.
 func (e *env) conn(name string) *grpc.ClientConn {
 	e.t.Helper()
-	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	creds := insecure.NewCredentials()
 	if name != "plaintext" {
 		c := tlsconf.Client{CAFile: e.path("ca.pem")}
 		if name != "" {
@@ -221,7 +221,7 @@ func call(ctx context.Context, cc *grpc.ClientConn, kind string) error {
 
 func drain[T any](recv func() (T, error)) error {
 	for {
-		if _, err := recv(); err == io.EOF {
+		if _, err := recv(); errors.Is(err, io.EOF) {
 			return nil
 		} else if err != nil {
 			return err

@@ -108,7 +108,7 @@ type clientCreds struct {
 }
 
 func (c *clientCreds) config() *tls.Config {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.serverName}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.pair != nil {
 		cfg.Certificates = []tls.Certificate{c.pair.Get()}
 	}
@@ -118,7 +118,12 @@ func (c *clientCreds) config() *tls.Config {
 	return cfg
 }
 
+// ClientHandshake verifies the server for serverName when it is set, else for the host of the
+// connection's authority (grpc-go's TLS credentials take the name from the authority).
 func (c *clientCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if c.serverName != "" {
+		authority = c.serverName
+	}
 	return credentials.NewTLS(c.config()).ClientHandshake(ctx, authority, conn)
 }
 
@@ -126,10 +131,8 @@ func (c *clientCreds) ServerHandshake(net.Conn) (net.Conn, credentials.AuthInfo,
 	return nil, nil, errors.New("tlsconf: client credentials used by a server")
 }
 
-// Info names the server to verify: with ServerName set, grpc-go uses it as the authority of
-// the connection, and the handshake checks the server's certificate for it.
 func (c *clientCreds) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2", ServerName: c.serverName}
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
 }
 
 func (c *clientCreds) Clone() credentials.TransportCredentials {
