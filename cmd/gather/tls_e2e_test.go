@@ -191,6 +191,17 @@ func TestDemoTLS(t *testing.T) {
 	p.stop(t)
 }
 
+// grep returns the lines of text that contain s.
+func grep(text, s string) string {
+	var out []string
+	for line := range strings.SplitSeq(text, "\n") {
+		if strings.Contains(line, s) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 // get fetches url with client (nil: plain HTTP) and checks the status.
 func get(t *testing.T, url string, client *http.Client, want int) string {
 	t.Helper()
@@ -289,8 +300,13 @@ func TestSecureProcesses(t *testing.T) {
 	roots.AppendCertsFromPEM(caPEM)
 	https := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
 	defer https.CloseIdleConnections()
-	if m := get(t, "https://"+admin+"/metrics", https, http.StatusOK); !strings.Contains(m, `gather_access_refused_total{code="Unauthenticated",service="gather.query.v1.QueryService"} 1`) {
+	m := get(t, "https://"+admin+"/metrics", https, http.StatusOK)
+	if !strings.Contains(m, `gather_access_refused_total{code="Unauthenticated",service="gather.query.v1.QueryService"} 1`) {
 		t.Errorf("the refusal is not counted in /metrics")
+	}
+	// Authorization comes before admission control: the refused call never asked for a slot.
+	if !strings.Contains(m, "\ngather_admission_wait_seconds_count 2\n") {
+		t.Errorf("admission control saw other than the 2 calls let in:\n%s", grep(m, "gather_admission_wait_seconds_count"))
 	}
 	get(t, "https://"+admin+"/debug/pprof/", https, http.StatusOK)
 	ch, err := exec.Command(grpcurl, "-cacert", f(tlsconf.CAFile), admin, "grpc.channelz.v1.Channelz/GetTopChannels").CombinedOutput()

@@ -462,3 +462,20 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsShared: two servers of one process count refusals into one counter.
+func TestMetricsShared(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	a, b := access.NewMetrics(reg), access.NewMetrics(reg)
+	if a == nil || b == nil {
+		t.Fatal("no metrics")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mfs) != 0 { // a CounterVec with no children yet gathers nothing
+		t.Errorf("gathered %d families before any refusal", len(mfs))
+	}
+}
