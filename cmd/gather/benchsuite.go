@@ -153,7 +153,8 @@ func runBenchTarget(ctx context.Context, args []string, stdout, stderr io.Writer
 	}()
 	adminAt := "none"
 	if *admin != "" {
-		a, err := newAdminServer(*admin, prometheus.NewRegistry(), func() error { return nil })
+		// pprof always: the suite profiles its targets.
+		a, err := newAdminServer(*admin, prometheus.NewRegistry(), func() error { return nil }, adminOptions{pprof: true})
 		if err != nil {
 			return err
 		}

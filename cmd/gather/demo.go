@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
+	"github.com/gatherproxy/gather/internal/access"
 	"github.com/gatherproxy/gather/internal/chaos"
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/corpus"
@@ -27,6 +31,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	keepaliveTime := fs.Duration("keepalive-time", 0, "the proxy pings a QS connection silent for this long (default 10s, at least 1s)")
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")
+	useTLS := fs.Bool("tls", false, "mutual TLS on every hop and an authorization policy: mints a local CA, certificates and the policy into DATA-DIR/tls/")
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,8 +75,22 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
+	var sec *demoTLS
+	if *useTLS {
+		dir, err := dataDirOrDefault(*dataDir)
+		if err != nil {
+			return err
+		}
+		host, _, _ := net.SplitHostPort(*listen)
+		d, err := mintDemoTLS(filepath.Join(dir, "tls"), host)
+		if err != nil {
+			return err
+		}
+		sec = &d
+	}
+
 	cfg := config.Defaults()
-	cfg.Listen, cfg.Admin = *listen, *admin
+	cfg.Listen, cfg.Admin, cfg.Pprof = *listen, *admin, *pprofOn
 	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
 	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
 	// One trace per query across the proxy and its shards, under two service names; one set of
@@ -86,6 +106,20 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer shutdownTracing(ctx, shardTracing, log)
 	o := newObservability(proxyTracing)
+	var (
+		shardOpts  []grpc.ServerOption
+		shardGuard *access.Guard
+	)
+	if sec != nil {
+		cfg.TLS, cfg.ShardTLS, cfg.Access = sec.proxy, sec.proxyToShards, sec.access
+		if shardOpts, err = serverTLS(sec.shard, "tls", log); err != nil {
+			return err
+		}
+		if shardGuard, err = access.New(sec.access, log, access.NewMetrics(o.reg)); err != nil {
+			return err
+		}
+		defer shardGuard.Close() // after the shards stop: deferred calls run in reverse
+	}
 	var shards []*grpcServer
 	defer func() {
 		stopCtx, cancel := graceContext(ctx, time.Second)
@@ -105,8 +139,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		name := fmt.Sprintf("shard-%d", i)
 		injectors[name] = fault.NewInjector(fault.Spec{}, lis)
 		// the injector after lifecycle, so that lifecycle records injected faults too
-		s := serveShard(lis, shard.NewServer(ix), o.serverOptions(shardTracing, nil,
-			[]grpc.StreamServerInterceptor{injectors[name].StreamServerInterceptor()})...)
+		unary, stream := withAccess(shardGuard, nil, []grpc.StreamServerInterceptor{injectors[name].StreamServerInterceptor()})
+		s := serveShard(lis, shard.NewServer(ix), append(slices.Clone(shardOpts), o.serverOptions(shardTracing, unary, stream)...)...)
 		shards = append(shards, s)
 		cfg.Shards = append(cfg.Shards, config.Shard{Name: name, Replicas: []string{s.Addr()}})
 	}
@@ -127,9 +161,15 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	fmt.Fprintf(stdout, "  proxy    gather.query.v1.QueryService  %s\n", p.grpc.Addr())
 	fmt.Fprintf(stdout, "  admin    http://%s/metrics\n", p.admin.Addr())
-	fmt.Fprintf(stdout, "  faults   POST http://%s%s  shard=NAME|%s spec=SPEC (empty heals)\n\n", p.admin.Addr(), chaos.FaultPath, chaos.AllShards)
-	fmt.Fprintf(stdout, "Try:\n  grpcurl -plaintext -d '{\"query\":\"union constitution war\",\"top_k\":10}' \\\n    %s gather.query.v1.QueryService/Search\n", p.grpc.Addr())
-	fmt.Fprintf(stdout, "  go run ./cmd/gather query --addr %s union constitution war\n\nCtrl-C stops.\n", p.grpc.Addr())
+	fmt.Fprintf(stdout, "  faults   POST http://%s%s  shard=NAME|%s spec=SPEC (empty heals), with header %s: 1\n",
+		p.admin.Addr(), chaos.FaultPath, chaos.AllShards, chaos.ControlHeader)
+	if sec != nil {
+		fmt.Fprintf(stdout, "  tls      every hop with mutual TLS; CA, certificates and authorization policy in %s\n", sec.dir)
+	}
+	fmt.Fprintf(stdout, "\nTry:\n  grpcurl %s -d '{\"query\":\"union constitution war\",\"top_k\":10}' \\\n    %s gather.query.v1.QueryService/Search\n",
+		sec.grpcurlFlags(), p.grpc.Addr())
+	fmt.Fprintf(stdout, "  go run ./cmd/gather query --addr %s%s union constitution war\n", p.grpc.Addr(), sec.queryFlags())
+	fmt.Fprintf(stdout, "  grpcurl -plaintext %s grpc.channelz.v1.Channelz/GetTopChannels\n\nCtrl-C stops.\n", p.admin.Addr())
 
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "\nshutting down")

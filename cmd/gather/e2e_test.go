@@ -353,6 +353,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--shard", "nonsense"}, "NAME=HOST:PORT"},
 		{[]string{"query"}, "no query text"},
 		{[]string{"demo", "--shards", "0"}, "--shards 0"},
+		{[]string{"shard", "--tls-cert", "shard.pem"}, "--tls-key: missing: --tls-cert is set"},
+		{[]string{"shard", "--authz-policy", "/nonexistent/policy.json"}, "--authz-policy: authz.policy_file: open /nonexistent/policy.json"},
+		{[]string{"proxy", "--shard", "a=127.0.0.1:1", "--tls-cert", "/nonexistent/proxy.pem", "--tls-key", "/nonexistent/key.pem"},
+			"tls.cert_file: open /nonexistent/proxy.pem"},
+		{[]string{"query", "--tls-cert", "client.pem", "union"}, "--tls-key: missing"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), tc.args, &stdout, &stderr)

@@ -39,25 +39,37 @@ func TestGrpcurl(t *testing.T) {
 	grpcurl := grpcurlBin(t)
 	p := startGather(t, "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--corpus", smallCorpus(t, 8), "--data-dir", t.TempDir())
 	addr := p.await(t, demoProxy)
-	// call runs grpcurl -plaintext [-d data] ADDR what...
-	call := func(data string, what ...string) string {
+	admin := p.await(t, demoAdmin)
+	// callAt runs grpcurl -plaintext [-d data] at what...
+	callAt := func(at, data string, what ...string) string {
 		t.Helper()
 		args := []string{"-plaintext"}
 		if data != "" {
 			args = append(args, "-d", data)
 		}
-		out, err := exec.Command(grpcurl, append(append(args, addr), what...)...).CombinedOutput()
+		out, err := exec.Command(grpcurl, append(append(args, at), what...)...).CombinedOutput()
 		if err != nil {
-			t.Fatalf("grpcurl %v: %v\n%s", what, err, out)
+			t.Fatalf("grpcurl %s %v: %v\n%s", at, what, err, out)
 		}
 		return string(out)
 	}
+	call := func(data string, what ...string) string {
+		t.Helper()
+		return callAt(addr, data, what...)
+	}
 
 	list := call("", "list")
-	for _, svc := range []string{"gather.query.v1.QueryService", "grpc.health.v1.Health", "grpc.channelz.v1.Channelz", "grpc.reflection.v1.ServerReflection"} {
+	for _, svc := range []string{"gather.query.v1.QueryService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
 		if !strings.Contains(list, svc) {
 			t.Errorf("grpcurl list lacks %s:\n%s", svc, list)
 		}
+	}
+	// Channelz shows every connection of the process: it is on the admin port only.
+	if strings.Contains(list, "grpc.channelz.v1.Channelz") {
+		t.Errorf("the query port serves channelz:\n%s", list)
+	}
+	if adminList := callAt(admin, "", "list"); !strings.Contains(adminList, "grpc.channelz.v1.Channelz") {
+		t.Errorf("the admin port does not serve channelz:\n%s", adminList)
 	}
 	if d := call("", "describe", "gather.query.v1.QueryService"); !strings.Contains(d, "front door") || !strings.Contains(d, "rpc SearchStream") {
 		t.Errorf("describe does not explain the service:\n%s", d)
@@ -97,7 +109,7 @@ func TestGrpcurl(t *testing.T) {
 		t.Errorf("health of the QueryService: %s", h)
 	}
 
-	ch := call("", "grpc.channelz.v1.Channelz/GetTopChannels")
+	ch := callAt(admin, "", "grpc.channelz.v1.Channelz/GetTopChannels")
 	if strings.Count(ch, `"target"`) < 4 || !strings.Contains(ch, "READY") {
 		t.Errorf("channelz does not show the 4 shard connections READY:\n%s", ch)
 	}

@@ -14,14 +14,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials/insecure"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/access"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/flowguard"
 	"github.com/gatherproxy/gather/internal/proxy"
+	"github.com/gatherproxy/gather/internal/tlsconf"
 )
 
 // shardFlags collects repeated --shard NAME=ADDR[,ADDR...] flags.
@@ -51,6 +52,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
 	admissionWait := fs.Duration("admission-wait", 0, "longest wait for a query slot (default 50ms)")
+	tlsFlags := tlsconf.AddServerFlags(fs, "tls", "the QueryService")
+	shardTLSFlags := tlsconf.AddClientFlags(fs, "shard-tls", "shard connections")
+	adminTLSFlags := tlsconf.AddServerFlags(fs, "admin-tls", "the admin port")
+	accessFlags := addAccessFlags(fs, true)
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -96,6 +102,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *admissionWait != 0 {
 		cfg.AdmissionWait = *admissionWait
 	}
+	tlsFlags.Apply(&cfg.TLS)
+	shardTLSFlags.Apply(&cfg.ShardTLS)
+	adminTLSFlags.Apply(&cfg.AdminTLS)
+	accessFlags.apply(&cfg.Access)
+	cfg.Pprof = cfg.Pprof || *pprofOn
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy config:\n%w", err)
 	}
@@ -118,7 +129,11 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "gather proxy: QueryService on %s, admin on http://%s, %d shards\n", p.grpc.Addr(), p.admin.Addr(), len(cfg.Shards))
+	scheme := "http"
+	if cfg.AdminTLS.Enabled() {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "gather proxy: QueryService on %s, admin on %s://%s, %d shards\n", p.grpc.Addr(), scheme, p.admin.Addr(), len(cfg.Shards))
 	<-ctx.Done()
 	log.Info("shutting down")
 	stopCtx, cancel := graceContext(ctx, 10*time.Second)
@@ -130,17 +145,41 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // proxyServer is a running QueryService with its admin endpoint.
 type proxyServer struct {
 	fan   *fanout.Client
-	guard *flowguard.Guard
+	flow  *flowguard.Guard
 	grpc  *grpcServer
 	admin *adminServer
+	guard *access.Guard
 }
 
 // startProxy starts the QueryService and the admin endpoint, instrumented by o. log gets the
 // process's messages and one access-log line per query.
-func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool) (*proxyServer, error) {
+func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool) (_ *proxyServer, err error) {
 	fcfg := cfg.Fanout()
 	fcfg.Tracer = o.tracing.Tracer()
 	fcfg.DialOptions = append(fcfg.DialOptions, o.dialOptions()...)
+	if cfg.ShardTLS.Enabled() {
+		creds, err := cfg.ShardTLS.Credentials("shard_tls", log)
+		if err != nil {
+			return nil, err
+		}
+		fcfg.DialOptions = append(fcfg.DialOptions, grpc.WithTransportCredentials(creds))
+	}
+	creds, err := serverCreds(cfg.TLS, "tls", log)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Access.TokensFile != "" && !cfg.TLS.Enabled() {
+		log.Warn("bearer tokens over plaintext: anyone on the path between QS and the proxy can read them; configure tls")
+	}
+	guard, err := access.New(cfg.Access, log, access.NewMetrics(o.reg))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			guard.Close()
+		}
+	}()
 	fan, err := fanout.New(cfg.Topology(), fcfg)
 	if err != nil {
 		return nil, err
@@ -148,30 +187,33 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	scfg := cfg.Service()
 	// Every QS connection goes through the flow guard: answers are held until written, and a
 	// client that makes no room for one within send_timeout loses its connection.
-	guard := flowguard.New(flowguard.Config{SendTimeout: scfg.SendTimeout,
+	flow := flowguard.New(flowguard.Config{SendTimeout: scfg.SendTimeout,
 		UserTimeout: cfg.Keepalive.Params().Timeout, Logger: log}, o.reg)
-	scfg.Flow = guard
+	scfg.Flow = flow
 	scfg.Metrics, scfg.Logger, scfg.LogQueryText = proxy.NewMetrics(o.reg), log, logQueryText
 	svc := proxy.New(fan, scfg)
 	adm := admission.New(cfg.Admission(), o.reg)
 	queryService := queryv1.QueryService_ServiceDesc.ServiceName
 	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()),
-		grpc.Creds(guard.Credentials(insecure.NewCredentials())))
-	// RED metrics and lifecycle first, so that shed calls are recorded too.
-	opts = append(opts, o.serverOptions(o.tracing,
+		grpc.Creds(flow.Credentials(creds)))
+	// RED metrics and lifecycle first, so that refused and shed calls are recorded too; then
+	// authentication and authorization, so that a refused caller takes no query slot.
+	unary, stream := withAccess(guard,
 		[]grpc.UnaryServerInterceptor{adm.UnaryServerInterceptor(queryService)},
-		[]grpc.StreamServerInterceptor{adm.StreamServerInterceptor(queryService)})...)
+		[]grpc.StreamServerInterceptor{adm.StreamServerInterceptor(queryService)})
+	opts = append(opts, o.serverOptions(o.tracing, unary, stream)...)
 	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { svc.Register(s) }, queryService)
 	if err != nil {
-		guard.Close()
+		flow.Close()
 		_ = fan.Close()
 		return nil, err
 	}
 	o.server.InitializeMetrics(g.srv)
-	a, err := newAdminServer(cfg.Admin, o.reg, func() error { return proxyReady(g, fan) })
+	a, err := newAdminServer(cfg.Admin, o.reg, func() error { return proxyReady(g, fan) },
+		adminOptions{pprof: cfg.Pprof, tls: cfg.AdminTLS, section: "admin_tls", log: log})
 	if err != nil {
 		_ = g.lis.Close()
-		guard.Close()
+		flow.Close()
 		_ = fan.Close()
 		return nil, err
 	}
@@ -181,8 +223,10 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	for i, s := range cfg.Shards {
 		names[i] = s.Name + "=" + strings.Join(s.Replicas, ",")
 	}
-	log.Info("proxy serving", "listen", g.Addr(), "admin", a.Addr(), "shards", strings.Join(names, " "))
-	return &proxyServer{fan: fan, guard: guard, grpc: g, admin: a}, nil
+	log.Info("proxy serving", "listen", g.Addr(), "admin", a.Addr(), "shards", strings.Join(names, " "),
+		"tls", cfg.TLS.Enabled(), "client_auth", string(cfg.TLS.Mode()), "shard_tls", cfg.ShardTLS.Enabled(),
+		"authz_policy", cfg.Access.PolicyFile != "", "bearer_tokens", cfg.Access.TokensFile != "")
+	return &proxyServer{fan: fan, flow: flow, grpc: g, admin: a, guard: guard}, nil
 }
 
 // proxyReady: not while draining, and not while some shard has no replica that could answer
@@ -211,7 +255,8 @@ func proxyReady(g *grpcServer, fan *fanout.Client) error {
 // Stop drains the QueryService until ctx ends, then closes the shard connections.
 func (p *proxyServer) Stop(ctx context.Context) {
 	p.grpc.Stop(ctx)
-	p.guard.Close()
+	p.flow.Close()
 	p.admin.Stop(ctx)
+	p.guard.Close()
 	_ = p.fan.Close() // connections are gone either way; nothing to report to anyone
 }

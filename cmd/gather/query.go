@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/tlsconf"
 )
 
 func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -22,7 +24,12 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	full := fs.Bool("require-full", false, "fail unless every shard answers")
 	width := fs.Int("width", 80, "characters of passage text to show per hit (0: none)")
+	tlsFlags := tlsconf.AddClientFlags(fs, "tls", "the connection to the QueryService")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	tlsCfg, err := tlsFlags.Client()
+	if err != nil {
 		return err
 	}
 	text := strings.Join(fs.Args(), " ")
@@ -30,7 +37,13 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return fmt.Errorf("query: no query text given")
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if tlsCfg.Enabled() {
+		if creds, err = tlsCfg.Credentials("tls", slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return err
 	}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 
 	"github.com/gatherproxy/gather/internal/apidesc"
 	"github.com/gatherproxy/gather/internal/sockdiag"
+	"github.com/gatherproxy/gather/internal/tlsconf"
 )
 
 // grpcServer is a gRPC server with health and reflection, serving on a listener of its own.
@@ -49,8 +52,7 @@ func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Ser
 	register(srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	apidesc.RegisterReflection(srv)                  // with the proto comments, for grpcurl describe
-	channelzsvc.RegisterChannelzServiceToServer(srv) // grpcurl ... grpc.channelz.v1.Channelz/GetTopChannels
+	apidesc.RegisterReflection(srv) // with the proto comments, for grpcurl describe
 	for _, s := range append(services, "") {
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
 	}
@@ -95,22 +97,51 @@ func graceContext(parent context.Context, grace time.Duration) (context.Context,
 	return context.WithTimeout(context.WithoutCancel(parent), grace)
 }
 
-// adminServer is the admin HTTP server: /metrics and /healthz, plus what Handle adds.
+// adminServer is the admin HTTP server: /metrics and /healthz, plus what Handle adds, and
+// channelz over gRPC on the same port.
 type adminServer struct {
 	srv  *http.Server
 	mux  *http.ServeMux
+	grpc *grpc.Server // channelz and reflection, served through srv
 	lis  net.Listener
+	tls  bool
 	done chan error
 }
 
+// adminOptions are the admin port's settings beyond its address.
+type adminOptions struct {
+	// pprof serves the profiling handlers under /debug/pprof/ (off: 404).
+	pprof bool
+	// tls serves HTTPS (and gRPC over TLS) instead of plaintext; section names its config keys.
+	tls     tlsconf.Server
+	section string
+	// log gets the warning about a port reachable beyond loopback, and certificate reloads.
+	log *slog.Logger
+}
+
 // newAdminServer serves /metrics (Prometheus text, or OpenMetrics with exemplars when asked),
-// /healthz (the process is alive), /readyz (ready answers nil: 200, else 503 with the reason) and
-// the pprof handlers under /debug/pprof/.
-func newAdminServer(addr string, reg *prometheus.Registry, ready func() error) (*adminServer, error) {
+// /healthz (the process is alive), /readyz (ready answers nil: 200, else 503 with the reason),
+// gRPC channelz and reflection (grpcurl ADDR grpc.channelz.v1.Channelz/GetTopChannels: the
+// process's connections, which the query port does not show), and with opts.pprof the pprof
+// handlers under /debug/pprof/. Plaintext, it speaks HTTP/1.1 and HTTP/2 with prior knowledge
+// (h2c, what grpcurl -plaintext does); with opts.tls, HTTPS with both. Bound beyond loopback, it
+// logs a warning: whoever reaches it reads the process's metrics and connections.
+func newAdminServer(addr string, reg *prometheus.Registry, ready func() error, opts adminOptions) (*adminServer, error) {
+	if opts.log == nil {
+		opts.log = slog.Default()
+	}
+	var tlsConfig *tls.Config
+	if opts.tls.Enabled() {
+		var err error
+		if tlsConfig, err = opts.tls.ServerConfig(opts.section, opts.log, "h2", "http/1.1"); err != nil {
+			return nil, err
+		}
+	}
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
 	}
+	warnBeyondLoopback(opts.log, lis.Addr(), opts)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		sockdiag.NewCollector(sockdiag.New("")))
 	mux := http.NewServeMux()
@@ -123,13 +154,45 @@ func newAdminServer(addr string, reg *prometheus.Registry, ready func() error) (
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 2 * time.Minute} // pprof profiles take 30s
-	return &adminServer{srv: srv, mux: mux, lis: lis, done: make(chan error, 1)}, nil
+	if opts.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	gs := grpc.NewServer()
+	channelzsvc.RegisterChannelzServiceToServer(gs)
+	apidesc.RegisterReflection(gs)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			gs.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	if tlsConfig != nil {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	srv := &http.Server{Handler: handler, Protocols: &protocols, TLSConfig: tlsConfig,
+		ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 2 * time.Minute} // pprof profiles take 30s
+	return &adminServer{srv: srv, mux: mux, grpc: gs, lis: lis, tls: tlsConfig != nil, done: make(chan error, 1)}, nil
+}
+
+// warnBeyondLoopback logs a warning when the admin port listens on more than loopback (a
+// wildcard address, or another interface): whoever reaches it reads the process's metrics and
+// connections, and pprof if it is on.
+func warnBeyondLoopback(log *slog.Logger, addr net.Addr, opts adminOptions) {
+	if tcp, ok := addr.(*net.TCPAddr); ok && tcp.IP.IsLoopback() {
+		return
+	}
+	log.Warn("admin port reachable beyond loopback: anyone who reaches it reads metrics and channelz (and pprof, if on); "+
+		"bind it to 127.0.0.1, or give it TLS with client_auth require", "admin", addr.String(), "tls", opts.tls.Enabled(),
+		"client_auth", string(opts.tls.Mode()), "pprof", opts.pprof)
 }
 
 // Handle adds a handler for pattern (http.ServeMux syntax, such as "POST /debug/fault"), also
@@ -140,13 +203,20 @@ func (a *adminServer) Handle(pattern string, h http.Handler) { a.mux.Handle(patt
 func (a *adminServer) Addr() string { return a.lis.Addr().String() }
 
 func (a *adminServer) Start() {
-	go func() { a.done <- a.srv.Serve(a.lis) }()
+	go func() {
+		if a.tls {
+			a.done <- a.srv.ServeTLS(a.lis, "", "") // the certificate comes from TLSConfig
+			return
+		}
+		a.done <- a.srv.Serve(a.lis)
+	}()
 }
 
 func (a *adminServer) Stop(ctx context.Context) {
 	if err := a.srv.Shutdown(ctx); err != nil {
 		_ = a.srv.Close()
 	}
+	a.grpc.Stop() // its calls ran on srv's connections, which are closed by now
 	if err := <-a.done; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		slog.Warn("admin server", "err", err)
 	}

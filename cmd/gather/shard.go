@@ -14,11 +14,13 @@ import (
 	"google.golang.org/grpc"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/access"
 	"github.com/gatherproxy/gather/internal/corpus"
 	"github.com/gatherproxy/gather/internal/fault"
 	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/shard"
 	"github.com/gatherproxy/gather/internal/synthetic"
+	"github.com/gatherproxy/gather/internal/tlsconf"
 )
 
 func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -28,11 +30,15 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	corpusFile := fs.String("corpus", "", "JSON Lines `file` (gzip or plain) with id, text and other fields (default: the bundled State of the Union corpus)")
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
 	faultSpec := fs.String("fault", "", "misbehave on purpose, for fault tests: a `spec` such as 'delay=200ms,every=3', 'hang', 'close-after=1', 'reset-after=2', 'code=unavailable' (see internal/fault)")
-	adminAddr := fs.String("admin", "", "admin HTTP `address` for /metrics, /healthz, /readyz and pprof (default: none)")
+	adminAddr := fs.String("admin", "", "admin HTTP `address` for /metrics, /healthz, /readyz, channelz and (with --pprof) pprof (default: none)")
 	synth := fs.Bool("synthetic", false, "serve deterministic synthetic hits with no index (for measuring the proxy), instead of the corpus")
 	latency := fs.String("latency", "", "with --synthetic: delay before answering, `spec` "+synthetic.LatencySyntax)
 	seed := fs.Uint64("seed", 0, "with --synthetic: seed of the hits and of the latency (default: the partition index + 1)")
 	textBytes := fs.Int("text-bytes", synthetic.DefaultTextBytes, "with --synthetic: bytes of text per hit")
+	tlsFlags := tlsconf.AddServerFlags(fs, "tls", "the ShardService")
+	adminTLSFlags := tlsconf.AddServerFlags(fs, "admin-tls", "the admin port")
+	accessFlags := addAccessFlags(fs, false)
+	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,6 +53,19 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	part, err := corpus.ParsePartition(*partition)
 	if err != nil {
 		return fmt.Errorf("--partition: %w", err)
+	}
+	tlsCfg, err := tlsFlags.Server()
+	if err != nil {
+		return err
+	}
+	adminTLS, err := adminTLSFlags.Server()
+	if err != nil {
+		return err
+	}
+	var accessCfg access.Config
+	accessFlags.apply(&accessCfg)
+	if err := accessCfg.Validate("authz"); err != nil {
+		return fmt.Errorf("--authz-policy: %w", err)
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
@@ -89,22 +108,33 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer shutdownTracing(ctx, tracing, log)
 	o := newObservability(tracing)
-	var g *grpcServer
+	opts, err := serverTLS(tlsCfg, "tls", log)
+	if err != nil {
+		return err
+	}
+	guard, err := access.New(accessCfg, log, access.NewMetrics(o.reg))
+	if err != nil {
+		return err
+	}
+	defer guard.Close()
+	var (
+		lis    net.Listener
+		faults []grpc.StreamServerInterceptor
+	)
 	if spec.IsZero() {
-		lis, err := net.Listen("tcp", *listen)
-		if err != nil {
+		if lis, err = net.Listen("tcp", *listen); err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
-		g = serveShard(lis, svc, o.serverOptions(tracing, nil, nil)...)
 	} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
-		lis, err := fault.Listen("tcp", *listen)
+		flis, err := fault.Listen("tcp", *listen)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
-		inj := fault.NewInjector(spec, lis)
-		g = serveShard(lis, svc, o.serverOptions(tracing, nil, []grpc.StreamServerInterceptor{inj.StreamServerInterceptor()})...)
+		lis, faults = flis, []grpc.StreamServerInterceptor{fault.NewInjector(spec, flis).StreamServerInterceptor()}
 		log.Warn("injecting faults", "spec", spec.String())
 	}
+	unary, stream := withAccess(guard, nil, faults)
+	g := serveShard(lis, svc, append(opts, o.serverOptions(tracing, unary, stream)...)...)
 	stopCtx, cancel := graceContext(ctx, 5*time.Second)
 	defer cancel()
 	defer g.Stop(stopCtx)
@@ -114,7 +144,7 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				return errors.New("draining")
 			}
 			return nil
-		})
+		}, adminOptions{pprof: *pprofOn, tls: adminTLS, section: "admin_tls", log: log})
 		if err != nil {
 			return err
 		}
@@ -122,6 +152,8 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer a.Stop(stopCtx)
 		log.Info("admin serving", "admin", a.Addr())
 	}
+	log.Info("shard serving", "listen", g.Addr(), "tls", tlsCfg.Enabled(), "client_auth", string(tlsCfg.Mode()),
+		"authz_policy", accessCfg.PolicyFile != "")
 	fmt.Fprintf(stdout, "gather shard: %s serving gather.shard.v1.ShardService on %s\n", description, g.Addr())
 	<-ctx.Done()
 	log.Info("shutting down")
@@ -138,12 +170,9 @@ func corpusSource(file string) corpus.Source {
 // indexDir is where a partition's index lives: DATA/<corpus digest>/<I>-of-<N>, so indexes of
 // different corpora or partitionings never collide.
 func indexDir(dataDir string, src corpus.Source, part corpus.Partition) (string, error) {
-	if dataDir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			return "", fmt.Errorf("no --data-dir given and no user cache directory: %w", err)
-		}
-		dataDir = filepath.Join(cache, "gather", "index")
+	dataDir, err := dataDirOrDefault(dataDir)
+	if err != nil {
+		return "", err
 	}
 	digest, err := src.Digest()
 	if err != nil {
@@ -153,6 +182,18 @@ func indexDir(dataDir string, src corpus.Source, part corpus.Partition) (string,
 }
 
 // openIndex opens or builds one partition's index; the shard package logs the build's progress.
+// dataDirOrDefault is --data-dir, or by default gather/index under the user cache directory.
+func dataDirOrDefault(dataDir string) (string, error) {
+	if dataDir != "" {
+		return dataDir, nil
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("no --data-dir given and no user cache directory: %w", err)
+	}
+	return filepath.Join(cache, "gather", "index"), nil
+}
+
 func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.Partition, log *slog.Logger) (*shard.Index, error) {
 	return shard.Open(ctx, dir, src, part, shard.WithLogger(log))
 }

@@ -272,9 +272,10 @@ func (s *suite) startShards(ctx context.Context, prefix string, n int, latency s
 }
 
 // startProxy starts a gather proxy over shards (named shard-0, shard-1, ...) and returns it with
-// its QueryService and admin addresses. Its access log goes to its log file.
+// its QueryService and admin addresses. Its access log goes to its log file; its admin port
+// serves pprof, for the suite's CPU profile and heap figures.
 func (s *suite) startProxy(ctx context.Context, name string, shards []string, extra ...string) (*child, []string, error) {
-	args := []string{"proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "text"}
+	args := []string{"proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "text", "--pprof"}
 	for i, a := range shards {
 		args = append(args, "--shard", ShardName(i)+"="+a)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -21,17 +22,56 @@ const FaultPath = "/debug/fault"
 // AllShards is the shard form value that applies a spec to every shard.
 const AllShards = "all"
 
+// ControlHeader must be on every request to the demo's control endpoints (FaultPath, GCPath),
+// with any value: `curl -H 'X-Gather-Control: 1' ...`. A web page cannot send a custom header
+// to another origin without a CORS preflight, which the demo never answers.
+const ControlHeader = "X-Gather-Control"
+
+// guardControl lets through only requests that no web page can make: a page on another site
+// that POSTs to the demo's admin port (a form, fetch with no-cors) or reaches it through DNS
+// rebinding must not break the shards. It refuses with 403 and a message saying what to fix:
+//   - a cross-origin browser request, by Sec-Fetch-Site or by Origin against Host
+//     (net/http's CrossOriginProtection);
+//   - a request without ControlHeader, so that even a browser that sends neither header cannot
+//     make a "simple" request that passes;
+//   - a Host that is not an IP address or localhost: a page whose own name resolves to
+//     127.0.0.1 (DNS rebinding) is same-origin to the browser, but its Host header is its name.
+func guardControl(h http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := cop.Check(r); err != nil {
+			http.Error(w, "refused: a cross-origin browser request ("+err.Error()+"); use curl or gather chaos", http.StatusForbidden)
+			return
+		}
+		if r.Header.Get(ControlHeader) == "" {
+			http.Error(w, fmt.Sprintf("refused: no %s header: send it with any value (curl -H '%s: 1'), which web pages cannot",
+				ControlHeader, ControlHeader), http.StatusForbidden)
+			return
+		}
+		host := r.Host
+		if name, _, err := net.SplitHostPort(r.Host); err == nil {
+			host = name
+		}
+		if host != "localhost" && net.ParseIP(strings.Trim(host, "[]")) == nil {
+			http.Error(w, fmt.Sprintf("refused: Host %q is a name: address the demo by IP (127.0.0.1) or localhost", r.Host), http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // FaultHandler serves runtime fault control for in-process shards, by shard name: a POST with
 // the form values shard (a name, or "all") and spec (fault.ParseSpec syntax; empty or "none"
 // heals) sets the spec of the named shards' injectors for the Search calls that start from then
 // on. It answers 200 with a JSON object of every shard's spec after the change
 // ({"shard-0":"delay=5s","shard-1":"none"}), or 400 with a plain-text message saying what to fix.
 //
-// It is meant for `gather demo` only: anyone who can reach it can make the shards fail. The
-// caller mounts it for POST (the method is not checked here) and keeps injectors unchanged.
+// It is meant for `gather demo` only: anyone who can reach it can make the shards fail. It
+// refuses what a web page could send (see ControlHeader). The caller mounts it for POST (the
+// method is not checked here) and keeps injectors unchanged.
 func FaultHandler(injectors map[string]*fault.Injector) http.Handler {
 	names := slices.Sorted(maps.Keys(injectors))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return guardControl(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 		if err := r.ParseForm(); err != nil {
 			http.Error(w, "fault: bad form: "+err.Error(), http.StatusBadRequest)
@@ -67,7 +107,7 @@ func FaultHandler(injectors map[string]*fault.Injector) http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(now) // the client is gone if this fails; the spec is set either way
-	})
+	}))
 }
 
 // ErrNoFaultControl is wrapped by SetFault's error when the admin server has no FaultPath.
@@ -83,6 +123,7 @@ func setFault(ctx context.Context, client *http.Client, admin, shard, spec strin
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set(ControlHeader, "1")
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("POST %s: %w", u, err)

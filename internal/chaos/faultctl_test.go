@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -102,4 +103,78 @@ func equal(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestControlRefusesWebPages: what a web page on another site can send to the demo's admin port
+// (a form POST, fetch in no-cors mode, a DNS-rebound name) changes nothing; chaos's own
+// requests (TestFaultHandler, TestCollectGarbageKeepsTheConnection) go through.
+func TestControlRefusesWebPages(t *testing.T) {
+	t.Parallel()
+	injectors := map[string]*fault.Injector{"shard-0": fault.NewInjector(fault.Spec{}, nil)}
+	mux := http.NewServeMux()
+	mux.Handle("POST "+FaultPath, FaultHandler(injectors))
+	mux.Handle("POST "+GCPath, GCHandler())
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	form := "application/x-www-form-urlencoded"
+	for _, tc := range []struct {
+		name, path string
+		header     map[string]string
+		want       string
+	}{
+		{"a form on another site", FaultPath, map[string]string{"Content-Type": form, "Origin": "https://evil.example",
+			"Sec-Fetch-Site": "cross-site", ControlHeader: "1"}, "cross-origin browser request"},
+		{"an old browser's form: Origin only", FaultPath, map[string]string{"Content-Type": form, "Origin": "https://evil.example"},
+			"cross-origin browser request"},
+		{"a simple request with neither header", FaultPath, map[string]string{"Content-Type": form}, "no X-Gather-Control header"},
+		{"DNS rebinding: same-origin to the browser", FaultPath, map[string]string{"Content-Type": form, "Sec-Fetch-Site": "same-origin",
+			ControlHeader: "1", "Host": "rebound.evil.example:9090"}, `Host "rebound.evil.example:9090" is a name`},
+		{"garbage collection from another site", GCPath, map[string]string{"Sec-Fetch-Site": "cross-site", ControlHeader: "1"},
+			"cross-origin browser request"},
+		{"garbage collection without the header", GCPath, nil, "no X-Gather-Control header"},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+tc.path, strings.NewReader("shard=all&spec=hang"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range tc.header {
+			if k == "Host" {
+				req.Host = v
+				continue
+			}
+			req.Header.Set(k, v)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), tc.want) {
+			t.Errorf("%s: %s %q, want 403 saying %q", tc.name, resp.Status, body, tc.want)
+		}
+	}
+	if spec := injectors["shard-0"].Spec(); !spec.IsZero() {
+		t.Errorf("a refused request set the fault %v", spec)
+	}
+	// localhost and IPv6 literals are fine.
+	for _, host := range []string{"localhost:9090", "[::1]:9090", "127.0.0.1"} {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+GCPath, http.NoBody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		req.Header.Set(ControlHeader, "1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("Host %s: %s, want 200", host, resp.Status)
+		}
+	}
 }

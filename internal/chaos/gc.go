@@ -14,12 +14,13 @@ const GCPath = "/debug/gc"
 // GCHandler runs a garbage collection and answers 200 once it is done, so that the heap in use
 // that /metrics reports next is live data, not garbage waiting for the next cycle: without it, a
 // proxy that has just served a burst shows tens of MiB that are no leak at all. Like
-// FaultHandler it is for `gather demo` only; the caller mounts it for POST.
+// FaultHandler it is for `gather demo` only and refuses what a web page could send (see
+// ControlHeader); the caller mounts it for POST.
 func GCHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	return guardControl(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		runtime.GC()
 		fmt.Fprintln(w, "ok")
-	})
+	}))
 }
 
 // collectGarbage asks the demo at admin for a garbage collection and reports whether it ran;
@@ -30,6 +31,7 @@ func collectGarbage(ctx context.Context, client *http.Client, admin string) (boo
 	if err != nil {
 		return false, err
 	}
+	req.Header.Set(ControlHeader, "1")
 	resp, err := client.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("POST %s: %w", u, err)

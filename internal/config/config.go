@@ -15,10 +15,12 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/gatherproxy/gather/internal/access"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/proxy"
+	"github.com/gatherproxy/gather/internal/tlsconf"
 )
 
 // Proxy configures `gather proxy`. Zero durations and limits take the documented defaults of
@@ -49,6 +51,16 @@ type Proxy struct {
 	Keepalive liveness.Server `yaml:"keepalive"`
 	// ShardKeepalive is the keepalive of the proxy's shard connections.
 	ShardKeepalive liveness.Client `yaml:"shard_keepalive"`
+
+	// Security (README "Security"). TLS is the QueryService's TLS toward QS, ShardTLS that of
+	// the shard connections, AdminTLS that of the admin port; each is plaintext when empty.
+	TLS      tlsconf.Server `yaml:"tls"`
+	ShardTLS tlsconf.Client `yaml:"shard_tls"`
+	AdminTLS tlsconf.Server `yaml:"admin_tls"`
+	// Access holds the QueryService's bearer tokens and authorization policy; none by default.
+	Access access.Config `yaml:"authz"`
+	// Pprof serves /debug/pprof/ on the admin port. Default off.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Shard is one shard and its replica addresses, in order of preference.
@@ -135,6 +147,7 @@ func (c Proxy) Validate() error {
 		errs = append(errs, fmt.Errorf("max_in_flight: negative (%d)", c.MaxInFlight))
 	}
 	errs = append(errs, c.Keepalive.Validate("keepalive"), c.ShardKeepalive.Validate("shard_keepalive"))
+	errs = append(errs, c.TLS.Validate("tls"), c.ShardTLS.Validate("shard_tls"), c.AdminTLS.Validate("admin_tls"), c.Access.Validate("authz"))
 	return errors.Join(errs...)
 }
 

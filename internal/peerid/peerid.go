@@ -72,18 +72,21 @@ func FromContext(ctx context.Context) ID {
 // certName is the identity in the leaf of the first verified chain, or "" when the connection
 // has no verified client certificate.
 func certName(info credentials.TLSInfo) string {
-	var leaf *x509.Certificate
 	if chains := info.State.VerifiedChains; len(chains) > 0 && len(chains[0]) > 0 {
-		leaf = chains[0][0]
+		return CertificateName(chains[0][0])
 	}
-	if leaf == nil {
-		return ""
-	}
+	return ""
+}
+
+// CertificateName is the name a certificate gives its holder: its first URI SAN (such as a
+// SPIFFE ID), else its first DNS SAN, else its subject's common name. It is the Name of a
+// Certificate ID; it says nothing about whether c was verified.
+func CertificateName(c *x509.Certificate) string {
 	switch {
-	case len(leaf.URIs) > 0:
-		return leaf.URIs[0].String()
-	case len(leaf.DNSNames) > 0:
-		return leaf.DNSNames[0]
+	case len(c.URIs) > 0:
+		return c.URIs[0].String()
+	case len(c.DNSNames) > 0:
+		return c.DNSNames[0]
 	}
-	return leaf.Subject.CommonName
+	return c.Subject.CommonName
 }
