@@ -336,7 +336,8 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	nan[2] = &shardv1.Hit{DocId: "nan-x", Score: math.NaN()}
 	c := newCluster(t, fanout.Config{},
 		shardtest.Behavior{Hits: h[0]}, shardtest.Behavior{Hits: bad, Batch: 4},
-		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true}, shardtest.Behavior{Hits: nan}, shardtest.Behavior{Hits: h[1]})
+		// in batches: a single message of more than top_k hits is refused whole, before decoding
+		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true, Batch: 5}, shardtest.Behavior{Hits: nan}, shardtest.Behavior{Hits: h[1]})
 	resp, err := c.client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 15})
 	if err != nil {
 		t.Fatal(err)
