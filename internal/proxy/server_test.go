@@ -37,6 +37,12 @@ type cluster struct {
 
 func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior) *cluster {
 	t.Helper()
+	return newClusterWith(t, cfg, proxy.Config{MaxTopK: 500}, behaviors...)
+}
+
+// newClusterWith is newCluster with the service's configuration, served with its ServerOptions.
+func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behaviors ...shardtest.Behavior) *cluster {
+	t.Helper()
 	c := &cluster{}
 	var topo []fanout.ShardSpec
 	for i, b := range behaviors {
@@ -52,8 +58,8 @@ func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, proxy.Config{MaxTopK: 500}))
+	srv := grpc.NewServer(pcfg.ServerOptions()...)
+	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, pcfg))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -484,7 +490,9 @@ func TestSearchNoShardAnswers(t *testing.T) {
 func TestSearchInvalidArgument(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, fanout.Config{}, shardtest.Behavior{})
-	long := make([]byte, 2000)
+	// Over max_query_bytes (1024) but not over the largest valid request: refused by validation,
+	// not by the transport (TestSearchRefusesOversizedRequest).
+	long := make([]byte, 1030)
 	for i := range long {
 		long[i] = 'a'
 	}
@@ -497,7 +505,7 @@ func TestSearchInvalidArgument(t *testing.T) {
 		{"blank query", &queryv1.SearchRequest{Query: " \t", TopK: 10}, "query is empty"},
 		{"top_k 0", &queryv1.SearchRequest{Query: "q"}, "top_k is 0"},
 		{"top_k too big", &queryv1.SearchRequest{Query: "q", TopK: 501}, "over the limit of 500"},
-		{"query too long", &queryv1.SearchRequest{Query: string(long), TopK: 1}, "2000 bytes"},
+		{"query too long", &queryv1.SearchRequest{Query: string(long), TopK: 1}, "1030 bytes"},
 		{"negative timeout", &queryv1.SearchRequest{Query: "q", TopK: 1, ShardTimeout: durationpb.New(-time.Second)}, "negative"},
 		{"bad policy", &queryv1.SearchRequest{Query: "q", TopK: 1, PartialPolicy: 9}, "partial_policy"},
 	} {

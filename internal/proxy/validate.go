@@ -22,6 +22,16 @@ type Config struct {
 	// it (HTTP/2 flow control) before the stream is ended with RESOURCE_EXHAUSTED. A client that
 	// stops reading can therefore hold a query's resources for at most this long. Default 5s.
 	SendTimeout time.Duration
+	// MaxAnswerBytes bounds what a query sends back: the encoded SearchResponse, or the hits of a
+	// whole SearchStream plus its summary. The merge stops before the hit that would take the
+	// answer over it, and the answer says so (truncated, truncation_reason); a top_k that could
+	// never fit is refused (INVALID_ARGUMENT). ServerOptions sets the server's send limit to it.
+	// Default 4 MiB, the default receive limit of gRPC clients.
+	MaxAnswerBytes int
+	// HideReplicas puts a replica's ordinal in its shard's list ("replica 1") in place of its
+	// address, in answers and error details: ShardResult.replica, and its address in the shard's
+	// error text (IP literals in it are masked too). Logs and spans keep the address.
+	HideReplicas bool
 	// Metrics, when set, records the service's own metrics (NewMetrics).
 	Metrics *Metrics
 	// Logger, when set, gets one access-log line per query: method, trace id, a hash of the
@@ -40,8 +50,15 @@ func (c Config) withDefaults() Config {
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 5 * time.Second
 	}
+	if c.MaxAnswerBytes <= 0 {
+		c.MaxAnswerBytes = DefaultMaxAnswerBytes
+	}
 	return c
 }
+
+// DefaultMaxAnswerBytes is the default of Config.MaxAnswerBytes: grpc-go's, and most gRPC
+// clients', default receive limit.
+const DefaultMaxAnswerBytes = 4 << 20
 
 // ErrInvalid is wrapped by every validation error; the service answers it with INVALID_ARGUMENT.
 var ErrInvalid = errors.New("invalid request")
