@@ -175,8 +175,8 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 	tree := merge.New(fanout.Less, seqs...)
 	var (
 		n         uint32
-		used      int          // encoded bytes of the hits so far
-		truncated bool         // the next hit did not fit
+		used      int           // encoded bytes of the hits so far
+		truncated bool          // the next hit did not fit
 		slab      []queryv1.Hit // the answer's hits are carved from it: an allocation per slab, not per hit
 	)
 	for n < q.topK {

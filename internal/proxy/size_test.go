@@ -168,4 +168,3 @@ func BenchmarkHitSize(b *testing.B) {
 		_ = hitSize("1861_abraham_lincoln_r#007", 3.25, "shard-00", text, fields)
 	}
 }
-
