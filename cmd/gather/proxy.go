@@ -49,6 +49,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
 	admissionWait := fs.Duration("admission-wait", 0, "longest wait for a query slot (default 50ms)")
+	maxAnswer := fs.Int("max-answer-bytes", 0, "largest answer sent, in `bytes`: longer answers are cut, and say so (default 4194304, gRPC clients' default receive limit)")
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -93,6 +94,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *admissionWait != 0 {
 		cfg.AdmissionWait = *admissionWait
+	}
+	if *maxAnswer != 0 {
+		cfg.MaxAnswerBytes = *maxAnswer
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy config:\n%w", err)
@@ -148,6 +152,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	adm := admission.New(cfg.Admission(), o.reg)
 	queryService := queryv1.QueryService_ServiceDesc.ServiceName
 	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()))
+	opts = append(opts, scfg.ServerOptions()...) // receive, header and send limits
 	// RED metrics and lifecycle first, so that shed calls are recorded too.
 	opts = append(opts, o.serverOptions(o.tracing,
 		[]grpc.UnaryServerInterceptor{adm.UnaryServerInterceptor(queryService)},
