@@ -63,10 +63,10 @@ func newEnvTB(t testing.TB, o options, behaviors ...shardtest.Behavior) *env {
 	}
 	adm := admission.New(o.admission, e.reg)
 	svc := queryv1.QueryService_ServiceDesc.ServiceName
-	srv := grpc.NewServer(append([]grpc.ServerOption{
+	srv := grpc.NewServer(append(append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(svc)),
 		grpc.ChainStreamInterceptor(lc.StreamServerInterceptor(), adm.StreamServerInterceptor(svc)),
-	}, o.serverOpts...)...)
+	}, o.svc.ServerOptions()...), o.serverOpts...)...)
 	queryv1.RegisterQueryServiceServer(srv, proxy.New(fan, o.svc))
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
