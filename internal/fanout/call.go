@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -275,7 +274,8 @@ func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req
 		codec:    codec{base: c.codec, topK: int(req.GetTopK()), maxFields: c.cfg.MaxFields},
 		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()},
 	}
-	sc.opts[0] = grpc.ForceCodecV2(&sc.codec)
+	sc.force.CodecV2 = &sc.codec
+	sc.opts[0] = &sc.force
 	defer c.releaseSet(sc.contract.seen)
 
 	var err error

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"testing"
@@ -309,5 +310,31 @@ func TestWindowBoundsUnread(t *testing.T) {
 	const bound = DefaultMaxMessageBytes/msgBytes + 1 + 2 + 2
 	if last > bound {
 		t.Errorf("the shard sent %d messages of %d KiB that nobody read, want at most %d", last, msgBytes>>10, bound)
+	}
+}
+
+// TestRefusedHitsAreReleased: the hits after a violation are dropped from the message's backing
+// array, which the accepted hits share, so they do not stay in memory, uncounted, as long as the
+// accepted ones.
+func TestRefusedHitsAreReleased(t *testing.T) {
+	t.Parallel()
+	hits := shardtest.Hits("a", 100, 1)
+	hits[1] = &shardv1.Hit{DocId: "nan", Score: math.NaN()}
+	s := shardtest.Start(t, shardtest.Behavior{Hits: hits})
+	c, err := New([]ShardSpec{{Name: "s", Replicas: []string{s.Addr()}}}, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	call := c.Start(t.Context(), Request{Query: "q", TopK: 100})
+	batch := <-call.Cursors()[0].ch // white-box: the batch as the merge would get it
+	res := call.Close()[0]
+	if len(batch) != 1 || cap(batch) < 100 || res.Status != StatusProtocolViolation {
+		t.Fatalf("batch of %d (capacity %d), %v; want the one hit before the violation", len(batch), cap(batch), res.Status)
+	}
+	for i, h := range batch[:cap(batch)][1:] {
+		if h != nil {
+			t.Fatalf("refused hit %d is still referenced by the accepted batch", i+1)
+		}
 	}
 }

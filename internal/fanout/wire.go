@@ -111,10 +111,11 @@ func (c *codec) scan(b []byte) error {
 }
 
 // shardCall is the state of one shard call, allocated at once: its codec, its contract and the
-// call option that installs the codec.
+// call option that installs the codec (held by pointer, so that it costs no allocation of its own).
 type shardCall struct {
 	codec    codec
 	contract contract
+	force    grpc.ForceCodecV2CallOption
 	opts     [1]grpc.CallOption
 }
 

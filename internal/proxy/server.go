@@ -46,7 +46,7 @@ func New(fan *fanout.Client, cfg Config) *Server {
 		shortest = min(shortest, len(s.names[i]))
 	}
 	s.room = s.cfg.Room(topo)
-	s.minHit = hitSize("x", 0, strings.Repeat("x", shortest), "", nil)
+	s.minHit = hitSize("", 0, strings.Repeat("x", shortest), "", nil) // a doc_id may be empty
 	if s.cfg.HideReplicas {
 		s.masks = newMasks(fan.Replicas())
 	}
