@@ -109,9 +109,9 @@ func TestHostileShardGiantFieldMaps(t *testing.T) {
 // hits every 2ms. It never goes silent, but makes no progress: the idle timeout cuts it.
 func TestHostileShardDripFeedsEmptyMessages(t *testing.T) {
 	runHostile(t, hostileCase{
-		fan:     fanout.Config{ShardTimeout: 20 * time.Second, IdleTimeout: 150 * time.Millisecond},
-		shard:   shardtest.Behavior{Script: shardtest.Drip(msg(hits("h", 8, 1)...), 5000, 2*time.Millisecond)},
-		status:  queryv1.ShardStatus_SHARD_STATUS_DEADLINE_EXCEEDED, hits: 8,
+		fan:    fanout.Config{ShardTimeout: 20 * time.Second, IdleTimeout: 150 * time.Millisecond},
+		shard:  shardtest.Behavior{Script: shardtest.Drip(msg(hits("h", 8, 1)...), 5000, 2*time.Millisecond)},
+		status: queryv1.ShardStatus_SHARD_STATUS_DEADLINE_EXCEEDED, hits: 8,
 		errHas:  "idle",
 		queries: 1,
 	})
