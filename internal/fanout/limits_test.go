@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
@@ -258,7 +261,7 @@ func TestEmptyMessagesAreNoProgress(t *testing.T) {
 	t.Parallel()
 	first := &shardv1.SearchResponse{Hits: shardtest.Hits("a", 3, 1), TotalMatches: 77, Documents: 1000}
 	drip := shardtest.Behavior{Script: shardtest.Drip(first, 400, 5*time.Millisecond)} // 2s of chatter
-	_, res := run(t, Config{ShardTimeout: 10 * time.Second, IdleTimeout: 100 * time.Millisecond}, 10, drip)
+	_, res := run(t, Config{ShardTimeout: 10 * time.Second, IdleTimeout: 400 * time.Millisecond}, 10, drip)
 	r := res[0]
 	if r.Status != StatusDeadlineExceeded || !errors.Is(r.Err, ErrIdle) || r.Hits != 3 || r.TotalMatches != 77 {
 		t.Fatalf("drip-feeding shard: %v (%v) with %d hits, total %d; want DEADLINE_EXCEEDED (idle) with 3 hits, total 77",
@@ -277,8 +280,9 @@ func TestFirstEmptyMessageCounts(t *testing.T) {
 }
 
 // TestWindowBoundsUnread: a shard that sends faster than the proxy reads can park at most about
-// one flow-control window (MaxMessageBytes) of messages in the proxy, not the 16 MiB grpc-go's
-// window estimation would grow to.
+// one flow-control window (MaxMessageBytes) of messages in the proxy. (On loopback grpc-go's
+// window estimation does not grow windows much either, so TestShardConnectionSettings is what
+// shows the window is fixed.)
 func TestWindowBoundsUnread(t *testing.T) {
 	t.Parallel()
 	const msgBytes = 100 << 10
@@ -293,12 +297,13 @@ func TestWindowBoundsUnread(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	before := s.Sent()
 	call := c.Start(t.Context(), Request{Query: "q", TopK: 1000})
 	defer call.Close()
 	// Nobody reads the cursor: wait for the shard's sending to stall, then count.
 	var last int64 = -1
 	for stable := 0; stable < 30; {
-		if n := s.Sent(); n != last {
+		if n := s.Sent() - before; n != last {
 			last, stable = n, 0
 		} else {
 			stable++
@@ -336,5 +341,47 @@ func TestRefusedHitsAreReleased(t *testing.T) {
 		if h != nil {
 			t.Fatalf("refused hit %d is still referenced by the accepted batch", i+1)
 		}
+	}
+}
+
+// TestShardConnectionSettings: the proxy tells every shard, in its HTTP/2 settings, a fixed
+// per-stream window of MaxMessageBytes (grpc-go would estimate one and grow it, up to 16 MiB,
+// whether or not the proxy reads) and a header list limit of MaxHeaderBytes.
+func TestShardConnectionSettings(t *testing.T) {
+	t.Parallel()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = lis.Close() }()
+	c, err := New([]ShardSpec{{Name: "s", Replicas: []string{lis.Addr().String()}}}, Config{MaxMessageBytes: 3 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	conn, err := lis.Accept() // New connects at once
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = conn.Close() }()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(conn, make([]byte, len(http2.ClientPreface))); err != nil {
+		t.Fatal(err)
+	}
+	f, err := http2.NewFramer(conn, conn).ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame %v, want SETTINGS", f)
+	}
+	if v, ok := settings.Value(http2.SettingInitialWindowSize); !ok || v != 3<<20 {
+		t.Errorf("SETTINGS_INITIAL_WINDOW_SIZE %d (sent %v), want %d", v, ok, 3<<20)
+	}
+	if v, ok := settings.Value(http2.SettingMaxHeaderListSize); !ok || v != MaxHeaderBytes {
+		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d (sent %v), want %d", v, ok, MaxHeaderBytes)
 	}
 }

@@ -70,10 +70,11 @@ func runHostile(t *testing.T, tc hostileCase) {
 	e.nothingLeft(t, b)
 }
 
-// TestHostileShardGiantMessages: a shard sends an 8 MiB message. It is refused unread, as a
+// TestHostileShardGiantMessages: a shard sends a 3 MiB message. It is refused unread, as a
 // protocol violation naming the limit, after the shard's good first message.
 func TestHostileShardGiantMessages(t *testing.T) {
-	giant := msg(&shardv1.Hit{DocId: "giant", Score: 1, Text: strings.Repeat("g", 8<<20)})
+	// 3 MiB: over the proxy's limit, under grpc-go's default one (4 MiB).
+	giant := msg(&shardv1.Hit{DocId: "giant", Score: 1, Text: strings.Repeat("g", 3<<20)})
 	runHostile(t, hostileCase{
 		shard:  shardtest.Behavior{Script: []shardtest.Step{{Msg: msg(hits("h", 8, 1)...)}, {Msg: giant}}},
 		status: queryv1.ShardStatus_SHARD_STATUS_PROTOCOL_VIOLATION, hits: 8,
@@ -109,7 +110,7 @@ func TestHostileShardGiantFieldMaps(t *testing.T) {
 // hits every 2ms. It never goes silent, but makes no progress: the idle timeout cuts it.
 func TestHostileShardDripFeedsEmptyMessages(t *testing.T) {
 	runHostile(t, hostileCase{
-		fan:    fanout.Config{ShardTimeout: 20 * time.Second, IdleTimeout: 150 * time.Millisecond},
+		fan:    fanout.Config{ShardTimeout: 20 * time.Second, IdleTimeout: 400 * time.Millisecond},
 		shard:  shardtest.Behavior{Script: shardtest.Drip(msg(hits("h", 8, 1)...), 5000, 2*time.Millisecond)},
 		status: queryv1.ShardStatus_SHARD_STATUS_DEADLINE_EXCEEDED, hits: 8,
 		errHas:  "idle",
