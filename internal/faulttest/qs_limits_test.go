@@ -91,9 +91,11 @@ func rawOversizedHeaders(t *testing.T, addr string, n int) string {
 	body = append(body, req...)
 
 	fr := http2.NewFramer(conn, conn)
-	written := make(chan error, 1)
-	go func() { // the server may close the connection mid-way: writes then fail, which is the point
-		written <- func() error {
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		// The server may close the connection mid-way: writes then fail, which is the point.
+		_ = func() error {
 			if _, err := conn.Write([]byte(http2.ClientPreface)); err != nil {
 				return err
 			}
