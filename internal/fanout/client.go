@@ -4,9 +4,10 @@
 //
 // Every shard call runs under its own context, derived from the caller's, with its own deadline
 // and an idle timeout between frames; the call is cancelled on every exit path and its receiving
-// goroutine is always joined by Call.Close. A shard that fails, stalls or breaks the ordering
-// contract ends its own cursor early and is reported in its Result; it never blocks the others
-// beyond its deadline.
+// goroutine is always joined by Call.Close. A shard that fails, stalls, breaks the contract or
+// sends more than the size limits allow ends its own cursor early and is reported in its Result;
+// it never blocks the others beyond its deadline, and what it can make a query hold is bounded
+// by Config (see its doc comment for the bound).
 package fanout
 
 import (
