@@ -65,6 +65,9 @@ lint: $(BIN)/buf $(BIN)/golangci-lint ## buf lint + format check, go vet, golang
 fuzz: ## Run each fuzz test for a short while (FUZZTIME=30s)
 	$(GO) test -run='^$$' -fuzz=FuzzTree -fuzztime=$${FUZZTIME:-30s} ./internal/merge/
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=$${FUZZTIME:-30s} ./internal/proxy/
+	@# Each input runs real loopback shards: minimizing a new input would take the default 60s.
+	$(GO) test -run='^$$' -fuzz=FuzzHostileShards -fuzztime=$${FUZZTIME:-30s} -fuzzminimizetime=5s ./internal/proxy/
+	$(GO) test -run='^$$' -fuzz=FuzzCleanText -fuzztime=$${FUZZTIME:-30s} ./internal/fanout/
 
 # make bench writes its results here: gobench.txt (go test -bench), report.md, report.json and
 # proxy-cpu.pprof (the proxy at saturation, fan-out 4, top_k 10: go tool pprof -top FILE).

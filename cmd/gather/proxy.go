@@ -57,6 +57,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	adminTLSFlags := tlsconf.AddServerFlags(fs, "admin-tls", "the admin port")
 	accessFlags := addAccessFlags(fs, true)
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
+	maxAnswer := fs.Int("max-answer-bytes", 0, "largest answer sent, in `bytes`: longer answers are cut, and say so (default 4194304, gRPC clients' default receive limit)")
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -107,6 +108,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	adminTLSFlags.Apply(&cfg.AdminTLS)
 	accessFlags.apply(&cfg.Access)
 	cfg.Pprof = cfg.Pprof || *pprofOn
+	if *maxAnswer != 0 {
+		cfg.MaxAnswerBytes = *maxAnswer
+	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy config:\n%w", err)
 	}
@@ -196,6 +200,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	queryService := queryv1.QueryService_ServiceDesc.ServiceName
 	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()),
 		grpc.Creds(flow.Credentials(creds)))
+	opts = append(opts, scfg.ServerOptions()...) // receive, header and send limits
 	// RED metrics and lifecycle first, so that refused and shed calls are recorded too; then
 	// authentication and authorization, so that a refused caller takes no query slot.
 	unary, stream := withAccess(guard,

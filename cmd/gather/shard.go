@@ -198,10 +198,15 @@ func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.P
 	return shard.Open(ctx, dir, src, part, shard.WithLogger(log))
 }
 
-// serveShard serves svc as a ShardService on lis, with gather's default server keepalive and
-// the given extra options (interceptors).
+// shardMaxRequestBytes bounds what a shard reads of one request: a SearchRequest is a query and
+// a number, and the proxy sends no query longer than its max_query_bytes (1 KiB by default).
+// grpc-go would read 4 MiB.
+const shardMaxRequestBytes = 64 << 10
+
+// serveShard serves svc as a ShardService on lis, with gather's default server keepalive, a small
+// receive limit (shardMaxRequestBytes) and the given extra options (interceptors).
 func serveShard(lis net.Listener, svc shardv1.ShardServiceServer, opts ...grpc.ServerOption) *grpcServer {
-	opts = append(liveness.Server{}.ServerOptions(), opts...)
+	opts = append(append(liveness.Server{}.ServerOptions(), grpc.MaxRecvMsgSize(shardMaxRequestBytes)), opts...)
 	g := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
 		shardv1.ShardService_ServiceDesc.ServiceName)
 	g.Start()

@@ -25,6 +25,11 @@ import (
 
 // Proxy configures `gather proxy`. Zero durations and limits take the documented defaults of
 // packages fanout and proxy.
+//
+// Memory: whatever the shards send, one query holds at most max_query_hit_bytes of hits, plus
+// per shard a message on its way in (about 3.25 × max_shard_message_bytes + top_k × (592 + 160
+// × max_hit_fields) bytes) and 16 KiB of headers, plus its answer (max_answer_bytes, and the
+// hits' structs); see fanout.Config for the terms.
 type Proxy struct {
 	// Listen is the QueryService address. Default 127.0.0.1:7070.
 	Listen string `yaml:"listen"`
@@ -61,6 +66,21 @@ type Proxy struct {
 	Access access.Config `yaml:"authz"`
 	// Pprof serves /debug/pprof/ on the admin port. Default off.
 	Pprof bool `yaml:"pprof"`
+	// MaxShardMessageBytes, MaxHitDocIDBytes, MaxHitTextBytes, MaxHitFields, MaxHitFieldBytes and
+	// MaxQueryHitBytes: the size limits of the shard hop, see fanout.Config (MaxMessageBytes,
+	// MaxDocIDBytes, MaxTextBytes, MaxFields, MaxFieldBytes, MaxQueryHitBytes). Checked by
+	// validateSizeLimits.
+	MaxShardMessageBytes int   `yaml:"max_shard_message_bytes"`
+	MaxHitDocIDBytes     int   `yaml:"max_hit_doc_id_bytes"`
+	MaxHitTextBytes      int   `yaml:"max_hit_text_bytes"`
+	MaxHitFields         int   `yaml:"max_hit_fields"`
+	MaxHitFieldBytes     int   `yaml:"max_hit_field_bytes"`
+	MaxQueryHitBytes     int64 `yaml:"max_query_hit_bytes"`
+	// MaxAnswerBytes bounds every answer: see proxy.Config.MaxAnswerBytes.
+	MaxAnswerBytes int `yaml:"max_answer_bytes"`
+	// ExposeReplicas puts replica addresses in answers and error details (ShardResult.replica);
+	// false names a replica by its ordinal ("replica 1"). Default true.
+	ExposeReplicas *bool `yaml:"expose_replicas"`
 }
 
 // Shard is one shard and its replica addresses, in order of preference.
@@ -148,6 +168,7 @@ func (c Proxy) Validate() error {
 	}
 	errs = append(errs, c.Keepalive.Validate("keepalive"), c.ShardKeepalive.Validate("shard_keepalive"))
 	errs = append(errs, c.TLS.Validate("tls"), c.ShardTLS.Validate("shard_tls"), c.AdminTLS.Validate("admin_tls"), c.Access.Validate("authz"))
+	errs = append(errs, c.validateSizeLimits()...)
 	return errors.Join(errs...)
 }
 
@@ -173,13 +194,24 @@ func (c Proxy) Topology() []fanout.ShardSpec {
 
 // Fanout returns the fan-out tunables.
 func (c Proxy) Fanout() fanout.Config {
-	return fanout.Config{ShardTimeout: c.ShardTimeout, IdleTimeout: c.IdleTimeout, MergeReserve: c.MergeReserve,
-		Keepalive: c.ShardKeepalive.Params()}
+	return fanout.Config{
+		ShardTimeout:     c.ShardTimeout,
+		IdleTimeout:      c.IdleTimeout,
+		MergeReserve:     c.MergeReserve,
+		Keepalive:        c.ShardKeepalive.Params(),
+		MaxMessageBytes:  c.MaxShardMessageBytes,
+		MaxDocIDBytes:    c.MaxHitDocIDBytes,
+		MaxTextBytes:     c.MaxHitTextBytes,
+		MaxFields:        c.MaxHitFields,
+		MaxFieldBytes:    c.MaxHitFieldBytes,
+		MaxQueryHitBytes: c.MaxQueryHitBytes,
+	}
 }
 
 // Service returns the QueryService tunables.
 func (c Proxy) Service() proxy.Config {
-	return proxy.Config{MaxTopK: c.MaxTopK, MaxQueryBytes: c.MaxQueryBytes, SendTimeout: c.SendTimeout}
+	return proxy.Config{MaxTopK: c.MaxTopK, MaxQueryBytes: c.MaxQueryBytes, SendTimeout: c.SendTimeout,
+		MaxAnswerBytes: c.MaxAnswerBytes, HideReplicas: c.ExposeReplicas != nil && !*c.ExposeReplicas}
 }
 
 // Admission returns the admission-control settings.

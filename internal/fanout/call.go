@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +60,12 @@ var (
 	ErrOrder = errors.New("ordering contract broken")
 	// ErrTooMany: the shard sent more than top_k hits.
 	ErrTooMany = errors.New("more hits than top_k")
+	// ErrOverLimit: the shard sent a message or a hit over one of the size limits of Config; like
+	// ErrOrder and ErrTooMany, a protocol violation.
+	ErrOverLimit = errors.New("over a size limit")
+	// ErrBudget: the query's hit budget (Config.MaxQueryHitBytes, shared by its shard calls) ran
+	// out while the shard was sending.
+	ErrBudget = errors.New("query hit budget exhausted")
 )
 
 type cause struct{ msg, reason string }
@@ -81,20 +86,35 @@ const (
 	StatusCanceled
 	StatusFailed
 	StatusProtocolViolation
+	StatusResourceExhausted
 )
 
 // Result reports one shard's part of a call. It is final once Call.Close has returned.
 type Result struct {
-	Shard        string
-	Replica      string
+	Shard   string
+	Replica string // the address of the replica that answered or was tried last
+	// ReplicaIndex is that replica's position in the shard's configured list, from 0.
+	ReplicaIndex int
 	Status       Status
-	Err          error // nil for StatusOK
+	// Err is nil for StatusOK. Its text is safe to pass on as it is (CleanText): short, valid
+	// UTF-8, without control characters, whatever the shard sent.
+	Err          error
 	Hits         int
+	Bytes        int64 // the cost of the hits accepted, counted against MaxQueryHitBytes
 	Latency      time.Duration
 	StoppedEarly bool
 	TotalMatches uint64
 	Documents    uint64
 }
+
+// cleanError gives an error the text CleanText makes of it; it unwraps to the original.
+type cleanError struct {
+	msg string
+	err error
+}
+
+func (e *cleanError) Error() string { return e.msg }
+func (e *cleanError) Unwrap() error { return e.err }
 
 // Call is one fanned-out query. Its cursors are read by one goroutine (the merge); Stop, Failed,
 // Close may be called from any goroutine. The caller must call Close, which cancels whatever is
@@ -102,9 +122,11 @@ type Result struct {
 type Call struct {
 	ctx     context.Context // the caller's context
 	cancel  context.CancelCauseFunc
+	client  *Client
 	cursors []*Cursor
 	results []Result
 	failed  atomic.Int32
+	budget  atomic.Int64 // what is left of MaxQueryHitBytes
 	wg      sync.WaitGroup
 	close   sync.Once
 }
@@ -118,9 +140,11 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	call := &Call{
 		ctx:     ctx,
 		cancel:  cancel,
+		client:  c,
 		cursors: make([]*Cursor, len(c.shards)),
 		results: make([]Result, len(c.shards)),
 	}
+	call.budget.Store(c.cfg.MaxQueryHitBytes)
 	deadline := c.deadline(ctx, req, time.Now()) // assigned once: the goroutines copy it
 	// One request message serves every shard: grpc-go only reads a message it sends.
 	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK}
@@ -225,6 +249,8 @@ func (s Status) String() string {
 		return "FAILED"
 	case StatusProtocolViolation:
 		return "PROTOCOL_VIOLATION"
+	case StatusResourceExhausted:
+		return "RESOURCE_EXHAUSTED"
 	}
 	return "UNSPECIFIED"
 }
@@ -243,11 +269,20 @@ func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req
 	idleTimer.Stop()
 	defer idleTimer.Stop()
 
+	c := call.client
+	sc := &shardCall{
+		codec:    codec{base: c.codec, topK: int(req.GetTopK()), maxFields: c.cfg.MaxFields},
+		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()},
+	}
+	sc.force.CodecV2 = &sc.codec
+	sc.opts[0] = &sc.force
+	defer c.releaseSet(sc.contract.seen)
+
 	var err error
 	for _, r := range s.order() {
-		res.Replica = r.addr
+		res.Replica, res.ReplicaIndex = r.addr, r.index
 		var got int
-		got, err = call.stream(ictx, r, req, cur, res, idleTimer, idle)
+		got, err = call.stream(ictx, r, req, cur, res, sc, idleTimer, idle)
 		if got > 0 || err == nil || status.Code(err) != codes.Unavailable || ictx.Err() != nil {
 			break // only a replica that could not be reached at all is worth another try
 		}
@@ -257,6 +292,9 @@ func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req
 	if res.Status == StatusOK && errors.Is(context.Cause(ctx), ErrStoppedEarly) && err != nil {
 		res.StoppedEarly = true
 	}
+	if res.Err != nil {
+		res.Err = &cleanError{msg: CleanText(res.Err.Error()), err: res.Err}
+	}
 	if res.Status != StatusOK {
 		call.failed.Add(1)
 	}
@@ -264,36 +302,54 @@ func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req
 
 // stream reads one replica's stream into cur. It returns the number of messages received and the
 // error that ended the stream (nil for a clean end).
+//
+// Each batch is checked against the contract (sc.contract), then its cost is taken from the
+// query's budget; the hits that pass both go to cur, and a violation or the end of the budget
+// ends the stream after them. A message without hits is no progress: it does not reset the idle
+// timer, except the first (the shard has finished searching; its counts are taken).
 func (call *Call) stream(ctx context.Context, r *replica, req *shardv1.SearchRequest, cur *Cursor,
-	res *Result, idleTimer *time.Timer, idle time.Duration) (int, error) {
-	st, err := r.client.Search(ctx, req)
+	res *Result, sc *shardCall, idleTimer *time.Timer, idle time.Duration) (int, error) {
+	st, err := r.client.Search(ctx, req, sc.opts[:]...)
 	if err != nil {
 		return 0, err
 	}
-	var (
-		msgs int
-		prev *shardv1.Hit
-	)
+	msgs := 0
 	for {
 		resp, err := st.Recv()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			switch {
+			case sc.codec.refused != nil:
+				return msgs, sc.codec.refused
+			case errors.Is(err, io.EOF):
 				return msgs, nil
 			}
-			return msgs, err
+			return msgs, overLimit(err, call.client.cfg.MaxMessageBytes)
 		}
-		idleTimer.Reset(idle)
+		hits := resp.GetHits()
 		if msgs == 0 {
 			res.TotalMatches = resp.GetTotalMatches()
 			res.Documents = resp.GetDocuments()
 		}
+		if msgs == 0 || len(hits) > 0 {
+			idleTimer.Reset(idle)
+		}
 		msgs++
-		hits := resp.GetHits()
-		n, verr := check(prev, hits, uint32(res.Hits), req.GetTopK())
-		hits = hits[:n]
+		if len(hits) == 0 {
+			continue
+		}
+		n, cost, verr := sc.contract.check(hits)
+		if k, taken := call.take(hits[:n], cost); k < n {
+			n, cost = k, taken
+			verr = fmt.Errorf("%w: max_query_hit_bytes (%d) used up by the query's shards; %d hits of this shard kept",
+				ErrBudget, call.client.cfg.MaxQueryHitBytes, res.Hits+k)
+		}
+		if n < len(hits) {
+			clear(hits[n:]) // refused hits are not held by the accepted ones' backing array
+			hits = hits[:n]
+		}
 		if n > 0 {
-			prev = hits[n-1]
 			res.Hits += n
+			res.Bytes += cost
 			select {
 			case cur.ch <- hits:
 			case <-ctx.Done():
@@ -307,39 +363,17 @@ func (call *Call) stream(ctx context.Context, r *replica, req *shardv1.SearchReq
 	}
 }
 
-// check returns how many of hits keep the ordering contract after prev (with sent hits already
-// received, of at most topK), and the violation that stops it, if any.
-func check(prev *shardv1.Hit, hits []*shardv1.Hit, sent, topK uint32) (int, error) {
-	for i, h := range hits {
-		if sent+uint32(i) >= topK {
-			return i, fmt.Errorf("%w (%d)", ErrTooMany, topK)
-		}
-		if math.IsNaN(h.GetScore()) {
-			return i, fmt.Errorf("%w: doc %q has a NaN score", ErrOrder, h.GetDocId())
-		}
-		if prev != nil {
-			switch {
-			case h.GetScore() > prev.GetScore():
-				return i, fmt.Errorf("%w: doc %q (score %g) after doc %q (score %g)",
-					ErrOrder, h.GetDocId(), h.GetScore(), prev.GetDocId(), prev.GetScore())
-			case h.GetScore() == prev.GetScore() && h.GetDocId() <= prev.GetDocId():
-				return i, fmt.Errorf("%w: doc %q after doc %q at equal score %g",
-					ErrOrder, h.GetDocId(), prev.GetDocId(), h.GetScore())
-			}
-		}
-		prev = h
-	}
-	return len(hits), nil
-}
-
 // classify turns the error that ended a shard stream into a Status. callCtx is the query's
 // context (cancelled by Stop or Close or the caller), ictx the shard call's own.
 func classify(callCtx, ictx context.Context, err error) (Status, error) {
 	if err == nil {
 		return StatusOK, nil
 	}
-	if errors.Is(err, ErrOrder) || errors.Is(err, ErrTooMany) {
+	if errors.Is(err, ErrOrder) || errors.Is(err, ErrTooMany) || errors.Is(err, ErrOverLimit) {
 		return StatusProtocolViolation, err
+	}
+	if errors.Is(err, ErrBudget) {
+		return StatusResourceExhausted, err
 	}
 	if ictx.Err() != nil {
 		cause := context.Cause(ictx)

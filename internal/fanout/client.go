@@ -4,9 +4,10 @@
 //
 // Every shard call runs under its own context, derived from the caller's, with its own deadline
 // and an idle timeout between frames; the call is cancelled on every exit path and its receiving
-// goroutine is always joined by Call.Close. A shard that fails, stalls or breaks the ordering
-// contract ends its own cursor early and is reported in its Result; it never blocks the others
-// beyond its deadline.
+// goroutine is always joined by Call.Close. A shard that fails, stalls, breaks the contract or
+// sends more than the size limits allow ends its own cursor early and is reported in its Result;
+// it never blocks the others beyond its deadline, and what it can make a query hold is bounded
+// by Config (see its doc comment for the bound).
 package fanout
 
 import (
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -23,6 +25,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/keepalive"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
@@ -35,7 +39,45 @@ type ShardSpec struct {
 	Replicas []string
 }
 
+// Defaults of the size limits of Config. Each is far above what the bundled corpus needs: its
+// largest passage is 1163 bytes of text, its longest doc_id 31 bytes, and every passage has 5
+// fields of at most 36 bytes (key and value), 1274 bytes in all.
+const (
+	// DefaultMaxMessageBytes is a quarter of grpc-go's default receive limit (4 MiB) and four
+	// times the 256 KiB by which the reference shard packs its messages.
+	DefaultMaxMessageBytes = 1 << 20
+	// DefaultMaxDocIDBytes is 16 times the corpus's longest doc_id, room for a URL as an id.
+	DefaultMaxDocIDBytes = 512
+	// DefaultMaxTextBytes is 14 times the corpus's longest passage.
+	DefaultMaxTextBytes = 16 << 10
+	// DefaultMaxFields is 6 times the corpus's 5 fields.
+	DefaultMaxFields = 32
+	// DefaultMaxFieldBytes is 28 times the corpus's longest field.
+	DefaultMaxFieldBytes = 1 << 10
+	// DefaultMaxQueryHitBytes holds top_k 1000 from each of 12 shards of corpus passages (~2.6
+	// KiB each by the cost model), or about 490 of the largest hits the other defaults let
+	// through (~67 KiB each): 8 times the default answer limit (proxy.Config.MaxAnswerBytes).
+	DefaultMaxQueryHitBytes = 32 << 20
+)
+
 // Config holds the fan-out's tunables. The zero value of a field means its default.
+//
+// Memory: whatever the shards send, what one query's shard calls hold is bounded by the size
+// limits here, with S shards, K = top_k, F = MaxFields and M = MaxMessageBytes:
+//
+//	MaxQueryHitBytes                  hits accepted from all shards (counted with the cost model
+//	                                  in contract.go, an over-estimate of their heap)
+//	+ S × 3.25 × M                    per shard, one message on its way in: unread in the
+//	                                  connection's flow-control window (at most M, set by the
+//	                                  client), materialised for decoding (M), and decoded
+//	                                  strings (1.25 × M by the cost model)
+//	+ S × K × (592 + 160 × F)         ... and that message's hits and field entries, at most K
+//	                                  and K × F since the codec counts them before decoding
+//	+ S × MaxHeaderBytes              its headers and trailers
+//
+// With the defaults, K = 10 and S = 4 that is 32 MiB + 13 MiB + 0.2 MiB + 64 KiB; the budget
+// term is the one that grows with the answers' real size, as the others are transient. The
+// answer the proxy builds is bounded separately (proxy.Config.MaxAnswerBytes).
 type Config struct {
 	// ShardTimeout bounds each shard call. Default 2s.
 	ShardTimeout time.Duration
@@ -58,6 +100,24 @@ type Config struct {
 	// Tracer makes one span per shard call, a child of the caller's span, with the shard, the
 	// replica, the hits, the status and why the call was cut. Default: no spans.
 	Tracer trace.Tracer
+
+	// MaxMessageBytes is the largest shard message read (grpc.MaxCallRecvMsgSize of every shard
+	// call, and the flow-control window of each call, so a shard cannot park more than this
+	// unread either). A larger message ends the shard's call as a protocol violation without
+	// being read. Default DefaultMaxMessageBytes.
+	MaxMessageBytes int
+	// MaxDocIDBytes, MaxTextBytes, MaxFields and MaxFieldBytes cap each hit: its doc_id, its
+	// text, the entries of its fields map and each entry's key plus value, in bytes. A hit over
+	// a cap is a protocol violation: it and everything after it is dropped. Defaults
+	// DefaultMaxDocIDBytes, DefaultMaxTextBytes, DefaultMaxFields, DefaultMaxFieldBytes.
+	MaxDocIDBytes, MaxTextBytes, MaxFields, MaxFieldBytes int
+	// MaxQueryHitBytes is the budget of one query for the hits of all its shards, counted as
+	// hits are accepted, with the cost model in contract.go (a hit's heap, not its wire size: a
+	// fields map takes several times its encoding). The shard whose batch would cross it ends
+	// with StatusResourceExhausted and an error that says so; the hits that fit, of that batch
+	// and before, are kept, and so the answer is degraded. Every other shard that still sends
+	// ends the same way. Default DefaultMaxQueryHitBytes.
+	MaxQueryHitBytes int64
 }
 
 func (c Config) withDefaults() Config {
@@ -79,7 +139,33 @@ func (c Config) withDefaults() Config {
 	if c.Keepalive == (keepalive.ClientParameters{}) {
 		c.Keepalive = liveness.Client{}.Params()
 	}
+	for _, d := range []struct {
+		v   *int
+		def int
+	}{{&c.MaxMessageBytes, DefaultMaxMessageBytes}, {&c.MaxDocIDBytes, DefaultMaxDocIDBytes},
+		{&c.MaxTextBytes, DefaultMaxTextBytes}, {&c.MaxFields, DefaultMaxFields}, {&c.MaxFieldBytes, DefaultMaxFieldBytes}} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	if c.MaxQueryHitBytes <= 0 {
+		c.MaxQueryHitBytes = DefaultMaxQueryHitBytes
+	}
 	return c
+}
+
+// dialOptions are the options that enforce the size limits on every shard connection.
+func (c Config) dialOptions() []grpc.DialOption {
+	// A fixed window also turns off grpc-go's BDP estimation, which would let a stream's window
+	// grow to 16 MiB whether or not the proxy reads. The connection's window is refilled as data
+	// arrives, not as it is read, so it only paces the connection.
+	window := int32(max(c.MaxMessageBytes, 64<<10))
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.MaxMessageBytes)),
+		grpc.WithMaxHeaderListSize(MaxHeaderBytes),
+		grpc.WithInitialWindowSize(window),
+		grpc.WithInitialConnWindowSize(max(window, 16<<20)),
+	}
 }
 
 // reconnect bounds how long a shard that came back waits for the proxy to notice: grpc-go's
@@ -93,7 +179,12 @@ var reconnect = grpc.ConnectParams{
 // releases its connections.
 type Client struct {
 	cfg    Config
-	shards []*shard // sorted by name, so a shard's index orders it the way merged ties are broken
+	limits limits
+	codec  encoding.CodecV2 // grpc-go's proto codec, which the calls' codecs wrap
+	shards []*shard         // sorted by name, so a shard's index orders it the way merged ties are broken
+	// sets recycles the calls' duplicate sets (map[string]struct{}), emptied, so that a call
+	// does not grow a new one.
+	sets sync.Pool
 }
 
 type shard struct {
@@ -107,6 +198,7 @@ type shard struct {
 
 type replica struct {
 	addr   string
+	index  int // in the shard's configured list
 	conn   *grpc.ClientConn
 	client shardv1.ShardServiceClient
 }
@@ -118,7 +210,8 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 		return nil, errors.New("no shards configured")
 	}
 	cfg = cfg.withDefaults()
-	c := &Client{cfg: cfg}
+	c := &Client{cfg: cfg, codec: encoding.GetCodecV2(grpcproto.Name),
+		limits: limits{docID: cfg.MaxDocIDBytes, text: cfg.MaxTextBytes, fields: cfg.MaxFields, fieldBytes: cfg.MaxFieldBytes}}
 	fail := func(err error) (*Client, error) {
 		_ = c.Close()
 		return nil, err
@@ -139,19 +232,19 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 			trace.WithSpanKind(trace.SpanKindInternal),
 			trace.WithAttributes(attribute.String("gather.shard", spec.Name)),
 		}}
-		for _, addr := range spec.Replicas {
+		for i, addr := range spec.Replicas {
 			addr = strings.TrimSpace(addr)
-			opts := append([]grpc.DialOption{
+			opts := append(append([]grpc.DialOption{
 				grpc.WithTransportCredentials(insecure.NewCredentials()),
 				grpc.WithKeepaliveParams(cfg.Keepalive),
 				grpc.WithConnectParams(reconnect),
-			}, cfg.DialOptions...)
+			}, cfg.dialOptions()...), cfg.DialOptions...)
 			conn, err := grpc.NewClient(addr, opts...)
 			if err != nil {
 				return fail(fmt.Errorf("shard %s: replica %q: %w", spec.Name, addr, err))
 			}
 			conn.Connect()
-			s.replicas = append(s.replicas, &replica{addr: addr, conn: conn, client: shardv1.NewShardServiceClient(conn)})
+			s.replicas = append(s.replicas, &replica{addr: addr, index: i, conn: conn, client: shardv1.NewShardServiceClient(conn)})
 		}
 		c.shards = append(c.shards, s)
 	}
@@ -166,6 +259,18 @@ func (c *Client) Shards() []string {
 		names[i] = s.name
 	}
 	return names
+}
+
+// Replicas returns the replica addresses of every shard, in Shards order, each list in the
+// configured order (Result.ReplicaIndex indexes it).
+func (c *Client) Replicas() [][]string {
+	out := make([][]string, len(c.shards))
+	for i, s := range c.shards {
+		for _, r := range s.replicas {
+			out[i] = append(out[i], r.addr)
+		}
+	}
+	return out
 }
 
 // ReplicaStates returns the connectivity state of every replica connection, by shard name and
@@ -192,6 +297,24 @@ func (c *Client) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// seenSet returns an empty duplicate set for a call; releaseSet takes it back.
+func (c *Client) seenSet() map[string]struct{} {
+	if m, ok := c.sets.Get().(map[string]struct{}); ok {
+		return m
+	}
+	return make(map[string]struct{}, 64)
+}
+
+// releaseSet empties m and keeps it for a later call, unless it grew past what a common query
+// needs (a cleared map keeps its size, and clearing costs as much).
+func (c *Client) releaseSet(m map[string]struct{}) {
+	if len(m) > 1024 {
+		return
+	}
+	clear(m)
+	c.sets.Put(m)
 }
 
 // order returns the replicas to try for one call: healthy ones (not in TRANSIENT_FAILURE) first,

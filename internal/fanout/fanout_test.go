@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestCheck(t *testing.T) {
 	t.Parallel()
 	h := func(id string, score float64) *shardv1.Hit { return &shardv1.Hit{DocId: id, Score: score} }
+	lim := Config{MaxDocIDBytes: 8, MaxTextBytes: 16, MaxFields: 2, MaxFieldBytes: 6}.withDefaults()
 	for _, tc := range []struct {
 		name    string
 		prev    *shardv1.Hit
@@ -27,21 +29,76 @@ func TestCheck(t *testing.T) {
 		topK    uint32
 		wantN   int
 		wantErr error
+		wantMsg string // in the error's text
 	}{
-		{"sorted", nil, []*shardv1.Hit{h("a", 3), h("b", 2), h("c", 1)}, 0, 10, 3, nil},
-		{"ties by id", nil, []*shardv1.Hit{h("a", 2), h("b", 2), h("c", 2)}, 0, 10, 3, nil},
-		{"continues prev batch", h("a", 5), []*shardv1.Hit{h("b", 5), h("a", 4)}, 1, 10, 2, nil},
-		{"score rises", nil, []*shardv1.Hit{h("a", 3), h("b", 4)}, 0, 10, 1, ErrOrder},
-		{"rises across batches", h("z", 1), []*shardv1.Hit{h("a", 2)}, 1, 10, 0, ErrOrder},
-		{"tie out of order", nil, []*shardv1.Hit{h("b", 2), h("a", 2)}, 0, 10, 1, ErrOrder},
-		{"duplicate", nil, []*shardv1.Hit{h("a", 2), h("a", 2)}, 0, 10, 1, ErrOrder},
-		{"nan", nil, []*shardv1.Hit{h("a", 2), h("b", math.NaN())}, 0, 10, 1, ErrOrder},
-		{"too many", nil, []*shardv1.Hit{h("a", 3), h("b", 2), h("c", 1)}, 8, 10, 2, ErrTooMany},
+		{"sorted", nil, []*shardv1.Hit{h("a", 3), h("b", 2), h("c", 1)}, 0, 10, 3, nil, ""},
+		{"ties by id", nil, []*shardv1.Hit{h("a", 2), h("b", 2), h("c", 2)}, 0, 10, 3, nil, ""},
+		{"continues prev batch", h("a", 5), []*shardv1.Hit{h("b", 5), h("c", 4)}, 1, 10, 2, nil, ""},
+		{"score rises", nil, []*shardv1.Hit{h("a", 3), h("b", 4)}, 0, 10, 1, ErrOrder, "after doc"},
+		{"rises across batches", h("z", 1), []*shardv1.Hit{h("a", 2)}, 1, 10, 0, ErrOrder, "after doc"},
+		{"tie out of order", nil, []*shardv1.Hit{h("b", 2), h("a", 2)}, 0, 10, 1, ErrOrder, "equal score"},
+		{"duplicate at a tie", nil, []*shardv1.Hit{h("a", 2), h("a", 2)}, 0, 10, 1, ErrOrder, "equal score"},
+		{"duplicate at a lower score", nil, []*shardv1.Hit{h("a", 3), h("b", 2), h("a", 1)}, 0, 10, 2, ErrOrder, "repeated"},
+		{"duplicate of an earlier batch", h("a", 5), []*shardv1.Hit{h("b", 4), h("a", 3)}, 1, 10, 1, ErrOrder, "repeated"},
+		{"nan", nil, []*shardv1.Hit{h("a", 2), h("b", math.NaN())}, 0, 10, 1, ErrOrder, "not a finite"},
+		{"+inf first", nil, []*shardv1.Hit{h("a", math.Inf(1)), h("b", 2)}, 0, 10, 0, ErrOrder, "+Inf"},
+		{"-inf last", nil, []*shardv1.Hit{h("a", 2), h("b", math.Inf(-1))}, 0, 10, 1, ErrOrder, "-Inf"},
+		{"too many", nil, []*shardv1.Hit{h("a", 3), h("b", 2), h("c", 1)}, 8, 10, 2, ErrTooMany, "10"},
+		{"doc_id over", nil, []*shardv1.Hit{h("a", 3), h("123456789", 2)}, 0, 10, 1, ErrOverLimit, "max_hit_doc_id_bytes (8)"},
+		{"text over", nil, []*shardv1.Hit{{DocId: "a", Score: 1, Text: strings.Repeat("t", 17)}}, 0, 10, 0, ErrOverLimit, "max_hit_text_bytes (16)"},
+		{"text at the cap", nil, []*shardv1.Hit{{DocId: "a", Score: 1, Text: strings.Repeat("t", 16)}}, 0, 10, 1, nil, ""},
+		{"too many fields", nil, []*shardv1.Hit{{DocId: "a", Score: 1, Fields: map[string]string{"a": "", "b": "", "c": ""}}}, 0, 10, 0, ErrOverLimit, "max_hit_fields (2)"},
+		{"field over", nil, []*shardv1.Hit{{DocId: "a", Score: 1, Fields: map[string]string{"key": "valu"}}}, 0, 10, 0, ErrOverLimit, "max_hit_field_bytes (6)"},
+		{"field at the cap", nil, []*shardv1.Hit{{DocId: "a", Score: 1, Fields: map[string]string{"key": "val"}}}, 0, 10, 1, nil, ""},
 	} {
-		n, err := check(tc.prev, tc.hits, tc.sent, tc.topK)
-		if n != tc.wantN || !errors.Is(err, tc.wantErr) {
-			t.Errorf("%s: got (%d, %v), want (%d, %v)", tc.name, n, err, tc.wantN, tc.wantErr)
+		c := contract{lim: &limits{docID: lim.MaxDocIDBytes, text: lim.MaxTextBytes, fields: lim.MaxFields, fieldBytes: lim.MaxFieldBytes},
+			topK: tc.topK, sent: tc.sent, prev: tc.prev, seen: map[string]struct{}{}}
+		if tc.prev != nil {
+			c.seen[tc.prev.GetDocId()] = struct{}{}
 		}
+		n, cost, err := c.check(tc.hits)
+		if n != tc.wantN || !errors.Is(err, tc.wantErr) || (err != nil && !strings.Contains(err.Error(), tc.wantMsg)) {
+			t.Errorf("%s: got (%d, %v), want (%d, %v mentioning %q)", tc.name, n, err, tc.wantN, tc.wantErr, tc.wantMsg)
+		}
+		var want int64
+		for _, h := range tc.hits[:n] {
+			want += hitCost(h)
+		}
+		if cost != want {
+			t.Errorf("%s: cost %d, want %d (hitCost of the %d hits accepted)", tc.name, cost, want, n)
+		}
+		if c.sent != tc.sent+uint32(n) {
+			t.Errorf("%s: sent %d after the batch, want %d", tc.name, c.sent, tc.sent+uint32(n))
+		}
+	}
+}
+
+// TestCheckQuotesIDsShortly: a violation quotes at most a short prefix of a hostile doc_id.
+func TestCheckQuotesIDsShortly(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("\x00", 3000)
+	c := contract{lim: &limits{docID: 1 << 20, text: 1, fields: 1, fieldBytes: 1}, topK: 10, seen: map[string]struct{}{}}
+	_, _, err := c.check([]*shardv1.Hit{{DocId: "b" + long, Score: 1}, {DocId: "a" + long, Score: 1}})
+	if !errors.Is(err, ErrOrder) || len(err.Error()) > 300 {
+		t.Fatalf("got a %d-byte error %v, want ErrOrder in at most 300 bytes", len(err.Error()), err)
+	}
+}
+
+// TestCheckAllocatesNothingPerHit: checking a batch allocates nothing once the duplicate set has
+// room, whatever the batch's length.
+func TestCheckAllocatesNothingPerHit(t *testing.T) {
+	hits := shardtest.Hits("x", 200, 1)
+	lim := &limits{docID: 512, text: 1 << 14, fields: 32, fieldBytes: 1024}
+	seen := make(map[string]struct{}, 256)
+	allocs := testing.AllocsPerRun(50, func() {
+		clear(seen)
+		c := contract{lim: lim, topK: 1000, seen: seen}
+		if n, _, err := c.check(hits); n != len(hits) || err != nil {
+			t.Fatalf("check: %d, %v", n, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per batch of %d hits, want 0", allocs, len(hits))
 	}
 }
 

@@ -146,11 +146,11 @@ func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
 	// A few hits with long texts: answers of over 1 MB that cost next to nothing to merge, so
 	// that all 60 are queued long before send_timeout even on a loaded machine.
 	big := func(prefix string, seed uint64) shardtest.Behavior {
-		hs := hits(prefix, 2, seed)
+		hs := hits(prefix, 20, seed)
 		for _, h := range hs {
-			h.Text = strings.Repeat("passage text ", 12000) // 156 KB a hit
+			h.Text = strings.Repeat("passage text ", 1200) // 15.6 KB a hit, under max_hit_text_bytes
 		}
-		return shardtest.Behavior{Hits: hs, Batch: 1}
+		return shardtest.Behavior{Hits: hs, Batch: 5}
 	}
 	const (
 		queries     = 60

@@ -66,11 +66,11 @@ func newEnvTB(t testing.TB, o options, behaviors ...shardtest.Behavior) *env {
 	guard := flowguard.New(flowguard.Config{SendTimeout: o.svc.SendTimeout}, e.reg)
 	o.svc.Flow = guard
 	svc := queryv1.QueryService_ServiceDesc.ServiceName
-	srv := grpc.NewServer(append([]grpc.ServerOption{
+	srv := grpc.NewServer(append(append([]grpc.ServerOption{
 		grpc.Creds(guard.Credentials(insecure.NewCredentials())),
 		grpc.ChainUnaryInterceptor(lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(svc)),
 		grpc.ChainStreamInterceptor(lc.StreamServerInterceptor(), adm.StreamServerInterceptor(svc)),
-	}, o.serverOpts...)...)
+	}, o.svc.ServerOptions()...), o.serverOpts...)...)
 	proxy.New(fan, o.svc).Register(srv)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -32,12 +33,28 @@ type Server struct {
 	fan   *fanout.Client
 	names []string
 	cfg   Config
+	// room is what MaxAnswerBytes leaves for hits next to the rest of an answer (summaryBound);
+	// minHit is the size of the smallest hit an answer can hold.
+	room, minHit int
+	masks        *masks // nil unless HideReplicas
 }
 
 // New returns a QueryService answering from the shards of fan. The caller keeps ownership of fan
 // and closes it after the gRPC server has stopped.
 func New(fan *fanout.Client, cfg Config) *Server {
-	return &Server{fan: fan, names: fan.Shards(), cfg: cfg.withDefaults()}
+	s := &Server{fan: fan, names: fan.Shards(), cfg: cfg.withDefaults()}
+	topo := make([]fanout.ShardSpec, len(s.names))
+	shortest := math.MaxInt
+	for i, replicas := range fan.Replicas() {
+		topo[i] = fanout.ShardSpec{Name: s.names[i], Replicas: replicas}
+		shortest = min(shortest, len(s.names[i]))
+	}
+	s.room = s.cfg.Room(topo)
+	s.minHit = hitSize("", 0, strings.Repeat("x", shortest), "", nil) // a doc_id may be empty
+	if s.cfg.HideReplicas {
+		s.masks = newMasks(fan.Replicas())
+	}
+	return s
 }
 
 // Register registers s on r as gather.query.v1.QueryService. Use it instead of
@@ -81,6 +98,9 @@ func (s *Server) search(ctx context.Context, req *queryv1.SearchRequest, stream 
 	oc := outcome{method: "Search", text: req.GetQuery(), topK: req.GetTopK(), start: time.Now()}
 	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
+	if err == nil {
+		err = s.fits(q.topK)
+	}
 	if err != nil {
 		return nil, invalidArgument(err)
 	}
@@ -89,19 +109,26 @@ func (s *Server) search(ctx context.Context, req *queryv1.SearchRequest, stream 
 	if err != nil {
 		return nil, err
 	}
-	resp := &queryv1.SearchResponse{
-		Hits:         out.hits,
-		Coverage:     sum.Coverage,
-		Shards:       sum.Shards,
-		TotalMatches: sum.TotalMatches,
-		Took:         sum.Took,
-	}
+	resp := answer(out.hits, sum)
 	if stream != nil {
 		if err := s.writeAnswer(ctx, stream, resp); err != nil {
 			return nil, err
 		}
 	}
 	return resp, nil
+}
+
+// answer is the SearchResponse of hits and a summary.
+func answer(hits []*queryv1.Hit, sum *queryv1.SearchSummary) *queryv1.SearchResponse {
+	return &queryv1.SearchResponse{
+		Hits:             hits,
+		Coverage:         sum.Coverage,
+		Shards:           sum.Shards,
+		TotalMatches:     sum.TotalMatches,
+		Took:             sum.Took,
+		Truncated:        sum.Truncated,
+		TruncationReason: sum.TruncationReason,
+	}
 }
 
 // writeAnswer sends the one message of a unary answer and waits until the client's connection
@@ -135,6 +162,9 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	oc := outcome{method: "SearchStream", text: req.GetQuery(), topK: req.GetTopK(), start: time.Now()}
 	defer func() { s.observe(ctx, &oc, err) }()
 	q, err := parse(req.GetQuery(), req.GetTopK(), req.GetPartialPolicy(), req.GetShardTimeout(), s.cfg)
+	if err == nil {
+		err = s.fits(q.topK)
+	}
 	if err != nil {
 		return invalidArgument(err)
 	}
@@ -158,34 +188,46 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	return s.sendError(ctx, conn.AwaitWritten(ctx, target))
 }
 
-// sink receives the merged hits in order. flush is called when the merge is about to wait for
-// the network and at the end, so hits that are final are not held back.
+// sink receives the merged hits in order, each with its encoded size (hitSize). flush is called
+// when the merge is about to wait for the network and at the end, so hits that are final are not
+// held back.
 type sink interface {
-	add(h *queryv1.Hit)
+	add(h *queryv1.Hit, size int) error
 	flush() error
 }
 
 type collect struct{ hits []*queryv1.Hit }
 
-func (c *collect) add(h *queryv1.Hit) { c.hits = append(c.hits, h) }
-func (c *collect) flush() error       { return nil }
+func (c *collect) add(h *queryv1.Hit, _ int) error { c.hits = append(c.hits, h); return nil }
+func (c *collect) flush() error                    { return nil }
 
-// streamer sends batches of final hits. The pending batch is at most top_k hits.
+// streamer sends batches of final hits. The pending batch is at most top_k hits and, unless it
+// is a single hit, at most maxStreamMessageBytes.
 type streamer struct {
 	ctx   context.Context
 	snd   *lifecycle.Sender
 	conn  *flowguard.Conn // nil without a flow guard
 	batch []*queryv1.Hit
+	bytes int // the encoded size of batch
 }
 
-func (s *streamer) add(h *queryv1.Hit) { s.batch = append(s.batch, h) }
+func (s *streamer) add(h *queryv1.Hit, size int) error {
+	if s.bytes > 0 && s.bytes+size > maxStreamMessageBytes {
+		if err := s.flush(); err != nil {
+			return err
+		}
+	}
+	s.batch = append(s.batch, h)
+	s.bytes += size
+	return nil
+}
 
 func (s *streamer) flush() error {
 	if len(s.batch) == 0 {
 		return nil
 	}
 	err := s.snd.Send(s.ctx, &queryv1.SearchStreamResponse{Hits: s.batch})
-	s.batch = nil // the message owns the slice now
+	s.batch, s.bytes = nil, 0 // the message owns the slice now
 	return s.conn.SendError(err)
 }
 
@@ -194,7 +236,9 @@ func (s *streamer) flush() error {
 const slabHits = 128
 
 // run fans q out, merges into out and returns the summary, or the gRPC status error that ends
-// the RPC. Every shard call is over and its goroutine joined when run returns.
+// the RPC. Every shard call is over and its goroutine joined when run returns. The hits given to
+// out take at most s.room bytes encoded: the merge stops before a hit that would not fit, stops
+// the shard calls and marks the summary truncated.
 func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*queryv1.SearchSummary, error) {
 	start := time.Now()
 	call := s.fan.Start(ctx, fanout.Request{Query: q.text, TopK: q.topK, ShardTimeout: q.shardTimeout})
@@ -207,8 +251,10 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 	}
 	tree := merge.New(fanout.Less, seqs...)
 	var (
-		n    uint32
-		slab []queryv1.Hit // the answer's hits are carved from it: an allocation per slab, not per hit
+		n         uint32
+		used      int           // encoded bytes of the hits so far
+		truncated bool          // the next hit did not fit
+		slab      []queryv1.Hit // the answer's hits are carved from it: an allocation per slab, not per hit
 	)
 	for n < q.topK {
 		if q.requireFull && call.Failed() > 0 {
@@ -222,28 +268,47 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 		if !tree.Next() {
 			break
 		}
+		h := tree.At()
+		size := hitSize(h.GetDocId(), h.GetScore(), s.names[h.Shard], h.GetText(), h.GetFields())
+		if used+size > s.room {
+			truncated = true
+			break
+		}
+		used += size
 		if len(slab) == 0 {
 			slab = make([]queryv1.Hit, min(q.topK-n, max(n, slabHits)))
 		}
-		h, hit := tree.At(), &slab[0]
+		hit := &slab[0]
 		slab = slab[1:]
 		hit.DocId, hit.Score, hit.Shard = h.GetDocId(), h.GetScore(), s.names[h.Shard]
 		hit.Text, hit.Fields = h.GetText(), h.GetFields() // shared with the shard's message, read-only
-		out.add(hit)
+		if err := out.add(hit, size); err != nil {
+			return nil, s.sendError(ctx, err)
+		}
 		n++
 	}
 	oc.hits = n
-	if n == q.topK {
+	if n == q.topK || truncated {
 		call.Stop()
 	}
 	results := call.Close()
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
-	sum := summarize(results)
+	sum := summarize(results, s.masks)
 	sum.Took = durationpb.New(time.Since(start))
-	if missing := sum.Coverage.ShardsTotal - sum.Coverage.ShardsSucceeded; sum.Coverage.ShardsSucceeded == 0 ||
-		(q.requireFull && missing > 0) {
+	if truncated {
+		sum.Truncated, sum.TruncationReason = true, truncationReason(n, s.cfg.MaxAnswerBytes)
+	}
+	// A shard cut by the query's hit budget did answer, in part: it does not make the query fail
+	// unless full coverage was required.
+	answered := sum.Coverage.ShardsSucceeded
+	for _, r := range results {
+		if r.Status == fanout.StatusResourceExhausted {
+			answered++
+		}
+	}
+	if missing := sum.Coverage.ShardsTotal - sum.Coverage.ShardsSucceeded; answered == 0 || (q.requireFull && missing > 0) {
 		return nil, unavailable(missing, sum)
 	}
 	if err := out.flush(); err != nil {
@@ -291,8 +356,10 @@ func (s *Server) sendError(ctx context.Context, err error) error {
 	return status.Error(codes.Unavailable, err.Error())
 }
 
-// summarize builds the coverage and per-shard results.
-func summarize(results []fanout.Result) *queryv1.SearchSummary {
+// summarize builds the coverage and per-shard results. The totals are those of the shards that
+// answered (StatusOK), summed without wrapping around. With masks, replica addresses are
+// replaced by their ordinals.
+func summarize(results []fanout.Result, masks *masks) *queryv1.SearchSummary {
 	sum := &queryv1.SearchSummary{
 		Coverage: &queryv1.Coverage{ShardsTotal: uint32(len(results))},
 		Shards:   make([]*queryv1.ShardResult, len(results)),
@@ -306,13 +373,16 @@ func summarize(results []fanout.Result) *queryv1.SearchSummary {
 		sr.Shard, sr.Status, sr.Replica, sr.Hits = r.Shard, shardStatus(r.Status), r.Replica, uint32(r.Hits)
 		sr.Latency, sr.StoppedEarly, sr.TotalMatches = lat, r.StoppedEarly, r.TotalMatches
 		if r.Err != nil {
-			sr.Error = r.Err.Error()
+			sr.Error = r.Err.Error() // made safe by fanout (CleanText)
+		}
+		if masks != nil {
+			sr.Replica, sr.Error = masks.hide(i, r.ReplicaIndex, sr.Error)
 		}
 		sum.Shards[i] = sr
-		sum.TotalMatches += r.TotalMatches
 		if r.Status == fanout.StatusOK {
 			sum.Coverage.ShardsSucceeded++
-			sum.Coverage.DocumentsSearched += r.Documents
+			sum.TotalMatches = satAdd(sum.TotalMatches, r.TotalMatches)
+			sum.Coverage.DocumentsSearched = satAdd(sum.Coverage.DocumentsSearched, r.Documents)
 		}
 	}
 	sum.Coverage.Degraded = sum.Coverage.ShardsSucceeded < sum.Coverage.ShardsTotal
@@ -340,6 +410,8 @@ func shardStatus(s fanout.Status) queryv1.ShardStatus {
 		return queryv1.ShardStatus_SHARD_STATUS_FAILED
 	case fanout.StatusProtocolViolation:
 		return queryv1.ShardStatus_SHARD_STATUS_PROTOCOL_VIOLATION
+	case fanout.StatusResourceExhausted:
+		return queryv1.ShardStatus_SHARD_STATUS_RESOURCE_EXHAUSTED
 	}
 	return queryv1.ShardStatus_SHARD_STATUS_UNSPECIFIED
 }
@@ -374,4 +446,13 @@ func unavailable(missing uint32, sum *queryv1.SearchSummary) error {
 		st = withDetails
 	}
 	return st.Err()
+}
+
+// satAdd adds without wrapping around: a sum that would overflow is math.MaxUint64. Shards
+// report their own counts, and a broken one must not make the total small.
+func satAdd(a, b uint64) uint64 {
+	if s := a + b; s >= a {
+		return s
+	}
+	return math.MaxUint64
 }

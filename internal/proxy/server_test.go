@@ -37,6 +37,12 @@ type cluster struct {
 
 func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior) *cluster {
 	t.Helper()
+	return newClusterWith(t, cfg, proxy.Config{MaxTopK: 500}, behaviors...)
+}
+
+// newClusterWith is newCluster with the service's configuration, served with its ServerOptions.
+func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behaviors ...shardtest.Behavior) *cluster {
+	t.Helper()
 	c := &cluster{}
 	var topo []fanout.ShardSpec
 	for i, b := range behaviors {
@@ -52,8 +58,8 @@ func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
-	proxy.New(fan, proxy.Config{MaxTopK: 500}).Register(srv)
+	srv := grpc.NewServer(pcfg.ServerOptions()...)
+	proxy.New(fan, pcfg).Register(srv)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -336,7 +342,8 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	nan[2] = &shardv1.Hit{DocId: "nan-x", Score: math.NaN()}
 	c := newCluster(t, fanout.Config{},
 		shardtest.Behavior{Hits: h[0]}, shardtest.Behavior{Hits: bad, Batch: 4},
-		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true}, shardtest.Behavior{Hits: nan}, shardtest.Behavior{Hits: h[1]})
+		// in batches: a single message of more than top_k hits is refused whole, before decoding
+		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true, Batch: 5}, shardtest.Behavior{Hits: nan}, shardtest.Behavior{Hits: h[1]})
 	resp, err := c.client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 15})
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +490,9 @@ func TestSearchNoShardAnswers(t *testing.T) {
 func TestSearchInvalidArgument(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, fanout.Config{}, shardtest.Behavior{})
-	long := make([]byte, 2000)
+	// Over max_query_bytes (1024) but not over the largest valid request: refused by validation,
+	// not by the transport (TestSearchRefusesOversizedRequest).
+	long := make([]byte, 1030)
 	for i := range long {
 		long[i] = 'a'
 	}
@@ -496,7 +505,7 @@ func TestSearchInvalidArgument(t *testing.T) {
 		{"blank query", &queryv1.SearchRequest{Query: " \t", TopK: 10}, "query is empty"},
 		{"top_k 0", &queryv1.SearchRequest{Query: "q"}, "top_k is 0"},
 		{"top_k too big", &queryv1.SearchRequest{Query: "q", TopK: 501}, "over the limit of 500"},
-		{"query too long", &queryv1.SearchRequest{Query: string(long), TopK: 1}, "2000 bytes"},
+		{"query too long", &queryv1.SearchRequest{Query: string(long), TopK: 1}, "1030 bytes"},
 		{"negative timeout", &queryv1.SearchRequest{Query: "q", TopK: 1, ShardTimeout: durationpb.New(-time.Second)}, "negative"},
 		{"bad policy", &queryv1.SearchRequest{Query: "q", TopK: 1, PartialPolicy: 9}, "partial_policy"},
 	} {

@@ -29,6 +29,16 @@ type Config struct {
 	// wrap the server's): answers are held until written, and a client that makes no room for
 	// one within SendTimeout loses its connection (see Register and package flowguard).
 	Flow *flowguard.Guard
+	// MaxAnswerBytes bounds what a query sends back: the encoded SearchResponse, or the hits of a
+	// whole SearchStream plus its summary. The merge stops before the hit that would take the
+	// answer over it, and the answer says so (truncated, truncation_reason); a top_k that could
+	// never fit is refused (INVALID_ARGUMENT). ServerOptions sets the server's send limit to it.
+	// Default 4 MiB, the default receive limit of gRPC clients.
+	MaxAnswerBytes int
+	// HideReplicas puts a replica's ordinal in its shard's list ("replica 1") in place of its
+	// address, in answers and error details: ShardResult.replica, and its address in the shard's
+	// error text (IP literals in it are masked too). Logs and spans keep the address.
+	HideReplicas bool
 	// Metrics, when set, records the service's own metrics (NewMetrics).
 	Metrics *Metrics
 	// Logger, when set, gets one access-log line per query: method, trace id, a hash of the
@@ -47,8 +57,15 @@ func (c Config) withDefaults() Config {
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 5 * time.Second
 	}
+	if c.MaxAnswerBytes <= 0 {
+		c.MaxAnswerBytes = DefaultMaxAnswerBytes
+	}
 	return c
 }
+
+// DefaultMaxAnswerBytes is the default of Config.MaxAnswerBytes: grpc-go's, and most gRPC
+// clients', default receive limit.
+const DefaultMaxAnswerBytes = 4 << 20
 
 // ErrInvalid is wrapped by every validation error; the service answers it with INVALID_ARGUMENT.
 var ErrInvalid = errors.New("invalid request")

@@ -3,6 +3,7 @@
 package shardtest
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,27 @@ type Behavior struct {
 	IgnoreTopK bool
 	// TotalMatches and Documents are sent on the first message (defaults: len(Hits) and 1000).
 	TotalMatches, Documents uint64
+	// Script, when set, replaces Hits, Batch, BatchDelay, IgnoreTopK and the counts: its messages
+	// are sent exactly as given, each after its pause, so a test can send what no honest shard
+	// would (oversized or empty messages, bad scores, repeated ids). Delay, Hang, HangAfter and
+	// Err apply as usual.
+	Script []Step
+}
+
+// Step is one message of a Behavior's Script, sent after Pause.
+type Step struct {
+	Pause time.Duration
+	Msg   *shardv1.SearchResponse
+}
+
+// Drip returns a script that sends first, then n messages without hits, pause apart: a shard
+// that keeps talking without making progress.
+func Drip(first *shardv1.SearchResponse, n int, pause time.Duration) []Step {
+	steps := []Step{{Msg: first}}
+	for range n {
+		steps = append(steps, Step{Pause: pause, Msg: &shardv1.SearchResponse{}})
+	}
+	return steps
 }
 
 // Shard is a fake ShardService listening on 127.0.0.1. Its counters let tests see what the proxy
@@ -56,6 +78,7 @@ type Shard struct {
 	started   atomic.Int64 // calls begun
 	active    atomic.Int64 // calls running now
 	cancelled atomic.Int64 // calls that ended because the client cancelled
+	sent      atomic.Int64 // messages sent
 	lastEnd   atomic.Int64 // when the last call ended, in Unix nanoseconds
 }
 
@@ -117,6 +140,10 @@ func (s *Shard) Started() int64   { return s.started.Load() }
 func (s *Shard) Active() int64    { return s.active.Load() }
 func (s *Shard) Cancelled() int64 { return s.cancelled.Load() }
 
+// Sent counts the messages sent, in all calls: those that grpc-go took for sending, which it
+// does only while the client's flow-control window has room.
+func (s *Shard) Sent() int64 { return s.sent.Load() }
+
 // LastEnd is when the last call ended (the zero time before any did).
 func (s *Shard) LastEnd() time.Time {
 	if n := s.lastEnd.Load(); n != 0 {
@@ -172,6 +199,9 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 	if err := shardsvc.Wait(ctx, b.Delay); err != nil {
 		return err
 	}
+	if b.Script != nil {
+		return b.play(ctx, stream, &s.sent)
+	}
 	sent := 0
 	for first := true; first || len(hits) > 0; first = false {
 		if b.Hang && sent == b.HangAfter {
@@ -191,10 +221,33 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 		if err := stream.Send(msg); err != nil {
 			return err
 		}
+		s.sent.Add(1)
 		sent++
 		hits = hits[n:]
 	}
 	if b.Hang && sent == b.HangAfter {
+		<-ctx.Done()
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return b.Err
+}
+
+// play sends b.Script.
+func (b Behavior) play(ctx context.Context, stream shardv1.ShardService_SearchServer, sent *atomic.Int64) error {
+	for i, step := range b.Script {
+		if b.Hang && i == b.HangAfter {
+			<-ctx.Done()
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		if err := shardsvc.Wait(ctx, step.Pause); err != nil {
+			return err
+		}
+		if err := stream.Send(step.Msg); err != nil {
+			return err
+		}
+		sent.Add(1)
+	}
+	if b.Hang && len(b.Script) == b.HangAfter {
 		<-ctx.Done()
 		return status.FromContextError(ctx.Err()).Err()
 	}

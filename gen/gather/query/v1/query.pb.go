@@ -94,9 +94,13 @@ const (
 	ShardStatus_SHARD_STATUS_CANCELED ShardStatus = 4
 	// The shard answered with an error.
 	ShardStatus_SHARD_STATUS_FAILED ShardStatus = 5
-	// The shard broke the ordering contract of gather.shard.v1.ShardService.Search; hits after the
-	// violation were dropped.
+	// The shard broke the contract of gather.shard.v1.ShardService.Search (ordering, finite
+	// scores, unique doc_ids, at most top_k hits) or one of the proxy's size limits on shard
+	// messages and hits; hits from the violation on were dropped.
 	ShardStatus_SHARD_STATUS_PROTOCOL_VIOLATION ShardStatus = 6
+	// The proxy's memory budget for the hits of one query (max_query_hit_bytes, over all shards)
+	// ran out while this shard was sending; the hits received before are kept.
+	ShardStatus_SHARD_STATUS_RESOURCE_EXHAUSTED ShardStatus = 7
 )
 
 // Enum value maps for ShardStatus.
@@ -109,6 +113,7 @@ var (
 		4: "SHARD_STATUS_CANCELED",
 		5: "SHARD_STATUS_FAILED",
 		6: "SHARD_STATUS_PROTOCOL_VIOLATION",
+		7: "SHARD_STATUS_RESOURCE_EXHAUSTED",
 	}
 	ShardStatus_value = map[string]int32{
 		"SHARD_STATUS_UNSPECIFIED":        0,
@@ -118,6 +123,7 @@ var (
 		"SHARD_STATUS_CANCELED":           4,
 		"SHARD_STATUS_FAILED":             5,
 		"SHARD_STATUS_PROTOCOL_VIOLATION": 6,
+		"SHARD_STATUS_RESOURCE_EXHAUSTED": 7,
 	}
 )
 
@@ -237,9 +243,15 @@ type SearchResponse struct {
 	// The sum of the answering shards' match counts: how many documents matched in all.
 	TotalMatches uint64 `protobuf:"varint,4,opt,name=total_matches,json=totalMatches,proto3" json:"total_matches,omitempty"`
 	// How long the proxy took, from receiving the request to the merged answer.
-	Took          *durationpb.Duration `protobuf:"bytes,5,opt,name=took,proto3" json:"took,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Took *durationpb.Duration `protobuf:"bytes,5,opt,name=took,proto3" json:"took,omitempty"`
+	// True when the answer holds fewer hits than the shards could have given because the next hit
+	// would have taken the encoded answer over the proxy's max_answer_bytes. The hits returned are
+	// still the best ones, in order; ask for a smaller top_k to get a complete answer.
+	Truncated bool `protobuf:"varint,6,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Why the answer was cut, naming the limit and its value; empty unless truncated.
+	TruncationReason string `protobuf:"bytes,7,opt,name=truncation_reason,json=truncationReason,proto3" json:"truncation_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SearchResponse) Reset() {
@@ -305,6 +317,20 @@ func (x *SearchResponse) GetTook() *durationpb.Duration {
 		return x.Took
 	}
 	return nil
+}
+
+func (x *SearchResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *SearchResponse) GetTruncationReason() string {
+	if x != nil {
+		return x.TruncationReason
+	}
+	return ""
 }
 
 // SearchStreamRequest is a query whose hits are streamed back as they become final.
@@ -446,9 +472,15 @@ type SearchSummary struct {
 	// The sum of the answering shards' match counts.
 	TotalMatches uint64 `protobuf:"varint,3,opt,name=total_matches,json=totalMatches,proto3" json:"total_matches,omitempty"`
 	// How long the proxy took, from receiving the request to the last hit.
-	Took          *durationpb.Duration `protobuf:"bytes,4,opt,name=took,proto3" json:"took,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Took *durationpb.Duration `protobuf:"bytes,4,opt,name=took,proto3" json:"took,omitempty"`
+	// True when the stream carries fewer hits than the shards could have given because the next hit
+	// would have taken the stream's hits over the proxy's max_answer_bytes, as in
+	// SearchResponse.truncated.
+	Truncated bool `protobuf:"varint,5,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	// Why the stream was cut, naming the limit and its value; empty unless truncated.
+	TruncationReason string `protobuf:"bytes,6,opt,name=truncation_reason,json=truncationReason,proto3" json:"truncation_reason,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SearchSummary) Reset() {
@@ -507,6 +539,20 @@ func (x *SearchSummary) GetTook() *durationpb.Duration {
 		return x.Took
 	}
 	return nil
+}
+
+func (x *SearchSummary) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *SearchSummary) GetTruncationReason() string {
+	if x != nil {
+		return x.TruncationReason
+	}
+	return ""
 }
 
 // Hit is one document of the merged answer.
@@ -672,16 +718,18 @@ type ShardResult struct {
 	Shard string `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	// How the shard's call ended.
 	Status ShardStatus `protobuf:"varint,2,opt,name=status,proto3,enum=gather.query.v1.ShardStatus" json:"status,omitempty"`
-	// The address of the replica that answered (or was last tried).
+	// The address of the replica that answered (or was last tried), or its ordinal in the shard's
+	// configured replica list ("replica 1") when the proxy does not expose replica addresses.
 	Replica string `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
 	// How many hits the proxy received from the shard (not how many made the global top_k).
 	Hits uint32 `protobuf:"varint,4,opt,name=hits,proto3" json:"hits,omitempty"`
 	// From sending the request to the end of the shard's stream.
 	Latency *durationpb.Duration `protobuf:"bytes,5,opt,name=latency,proto3" json:"latency,omitempty"`
-	// What went wrong, for any status but OK; empty otherwise.
+	// What went wrong, for any status but OK; empty otherwise. Text that came from the shard is cut
+	// to 256 bytes (marked "...[truncated]"), with control characters and invalid UTF-8 replaced.
 	Error string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
 	// True when the proxy stopped reading the shard's stream because the global top_k was already
-	// complete.
+	// complete, or the answer was full (see SearchResponse.truncated).
 	StoppedEarly bool `protobuf:"varint,7,opt,name=stopped_early,json=stoppedEarly,proto3" json:"stopped_early,omitempty"`
 	// How many documents matched on this shard.
 	TotalMatches  uint64 `protobuf:"varint,8,opt,name=total_matches,json=totalMatches,proto3" json:"total_matches,omitempty"`
@@ -784,13 +832,15 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x13\n" +
 	"\x05top_k\x18\x02 \x01(\rR\x04topK\x12E\n" +
 	"\x0epartial_policy\x18\x03 \x01(\x0e2\x1e.gather.query.v1.PartialPolicyR\rpartialPolicy\x12>\n" +
-	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fshardTimeout\"\xfb\x01\n" +
+	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fshardTimeout\"\xc6\x02\n" +
 	"\x0eSearchResponse\x12(\n" +
 	"\x04hits\x18\x01 \x03(\v2\x14.gather.query.v1.HitR\x04hits\x125\n" +
 	"\bcoverage\x18\x02 \x01(\v2\x19.gather.query.v1.CoverageR\bcoverage\x124\n" +
 	"\x06shards\x18\x03 \x03(\v2\x1c.gather.query.v1.ShardResultR\x06shards\x12#\n" +
 	"\rtotal_matches\x18\x04 \x01(\x04R\ftotalMatches\x12-\n" +
-	"\x04took\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04took\"\xc7\x01\n" +
+	"\x04took\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04took\x12\x1c\n" +
+	"\ttruncated\x18\x06 \x01(\bR\ttruncated\x12+\n" +
+	"\x11truncation_reason\x18\a \x01(\tR\x10truncationReason\"\xc7\x01\n" +
 	"\x13SearchStreamRequest\x12\x14\n" +
 	"\x05query\x18\x01 \x01(\tR\x05query\x12\x13\n" +
 	"\x05top_k\x18\x02 \x01(\rR\x04topK\x12E\n" +
@@ -798,12 +848,14 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fshardTimeout\"z\n" +
 	"\x14SearchStreamResponse\x12(\n" +
 	"\x04hits\x18\x01 \x03(\v2\x14.gather.query.v1.HitR\x04hits\x128\n" +
-	"\asummary\x18\x02 \x01(\v2\x1e.gather.query.v1.SearchSummaryR\asummary\"\xd0\x01\n" +
+	"\asummary\x18\x02 \x01(\v2\x1e.gather.query.v1.SearchSummaryR\asummary\"\x9b\x02\n" +
 	"\rSearchSummary\x125\n" +
 	"\bcoverage\x18\x01 \x01(\v2\x19.gather.query.v1.CoverageR\bcoverage\x124\n" +
 	"\x06shards\x18\x02 \x03(\v2\x1c.gather.query.v1.ShardResultR\x06shards\x12#\n" +
 	"\rtotal_matches\x18\x03 \x01(\x04R\ftotalMatches\x12-\n" +
-	"\x04took\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04took\"\xd1\x01\n" +
+	"\x04took\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04took\x12\x1c\n" +
+	"\ttruncated\x18\x05 \x01(\bR\ttruncated\x12+\n" +
+	"\x11truncation_reason\x18\x06 \x01(\tR\x10truncationReason\"\xd1\x01\n" +
 	"\x03Hit\x12\x15\n" +
 	"\x06doc_id\x18\x01 \x01(\tR\x05docId\x12\x14\n" +
 	"\x05score\x18\x02 \x01(\x01R\x05score\x12\x14\n" +
@@ -830,7 +882,7 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\rPartialPolicy\x12\x1e\n" +
 	"\x1aPARTIAL_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PARTIAL_POLICY_ALLOW\x10\x01\x12\x1f\n" +
-	"\x1bPARTIAL_POLICY_REQUIRE_FULL\x10\x02*\xdb\x01\n" +
+	"\x1bPARTIAL_POLICY_REQUIRE_FULL\x10\x02*\x80\x02\n" +
 	"\vShardStatus\x12\x1c\n" +
 	"\x18SHARD_STATUS_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSHARD_STATUS_OK\x10\x01\x12\"\n" +
@@ -838,7 +890,8 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\x18SHARD_STATUS_UNAVAILABLE\x10\x03\x12\x19\n" +
 	"\x15SHARD_STATUS_CANCELED\x10\x04\x12\x17\n" +
 	"\x13SHARD_STATUS_FAILED\x10\x05\x12#\n" +
-	"\x1fSHARD_STATUS_PROTOCOL_VIOLATION\x10\x062\xb8\x01\n" +
+	"\x1fSHARD_STATUS_PROTOCOL_VIOLATION\x10\x06\x12#\n" +
+	"\x1fSHARD_STATUS_RESOURCE_EXHAUSTED\x10\a2\xb8\x01\n" +
 	"\fQueryService\x12I\n" +
 	"\x06Search\x12\x1e.gather.query.v1.SearchRequest\x1a\x1f.gather.query.v1.SearchResponse\x12]\n" +
 	"\fSearchStream\x12$.gather.query.v1.SearchStreamRequest\x1a%.gather.query.v1.SearchStreamResponse0\x01B\xba\x01\n" +

@@ -36,9 +36,15 @@ type QueryServiceClient interface {
 	//
 	// Shards that fail or are too slow are reported in `shards` and counted in `coverage`; with the
 	// default partial policy the answer still succeeds with what the healthy shards returned.
-	// Errors: INVALID_ARGUMENT for a bad request; UNAVAILABLE (with one ShardResult per shard as
-	// error details) when no shard answered, or when REQUIRE_FULL was asked and a shard is missing;
-	// DEADLINE_EXCEEDED or CANCELED when the caller's own deadline passed or it cancelled.
+	// Errors: INVALID_ARGUMENT for a bad request, including a top_k whose hits could never fit in
+	// the proxy's answer size limit; UNAVAILABLE (with one ShardResult per shard as error details)
+	// when no shard answered, or when REQUIRE_FULL was asked and a shard is missing;
+	// DEADLINE_EXCEEDED or CANCELED when the caller's own deadline passed or it cancelled;
+	// RESOURCE_EXHAUSTED for a request larger than the largest valid one.
+	//
+	// Size: the answer never exceeds the proxy's max_answer_bytes (default 4 MiB, the default
+	// receive limit of gRPC clients). When the next hit would take it over, the merge stops there
+	// and the answer says so (truncated, truncation_reason).
 	//
 	// Cancellation: when the caller cancels or its deadline passes, every shard call of the query is
 	// cancelled.
@@ -48,6 +54,10 @@ type QueryServiceClient interface {
 	// once, followed by one last message that carries only the summary (coverage and per-shard
 	// results). Errors are those of Search; under REQUIRE_FULL a missing shard ends the stream with
 	// UNAVAILABLE, possibly after some hits were sent.
+	//
+	// Size: each message carries at most 64 KiB of hits (a single larger hit travels alone), and
+	// the hits of the whole stream are bounded as the hits of a Search answer are; a cut stream
+	// says so in its summary.
 	SearchStream(ctx context.Context, in *SearchStreamRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SearchStreamResponse], error)
 }
 
@@ -101,9 +111,15 @@ type QueryServiceServer interface {
 	//
 	// Shards that fail or are too slow are reported in `shards` and counted in `coverage`; with the
 	// default partial policy the answer still succeeds with what the healthy shards returned.
-	// Errors: INVALID_ARGUMENT for a bad request; UNAVAILABLE (with one ShardResult per shard as
-	// error details) when no shard answered, or when REQUIRE_FULL was asked and a shard is missing;
-	// DEADLINE_EXCEEDED or CANCELED when the caller's own deadline passed or it cancelled.
+	// Errors: INVALID_ARGUMENT for a bad request, including a top_k whose hits could never fit in
+	// the proxy's answer size limit; UNAVAILABLE (with one ShardResult per shard as error details)
+	// when no shard answered, or when REQUIRE_FULL was asked and a shard is missing;
+	// DEADLINE_EXCEEDED or CANCELED when the caller's own deadline passed or it cancelled;
+	// RESOURCE_EXHAUSTED for a request larger than the largest valid one.
+	//
+	// Size: the answer never exceeds the proxy's max_answer_bytes (default 4 MiB, the default
+	// receive limit of gRPC clients). When the next hit would take it over, the merge stops there
+	// and the answer says so (truncated, truncation_reason).
 	//
 	// Cancellation: when the caller cancels or its deadline passes, every shard call of the query is
 	// cancelled.
@@ -113,6 +129,10 @@ type QueryServiceServer interface {
 	// once, followed by one last message that carries only the summary (coverage and per-shard
 	// results). Errors are those of Search; under REQUIRE_FULL a missing shard ends the stream with
 	// UNAVAILABLE, possibly after some hits were sent.
+	//
+	// Size: each message carries at most 64 KiB of hits (a single larger hit travels alone), and
+	// the hits of the whole stream are bounded as the hits of a Search answer are; a cut stream
+	// says so in its summary.
 	SearchStream(*SearchStreamRequest, grpc.ServerStreamingServer[SearchStreamResponse]) error
 	mustEmbedUnimplementedQueryServiceServer()
 }

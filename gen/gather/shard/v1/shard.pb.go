@@ -147,7 +147,7 @@ type Hit struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The document's unique id; the tie-breaker of the ordering contract.
 	DocId string `protobuf:"bytes,1,opt,name=doc_id,json=docId,proto3" json:"doc_id,omitempty"`
-	// The relevance score; higher is better. Never NaN.
+	// The relevance score; higher is better. Finite: never NaN or infinite.
 	Score float64 `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
 	// The document's text (for the reference corpus: one passage of an address).
 	Text string `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`

@@ -32,11 +32,17 @@ type ShardServiceClient interface {
 	// Search streams this shard's best hits for a query.
 	//
 	// Ordering contract: over the whole stream, hits arrive in descending score order, ties broken
-	// by ascending doc_id (byte-wise), with no doc_id repeated, and at most top_k hits in all. Hits
-	// are sent in batches: a message may carry any number of hits, and the first message also
-	// carries the match and document counts. The proxy checks this contract on every hit; a shard
-	// that breaks it (a higher score after a lower one, an out-of-order tie, a NaN score, more than
-	// top_k hits) is reported as failed, and no hit after the violation is merged.
+	// by ascending doc_id (byte-wise), with no doc_id repeated, scores finite, and at most top_k hits
+	// in all. Hits are sent in batches: a message may carry any number of hits, and the first
+	// message also carries the match and document counts. The proxy checks this contract on every
+	// hit; a shard that breaks it (a higher score after a lower one, an out-of-order tie, a NaN or
+	// infinite score, a repeated doc_id, more than top_k hits) is reported as failed, and no hit
+	// after the violation is merged.
+	//
+	// Size limits: the proxy also refuses, as a violation, a message over its receive limit (1 MiB
+	// by default; pack messages by bytes well under it) and a hit over its per-hit caps (by
+	// default: doc_id 512 bytes, text 16 KiB, 32 fields of at most 1 KiB each, key plus value).
+	// A message without hits is not progress: it does not reset the proxy's idle timer.
 	//
 	// Cancellation: the proxy cancels the call as soon as it has the hits it needs or its deadline
 	// passes; a shard should stop work when its stream context ends.
@@ -80,11 +86,17 @@ type ShardServiceServer interface {
 	// Search streams this shard's best hits for a query.
 	//
 	// Ordering contract: over the whole stream, hits arrive in descending score order, ties broken
-	// by ascending doc_id (byte-wise), with no doc_id repeated, and at most top_k hits in all. Hits
-	// are sent in batches: a message may carry any number of hits, and the first message also
-	// carries the match and document counts. The proxy checks this contract on every hit; a shard
-	// that breaks it (a higher score after a lower one, an out-of-order tie, a NaN score, more than
-	// top_k hits) is reported as failed, and no hit after the violation is merged.
+	// by ascending doc_id (byte-wise), with no doc_id repeated, scores finite, and at most top_k hits
+	// in all. Hits are sent in batches: a message may carry any number of hits, and the first
+	// message also carries the match and document counts. The proxy checks this contract on every
+	// hit; a shard that breaks it (a higher score after a lower one, an out-of-order tie, a NaN or
+	// infinite score, a repeated doc_id, more than top_k hits) is reported as failed, and no hit
+	// after the violation is merged.
+	//
+	// Size limits: the proxy also refuses, as a violation, a message over its receive limit (1 MiB
+	// by default; pack messages by bytes well under it) and a hit over its per-hit caps (by
+	// default: doc_id 512 bytes, text 16 KiB, 32 fields of at most 1 KiB each, key plus value).
+	// A message without hits is not progress: it does not reset the proxy's idle timer.
 	//
 	// Cancellation: the proxy cancels the call as soon as it has the hits it needs or its deadline
 	// passes; a shard should stop work when its stream context ends.
