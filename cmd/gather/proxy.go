@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -83,7 +84,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.IdleTimeout = *idleTimeout
 	}
 	if *maxTopK != 0 {
-		cfg.MaxTopK = uint32(*maxTopK)
+		cfg.MaxTopK = uint32(min(*maxTopK, math.MaxUint32)) // saturated, so Validate rejects it rather than a wrapped value
 	}
 	if *sendTimeout != 0 {
 		cfg.SendTimeout = *sendTimeout

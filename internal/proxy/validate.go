@@ -10,13 +10,16 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/bounds"
 )
 
 // Config holds the service's tunables. The zero value of a field means its default.
 type Config struct {
-	// MaxTopK is the largest top_k accepted. Default 1000.
+	// MaxTopK is the largest top_k accepted. Default bounds.DefaultMaxTopK (1000), as on the
+	// shards.
 	MaxTopK uint32
-	// MaxQueryBytes is the longest query accepted, in bytes. Default 1024.
+	// MaxQueryBytes is the longest query accepted, in bytes. Default bounds.DefaultMaxQueryBytes
+	// (1024), as on the shards.
 	MaxQueryBytes int
 	// SendTimeout is how long a SearchStream message may wait for the client to make room for
 	// it (HTTP/2 flow control) before the stream is ended with RESOURCE_EXHAUSTED. A client that
@@ -32,10 +35,10 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.MaxTopK == 0 {
-		c.MaxTopK = 1000
+		c.MaxTopK = bounds.DefaultMaxTopK
 	}
 	if c.MaxQueryBytes <= 0 {
-		c.MaxQueryBytes = 1024
+		c.MaxQueryBytes = bounds.DefaultMaxQueryBytes
 	}
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 5 * time.Second
