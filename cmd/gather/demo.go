@@ -27,6 +27,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	keepaliveTime := fs.Duration("keepalive-time", 0, "the proxy pings a QS connection silent for this long (default 10s, at least 1s)")
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")
+	cf := addCorpusFlags(fs)
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -41,7 +42,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	src := corpusSource(*corpusFile)
+	src := cf.source(*corpusFile)
 	start := time.Now()
 
 	// Open (or build) every partition's index at once.

@@ -25,6 +25,9 @@ var (
 	// ErrCorpusChanged is returned by Open when the corpus bytes changed
 	// while it was building the index.
 	ErrCorpusChanged = errors.New("the corpus changed while the index was being built")
+	// ErrPassageTooLarge is returned by Open for a corpus with a passage
+	// that would not fit in one shard message (shardsvc.MaxMessageBytes).
+	ErrPassageTooLarge = errors.New("passage too large to serve")
 	// ErrBlankQuery is returned by Search for a query with no words.
 	ErrBlankQuery = errors.New("the query is blank")
 	// ErrInvalidTopK is returned by Search for a topK below 1.
