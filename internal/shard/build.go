@@ -70,6 +70,9 @@ func build(ctx context.Context, dir string, src corpus.Source, part corpus.Parti
 	}
 
 	m := want
+	if m.Files, err = sumFiles(tmp); err != nil {
+		return fmt.Errorf("checksumming the new index: %w", err)
+	}
 	m.Documents = uint64(total)
 	m.CorpusName = src.Name()
 	m.BuiltAt = time.Now().UTC().Truncate(time.Second)
