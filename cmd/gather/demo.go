@@ -42,6 +42,17 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	cfg := config.Defaults()
+	cfg.Listen, cfg.Admin = *listen, *admin
+	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
+	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
+	// Check the flags now rather than after building the indexes; the shards' addresses, known
+	// only once they listen, are checked with the rest below.
+	early := cfg
+	early.Shards = []config.Shard{{Name: "shard-0", Replicas: []string{"127.0.0.1:1"}}}
+	if err := early.Validate(); err != nil {
+		return fmt.Errorf("demo config:\n%w", err)
+	}
 	src := cf.source(*corpusFile)
 	start := time.Now()
 
@@ -70,10 +81,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	cfg := config.Defaults()
-	cfg.Listen, cfg.Admin = *listen, *admin
-	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
-	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
 	// One trace per query across the proxy and its shards, under two service names; one set of
 	// metrics for the whole process.
 	proxyTracing, err := setupTracing(ctx, "gather-proxy", false, log)
@@ -86,7 +93,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer shutdownTracing(ctx, shardTracing, log)
-	o := newObservability(proxyTracing)
+	o := newObservability(proxyTracing, log)
 	var shards []*grpcServer
 	defer func() {
 		stopCtx, cancel := graceContext(ctx, time.Second)

@@ -113,7 +113,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	p, err := startProxy(cfg, newObservability(tracing), log, *lf.queryText)
+	p, err := startProxy(cfg, newObservability(tracing, log), log, *lf.queryText)
 	if err != nil {
 		return err
 	}

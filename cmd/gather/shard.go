@@ -95,7 +95,7 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	o := newObservability(tracing)
+	o := newObservability(tracing, log)
 	var g *grpcServer
 	if spec.IsZero() {
 		lis, err := net.Listen("tcp", *listen)
