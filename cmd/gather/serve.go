@@ -19,8 +19,11 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/apidesc"
 	"github.com/gatherproxy/gather/internal/sockdiag"
+	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
 // grpcServer is a gRPC server with health and reflection, serving on a listener of its own.
@@ -45,7 +48,7 @@ func newGRPCServer(addr string, opts []grpc.ServerOption, register func(*grpc.Se
 
 // serveOn is newGRPCServer on a listener the caller made.
 func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Server), services ...string) *grpcServer {
-	srv := grpc.NewServer(opts...)
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(requestCodec())}, opts...)...)
 	register(srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
@@ -55,6 +58,15 @@ func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Ser
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
 	}
 	return &grpcServer{srv: srv, health: hs, lis: lis, done: make(chan error, 1)}
+}
+
+// requestCodec is the codec of every gather gRPC server: grpc-go's, except that a search query
+// that is not valid UTF-8 reaches the handler, whose validation answers INVALID_ARGUMENT and says
+// where, instead of grpc-go's INTERNAL (see package wirecodec). The proxy (proxy.parse) and the
+// shards (shardsvc.Validate) check the UTF-8 of these requests.
+func requestCodec() *wirecodec.Codec {
+	return wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(), (&queryv1.SearchStreamRequest{}).ProtoReflect().Type(),
+		(&shardv1.SearchRequest{}).ProtoReflect().Type())
 }
 
 // Addr is the address the server listens on.

@@ -6,11 +6,13 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/bounds"
+	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
 // Config holds the service's tunables. The zero value of a field means its default.
@@ -81,6 +83,9 @@ func parse(text string, topK uint32, policy queryv1.PartialPolicy, timeout *dura
 		return q, invalid("query", "query is empty: give one or more words to search for")
 	case len(text) > lim.MaxQueryBytes:
 		return q, invalid("query", "query is %d bytes, over the limit of %d: shorten it", len(text), lim.MaxQueryBytes)
+	case !utf8.ValidString(text): // decoded despite that by wirecodec, for this answer
+		return q, invalid("query", "query is not valid UTF-8 (bad byte at offset %d): send the text encoded as UTF-8",
+			wirecodec.InvalidUTF8At(text))
 	case topK == 0:
 		return q, invalid("top_k", "top_k is 0: ask for at least 1 hit")
 	case topK > lim.MaxTopK:

@@ -4,11 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
@@ -16,6 +21,8 @@ import (
 	"github.com/gatherproxy/gather/internal/shard"
 	"github.com/gatherproxy/gather/internal/shardsvc"
 	"github.com/gatherproxy/gather/internal/shardtest"
+	"github.com/gatherproxy/gather/internal/wirecodec"
+	"github.com/gatherproxy/gather/internal/wirecodec/wiretest"
 )
 
 // bigDocs returns n documents of one passage each (40 words) of about kb KB: every word is
@@ -73,6 +80,36 @@ func TestPassageTooLargeToServe(t *testing.T) {
 	_, err := shard.Open(context.Background(), dir, corpus.FromBytes("huge", jsonl(t, docs)), whole)
 	if !errors.Is(err, shard.ErrPassageTooLarge) || !strings.Contains(err.Error(), "big00#001") {
 		t.Errorf("got %v, want ErrPassageTooLarge naming big00#001", err)
+	}
+}
+
+// TestInvalidUTF8: with gather's server codec, a query that is not UTF-8 reaches Validate and is
+// answered INVALID_ARGUMENT, not grpc-go's INTERNAL.
+func TestInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(wirecodec.New((&shardv1.SearchRequest{}).ProtoReflect().Type())))
+	shardv1.RegisterShardServiceServer(srv, shard.NewServer(openIndex(t)))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = srv.Serve(lis) })
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Close()
+		srv.Stop()
+		wg.Wait()
+	})
+	msgs, err := wiretest.ServerStream(t.Context(), conn, "/gather.shard.v1.ShardService/Search", wiretest.SearchRequest("apple \xed\xa0\x80", 3))
+	if st := status.Convert(err); st.Code() != codes.InvalidArgument || len(msgs) != 0 ||
+		!strings.Contains(st.Message(), "query is not valid UTF-8 (bad byte at offset 6)") {
+		t.Errorf("got %d messages, %v; want INVALID_ARGUMENT saying where the query is not UTF-8", len(msgs), err)
+	}
+	if msgs, err := wiretest.ServerStream(t.Context(), conn, "/gather.shard.v1.ShardService/Search", wiretest.SearchRequest("apple", 3)); err != nil || len(msgs) != 1 {
+		t.Errorf("a valid query after: %d messages, %v", len(msgs), err)
 	}
 }
 

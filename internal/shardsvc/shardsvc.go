@@ -20,6 +20,7 @@ import (
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/bounds"
+	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
 // Limits are the requests a shard accepts. Zero fields take the defaults, which equal the
@@ -53,9 +54,9 @@ func Validate(req *shardv1.SearchRequest, lim Limits) error {
 	case len(q) > lim.MaxQueryBytes:
 		return status.Errorf(codes.InvalidArgument, "query is %d bytes, above this shard's maximum of %d: send at most %d bytes",
 			len(q), lim.MaxQueryBytes, lim.MaxQueryBytes)
-	case !utf8.ValidString(q):
+	case !utf8.ValidString(q): // decoded despite that by wirecodec, for this answer
 		return status.Errorf(codes.InvalidArgument, "query is not valid UTF-8 (bad byte at offset %d): send the text encoded as UTF-8",
-			invalidUTF8At(q))
+			wirecodec.InvalidUTF8At(q))
 	case strings.TrimSpace(q) == "":
 		return status.Error(codes.InvalidArgument, "query is blank: send at least one word to search for")
 	case req.GetTopK() == 0:
@@ -65,18 +66,6 @@ func Validate(req *shardv1.SearchRequest, lim Limits) error {
 			req.GetTopK(), lim.MaxTopK, lim.MaxTopK)
 	}
 	return nil
-}
-
-// invalidUTF8At returns the offset of the first byte of s that is not part of valid UTF-8.
-func invalidUTF8At(s string) int {
-	for i, r := range s {
-		if r == utf8.RuneError {
-			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
-				return i
-			}
-		}
-	}
-	return len(s)
 }
 
 // MaxMessageBytes is the largest SearchResponse a gather shard sends, encoded. The proxy accepts
