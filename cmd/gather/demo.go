@@ -113,8 +113,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		name := fmt.Sprintf("shard-%d", i)
 		injectors[name] = fault.NewInjector(fault.Spec{}, lis)
 		// the injector after lifecycle, so that lifecycle records injected faults too
-		s := serveShard(lis, shard.NewServer(ix), o.serverOptions(shardTracing, nil,
+		s, err := serveShard(lis, shard.NewServer(ix), o.serverOptions(shardTracing, nil,
 			[]grpc.StreamServerInterceptor{injectors[name].StreamServerInterceptor()})...)
+		if err != nil {
+			return err
+		}
 		shards = append(shards, s)
 		cfg.Shards = append(cfg.Shards, config.Shard{Name: name, Replicas: []string{s.Addr()}})
 	}

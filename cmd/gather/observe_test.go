@@ -47,7 +47,10 @@ func TestServerOptionsRecoverPanics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := serveShard(lis, panicky{}, o.serverOptions(o.tracing, nil, nil)...)
+	g, err := serveShard(lis, panicky{}, o.serverOptions(o.tracing, nil, nil)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { g.Stop(t.Context()) })
 	c := shardv1.NewShardServiceClient(dial(t, g.Addr()))
 

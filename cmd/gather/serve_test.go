@@ -26,7 +26,10 @@ func TestInvalidUTF8(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh := serveShard(lis, synthetic.New(1), o.serverOptions(o.tracing, nil, nil)...)
+	sh, err := serveShard(lis, synthetic.New(1), o.serverOptions(o.tracing, nil, nil)...)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { sh.Stop(t.Context()) })
 	cfg := config.Defaults()
 	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"

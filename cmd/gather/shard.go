@@ -102,14 +102,18 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
-		g = serveShard(lis, svc, o.serverOptions(tracing, nil, nil)...)
+		if g, err = serveShard(lis, svc, o.serverOptions(tracing, nil, nil)...); err != nil {
+			return err
+		}
 	} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
 		lis, err := fault.Listen("tcp", *listen)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", *listen, err)
 		}
 		inj := fault.NewInjector(spec, lis)
-		g = serveShard(lis, svc, o.serverOptions(tracing, nil, []grpc.StreamServerInterceptor{inj.StreamServerInterceptor()})...)
+		if g, err = serveShard(lis, svc, o.serverOptions(tracing, nil, []grpc.StreamServerInterceptor{inj.StreamServerInterceptor()})...); err != nil {
+			return err
+		}
 		log.Warn("injecting faults", "spec", spec.String())
 	}
 	stopCtx, cancel := graceContext(ctx, 5*time.Second)
@@ -188,11 +192,15 @@ func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.P
 }
 
 // serveShard serves svc as a ShardService on lis, with gather's default server keepalive and
-// the given extra options (interceptors).
-func serveShard(lis net.Listener, svc shardv1.ShardServiceServer, opts ...grpc.ServerOption) *grpcServer {
+// the given extra options (interceptors). On error it closes lis.
+func serveShard(lis net.Listener, svc shardv1.ShardServiceServer, opts ...grpc.ServerOption) (*grpcServer, error) {
 	opts = append(liveness.Server{}.ServerOptions(), opts...)
-	g := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
+	g, err := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
 		shardv1.ShardService_ServiceDesc.ServiceName)
+	if err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
 	g.Start()
-	return g
+	return g, nil
 }

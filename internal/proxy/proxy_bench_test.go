@@ -26,6 +26,7 @@ import (
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/synthetic"
 	"github.com/gatherproxy/gather/internal/telemetry"
+	"github.com/gatherproxy/gather/internal/validation"
 	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
@@ -36,9 +37,9 @@ const benchQuery = "union constitution war"
 // wiring instruments a proxy the way cmd/gather does (serve.go, observe.go, proxy.go): gather's
 // server codec (wirecodec), tracing off (no OTEL_* environment, so no stats handler is
 // installed), go-grpc-middleware's Prometheus RED metrics and the lifecycle recorder on both
-// sides, panic recovery and admission control on the QueryService, the service's own metrics,
-// and an access-log line per query from an enabled slog handler (text, to io.Discard, so the
-// line is formatted but not written anywhere).
+// sides, panic recovery, admission control and protovalidate request validation on the
+// QueryService, the service's own metrics, and an access-log line per query from an enabled slog
+// handler (text, to io.Discard, so the line is formatted but not written anywhere).
 type wiring struct {
 	reg    *prometheus.Registry
 	lc     *lifecycle.Metrics
@@ -70,17 +71,21 @@ func (w *wiring) dialOptions() []grpc.DialOption {
 	}
 }
 
-func (w *wiring) serverOptions() []grpc.ServerOption {
+func (w *wiring) serverOptions(tb testing.TB) []grpc.ServerOption {
 	adm := admission.New(admission.Config{}, w.reg)
 	svc := queryv1.QueryService_ServiceDesc.ServiceName
+	v, err := validation.New(&queryv1.SearchRequest{}, &queryv1.SearchStreamRequest{})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return append(liveness.Server{}.ServerOptions(),
 		grpc.ForceServerCodecV2(wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(), (&queryv1.SearchStreamRequest{}).ProtoReflect().Type())),
 		grpc.MaxConcurrentStreams(1000),
 		w.tr.ServerOption(),
 		grpc.ChainUnaryInterceptor(w.srv.UnaryServerInterceptor(), w.lc.UnaryServerInterceptor(), w.panics.UnaryServerInterceptor(),
-			adm.UnaryServerInterceptor(svc)),
+			adm.UnaryServerInterceptor(svc), v.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(w.srv.StreamServerInterceptor(), w.lc.StreamServerInterceptor(), w.panics.StreamServerInterceptor(),
-			adm.StreamServerInterceptor(svc)),
+			adm.StreamServerInterceptor(svc), v.StreamServerInterceptor()),
 	)
 }
 
@@ -138,7 +143,7 @@ func newBenchProxy(tb testing.TB, addrs []string, fcfg fanout.Config) *benchProx
 		Metrics: proxy.NewMetrics(w.reg),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
-	addr := serve(tb, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, w.serverOptions()...)
+	addr := serve(tb, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, w.serverOptions(tb)...)
 	return &benchProxy{w: w, svc: svc, addr: addr, client: queryv1.NewQueryServiceClient(dial(tb, addr))}
 }
 
