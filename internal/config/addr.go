@@ -134,10 +134,14 @@ func checkHostname(name string) error {
 			return bad
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			if !hostnameRune(r) {
 				return bad
 			}
 		}
 	}
 	return nil
+}
+
+func hostnameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
