@@ -11,10 +11,6 @@ import (
 	"slices"
 )
 
-// castagnoli is the CRC-32C table; the hash/crc32 package computes it with
-// the CPU's CRC32 instruction where there is one (SSE 4.2, ARMv8).
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // fileSum records one file of a built index, as the build left it.
 type fileSum struct {
 	// Path is slash-separated and relative to the index directory.
@@ -74,7 +70,9 @@ func sumFile(path string) (fileSum, error) {
 		return fileSum{}, err
 	}
 	defer func() { _ = f.Close() }() // read only
-	h := crc32.New(castagnoli)
+	// MakeTable returns the package's one Castagnoli table, which it computes
+	// with the CPU's CRC32 instruction where there is one (SSE 4.2, ARMv8).
+	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	n, err := io.Copy(h, f)
 	if err != nil {
 		return fileSum{}, err
