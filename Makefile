@@ -39,11 +39,23 @@ $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc: tools/go.mod tools/go
 	$(GO) build $(TOOLMOD) -o $(BIN)/ github.com/bufbuild/buf/cmd/buf \
 		google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
 
+# buf/validate/validate.proto, which the protos import for their protovalidate rules. buf's
+# registry (buf.build) is out of reach, so it comes from the Go module proxy: the module
+# github.com/bufbuild/protovalidate, at the version pinned in tools/go.mod (checked against
+# tools/go.sum), copied into .bin/protovalidate, the second module of the buf.yaml workspace.
+PROTOVALIDATE_PROTO := $(BIN)/protovalidate/buf/validate/validate.proto
+
+$(PROTOVALIDATE_PROTO): tools/go.mod tools/go.sum
+	@$(GO) mod download $(TOOLMOD) github.com/bufbuild/protovalidate || { \
+		echo "github.com/bufbuild/protovalidate must be required in tools/go.mod (go mod tidy drops it: no Go package imports it)"; exit 1; }
+	@src=$$($(GO) list $(TOOLMOD) -m -f '{{.Dir}}' github.com/bufbuild/protovalidate) && \
+		mkdir -p $(@D) && install -m 0644 "$$src/proto/protovalidate/buf/validate/validate.proto" $@
+
 $(BIN)/golangci-lint: tools/lint/go.mod tools/lint/go.sum
 	$(GO) build $(LINTMOD) -o $(BIN)/ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 
 .PHONY: generate
-generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc ## Regenerate gen/ (and the reflection image) from proto/
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc $(PROTOVALIDATE_PROTO) ## Regenerate gen/ (and the reflection image) from proto/
 	rm -rf gen
 	$(BIN)/buf generate
 	$(BIN)/buf build -o internal/apidesc/gather.binpb
@@ -55,9 +67,9 @@ checkgenerate: generate ## Fail if gen/ differs from what proto/ generates
 		git status --porcelain -- gen internal/apidesc; exit 1; fi
 
 .PHONY: lint
-lint: $(BIN)/buf $(BIN)/golangci-lint ## buf lint + format check, go vet, golangci-lint
+lint: $(BIN)/buf $(BIN)/golangci-lint $(PROTOVALIDATE_PROTO) ## buf lint + format check, go vet, golangci-lint
 	$(BIN)/buf lint
-	$(BIN)/buf format --diff --exit-code
+	$(BIN)/buf format proto --diff --exit-code
 	$(GO) vet ./...
 	$(BIN)/golangci-lint run ./...
 

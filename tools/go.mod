@@ -9,6 +9,11 @@ tool (
 	google.golang.org/protobuf/cmd/protoc-gen-go
 )
 
+// Not a Go dependency: make generate copies buf/validate/validate.proto out of this module (the
+// protos import it; buf's registry is out of reach). No package imports it, so go mod tidy drops
+// it: put it back.
+require github.com/bufbuild/protovalidate v1.2.2
+
 require (
 	buf.build/gen/go/bufbuild/bufplugin/protocolbuffers/go v1.36.11-20260626152828-968bf0468096.1 // indirect
 	buf.build/gen/go/bufbuild/protodescriptor/protocolbuffers/go v1.36.11-20250109164928-1da0de137947.1 // indirect

@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")
 	useTLS := fs.Bool("tls", false, "mutual TLS on every hop and an authorization policy: mints a local CA, certificates and the policy into DATA-DIR/tls/")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
+	cf := addCorpusFlags(fs)
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -47,7 +48,18 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	src := corpusSource(*corpusFile)
+	cfg := config.Defaults()
+	cfg.Listen, cfg.Admin, cfg.Pprof = *listen, *admin, *pprofOn
+	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
+	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
+	// Check the flags now rather than after building the indexes; the shards' addresses, known
+	// only once they listen, are checked with the rest below.
+	early := cfg
+	early.Shards = []config.Shard{{Name: "shard-0", Replicas: []string{"127.0.0.1:1"}}}
+	if err := early.Validate(); err != nil {
+		return fmt.Errorf("demo config:\n%w", err)
+	}
+	src := cf.source(*corpusFile)
 	start := time.Now()
 
 	// Open (or build) every partition's index at once.
@@ -89,10 +101,6 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		sec = &d
 	}
 
-	cfg := config.Defaults()
-	cfg.Listen, cfg.Admin, cfg.Pprof = *listen, *admin, *pprofOn
-	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
-	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
 	// One trace per query across the proxy and its shards, under two service names; one set of
 	// metrics for the whole process.
 	proxyTracing, err := setupTracing(ctx, "gather-proxy", false, log)
@@ -105,7 +113,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer shutdownTracing(ctx, shardTracing, log)
-	o := newObservability(proxyTracing)
+	o := newObservability(proxyTracing, log)
 	var (
 		shardOpts  []grpc.ServerOption
 		shardGuard *access.Guard
@@ -140,7 +148,10 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		injectors[name] = fault.NewInjector(fault.Spec{}, lis)
 		// the injector after lifecycle, so that lifecycle records injected faults too
 		unary, stream := withAccess(shardGuard, nil, []grpc.StreamServerInterceptor{injectors[name].StreamServerInterceptor()})
-		s := serveShard(lis, shard.NewServer(ix), append(slices.Clone(shardOpts), o.serverOptions(shardTracing, unary, stream)...)...)
+		s, err := serveShard(lis, shard.NewServer(ix), append(slices.Clone(shardOpts), o.serverOptions(shardTracing, unary, stream)...)...)
+		if err != nil {
+			return err
+		}
 		shards = append(shards, s)
 		cfg.Shards = append(cfg.Shards, config.Shard{Name: name, Replicas: []string{s.Addr()}})
 	}

@@ -358,6 +358,16 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--shard", "a=127.0.0.1:1", "--tls-cert", "/nonexistent/proxy.pem", "--tls-key", "/nonexistent/key.pem"},
 			"tls.cert_file: open /nonexistent/proxy.pem"},
 		{[]string{"query", "--tls-cert", "client.pem", "union"}, "--tls-key: missing"},
+		{[]string{"demo", "--max-in-flight", "100000"}, "max_in_flight: 100000 is above the maximum of 10000"},
+		{[]string{"demo", "--keepalive-time", "100ms"}, "keepalive.time: 100ms is below the minimum of 1s"},
+		{[]string{"shard", "--max-top-k", "20000"}, `invalid value "20000" for flag -max-top-k: 20000 is above the maximum of 10000`},
+		{[]string{"shard", "--max-query-bytes", "2000000000"}, "-max-query-bytes: 2000000000 bytes (1953125 KiB) is above the maximum"},
+		{[]string{"shard", "--synthetic", "--text-bytes", "-1"}, "-text-bytes: -1 bytes is negative"},
+		{[]string{"shard", "--corpus-max-line-bytes", "1"}, "-corpus-max-line-bytes: 1 bytes is below the minimum"},
+		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--shard-timeout", "10000h"}, "shard_timeout: 10000h0m0s is above the maximum of 5m0s"},
+		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--max-top-k", "99999999999"}, "max_top_k: 4294967295 is above the maximum"},
+		{[]string{"proxy", "--shard", "s=127.0.0.1:0"}, `port "0" is not a number from 1 to 65535`},
+		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--listen", "192.0.2.1:7070"}, "192.0.2.1 is not an address of this machine"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(t.Context(), tc.args, &stdout, &stderr)

@@ -77,6 +77,10 @@ func TestGrpcurl(t *testing.T) {
 	if d := call("", "describe", "gather.query.v1.Coverage"); !strings.Contains(d, "shards_succeeded") {
 		t.Errorf("describe Coverage:\n%s", d)
 	}
+	// The protovalidate rules are part of the described contract.
+	if d := call("", "describe", "gather.query.v1.SearchRequest"); !strings.Contains(d, "(.buf.validate.field)") || !strings.Contains(d, "query is empty") {
+		t.Errorf("describe SearchRequest does not show its rules:\n%s", d)
+	}
 
 	var resp struct {
 		Hits []struct {
@@ -117,7 +121,8 @@ func TestGrpcurl(t *testing.T) {
 	// A bad request is explained, with the field at fault in the details.
 	bad, err := exec.Command(grpcurl, "-plaintext", "-format-error", "-d", `{"query":"","top_k":10}`, addr, "gather.query.v1.QueryService/Search").CombinedOutput()
 	if err == nil || !strings.Contains(string(bad), `"code": 3`) || // INVALID_ARGUMENT
-		!strings.Contains(string(bad), "query is empty") || !strings.Contains(string(bad), "google.rpc.BadRequest") {
+		!strings.Contains(string(bad), "query is empty") || !strings.Contains(string(bad), "google.rpc.BadRequest") ||
+		!strings.Contains(string(bad), "buf.validate.Violations") || !strings.Contains(string(bad), "query.not_blank") {
 		t.Errorf("empty query: %v\n%s", err, bad)
 	}
 	p.stop(t)

@@ -25,7 +25,10 @@ func TestShardServerReceiveLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := serveShard(lis, synthetic.New(1))
+	g, err := serveShard(lis, synthetic.New(1))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { g.Stop(t.Context()) })
 	client := shardv1.NewShardServiceClient(dial(t, g.Addr()))
 	if _, err := shardtest.Collect(t.Context(), client, strings.Repeat("q", 100<<10), 5); status.Code(err) != codes.ResourceExhausted {
@@ -44,14 +47,18 @@ func TestProxyWiresSizeLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh := serveShard(lis, synthetic.New(1, synthetic.WithTextBytes(2000)))
+	sh, err := serveShard(lis, synthetic.New(1, synthetic.WithTextBytes(2000)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { sh.Stop(t.Context()) })
 	cfg := config.Proxy{Listen: "127.0.0.1:0", Admin: "127.0.0.1:0", MaxAnswerBytes: 64 << 10,
 		Shards: []config.Shard{{Name: "s0", Replicas: []string{sh.Addr()}}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	p, err := startProxy(cfg, newObservability(telemetry.Disabled()), slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	p, err := startProxy(cfg, newObservability(telemetry.Disabled(), log), log, false)
 	if err != nil {
 		t.Fatal(err)
 	}

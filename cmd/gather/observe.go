@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gatherproxy/gather/internal/lifecycle"
+	"github.com/gatherproxy/gather/internal/panicguard"
 	"github.com/gatherproxy/gather/internal/telemetry"
 )
 
@@ -43,19 +44,22 @@ func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {
 }
 
 // observability is what every gRPC server and client of a process reports to: one Prometheus
-// registry, the lifecycle metrics, go-grpc-middleware's RED metrics (with trace-id exemplars)
-// and the process's tracing.
+// registry, the lifecycle metrics, go-grpc-middleware's RED metrics (with trace-id exemplars),
+// the panic guard and the process's tracing.
 type observability struct {
 	reg     *prometheus.Registry
 	lc      *lifecycle.Metrics
 	server  *grpcprom.ServerMetrics
 	client  *grpcprom.ClientMetrics
+	panics  *panicguard.Guard
 	tracing *telemetry.Tracing
 }
 
 var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
-func newObservability(tracing *telemetry.Tracing) *observability {
+// newObservability makes the process's observability; log gets the stack of every panic that a
+// gRPC server of the process recovers.
+func newObservability(tracing *telemetry.Tracing, log *slog.Logger) *observability {
 	o := &observability{
 		reg: prometheus.NewRegistry(),
 		server: grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
@@ -65,6 +69,7 @@ func newObservability(tracing *telemetry.Tracing) *observability {
 		tracing: tracing,
 	}
 	o.lc = lifecycle.New(o.reg)
+	o.panics = panicguard.New(o.reg, log)
 	o.reg.MustRegister(o.server, o.client)
 	return o
 }
@@ -78,16 +83,27 @@ func exemplar(ctx context.Context) prometheus.Labels {
 }
 
 // serverOptions instruments a gRPC server: the tracing stats handler, then RED metrics and the
-// lifecycle recorder as the outermost interceptors, then the given ones (admission, faults).
+// lifecycle recorder as the outermost interceptors, then panic recovery, then the given ones
+// (admission, faults).
 func (o *observability) serverOptions(tracing *telemetry.Tracing, unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) []grpc.ServerOption {
 	ex := grpcprom.WithExemplarFromContext(exemplar)
+	recoverUnary, recoverStream := o.panicRecovery()
 	return []grpc.ServerOption{
 		tracing.ServerOption(),
 		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{
-			o.server.UnaryServerInterceptor(ex), o.lc.UnaryServerInterceptor()}, unary...)...),
+			o.server.UnaryServerInterceptor(ex), o.lc.UnaryServerInterceptor(), recoverUnary}, unary...)...),
 		grpc.ChainStreamInterceptor(append([]grpc.StreamServerInterceptor{
-			o.server.StreamServerInterceptor(ex), o.lc.StreamServerInterceptor()}, stream...)...),
+			o.server.StreamServerInterceptor(ex), o.lc.StreamServerInterceptor(), recoverStream}, stream...)...),
 	}
+}
+
+// panicRecovery returns the interceptors that turn a panic in a handler (or in a later
+// interceptor) into INTERNAL for the caller, gather_grpc_panics_total{method} and an ERROR log
+// line with the stack, so that one bad call never takes the process down (in gather demo, a
+// shard's panic would take the proxy with it). They go right after the RED and lifecycle
+// recorders, which then record the call as failed like any other.
+func (o *observability) panicRecovery() (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+	return o.panics.UnaryServerInterceptor(), o.panics.StreamServerInterceptor()
 }
 
 // dialOptions instruments the proxy's shard connections the same way.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"runtime/debug"
 	"slices"
@@ -92,7 +93,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.IdleTimeout = *idleTimeout
 	}
 	if *maxTopK != 0 {
-		cfg.MaxTopK = uint32(*maxTopK)
+		cfg.MaxTopK = uint32(min(*maxTopK, math.MaxUint32)) // saturated, so Validate rejects it rather than a wrapped value
 	}
 	if *sendTimeout != 0 {
 		cfg.SendTimeout = *sendTimeout
@@ -129,7 +130,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	p, err := startProxy(cfg, newObservability(tracing), log, *lf.queryText)
+	p, err := startProxy(cfg, newObservability(tracing, log), log, *lf.queryText)
 	if err != nil {
 		return err
 	}

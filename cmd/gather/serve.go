@@ -21,9 +21,13 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/apidesc"
 	"github.com/gatherproxy/gather/internal/sockdiag"
 	"github.com/gatherproxy/gather/internal/tlsconf"
+	"github.com/gatherproxy/gather/internal/validation"
+	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
 // grpcServer is a gRPC server with health and reflection, serving on a listener of its own.
@@ -43,11 +47,22 @@ func newGRPCServer(addr string, opts []grpc.ServerOption, register func(*grpc.Se
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	return serveOn(lis, opts, register, services...), nil
+	g, err := serveOn(lis, opts, register, services...)
+	if err != nil {
+		_ = lis.Close()
+	}
+	return g, err
 }
 
-// serveOn is newGRPCServer on a listener the caller made.
-func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Server), services ...string) *grpcServer {
+// serveOn is newGRPCServer on a listener the caller made. Every gather server decodes requests
+// with requestCodec and, after the interceptors of opts, validates them against the protos'
+// rules (requestValidation).
+func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Server), services ...string) (*grpcServer, error) {
+	validation, err := requestValidation()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append([]grpc.ServerOption{grpc.ForceServerCodecV2(requestCodec())}, opts...), validation...)
 	srv := grpc.NewServer(opts...)
 	register(srv)
 	hs := health.NewServer()
@@ -56,7 +71,29 @@ func serveOn(lis net.Listener, opts []grpc.ServerOption, register func(*grpc.Ser
 	for _, s := range append(services, "") {
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_SERVING)
 	}
-	return &grpcServer{srv: srv, health: hs, lis: lis, done: make(chan error, 1)}
+	return &grpcServer{srv: srv, health: hs, lis: lis, done: make(chan error, 1)}, nil
+}
+
+// requestCodec is the codec of every gather gRPC server: grpc-go's, except that a search query
+// that is not valid UTF-8 reaches the handler, whose validation answers INVALID_ARGUMENT and says
+// where, instead of grpc-go's INTERNAL (see package wirecodec). The proxy (proxy.parse) and the
+// shards (shardsvc.Validate) check the UTF-8 of these requests.
+func requestCodec() *wirecodec.Codec {
+	return wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(), (&queryv1.SearchStreamRequest{}).ProtoReflect().Type(),
+		(&shardv1.SearchRequest{}).ProtoReflect().Type())
+}
+
+// requestValidation checks every request against the protovalidate rules of gather's protos
+// (package validation) and answers a violation INVALID_ARGUMENT, in the form of the services' own
+// validation errors. It comes last in the interceptor chain, just before the handler: the RED and
+// lifecycle recorders count invalid calls, and admission sheds them like any other under
+// overload.
+func requestValidation() ([]grpc.ServerOption, error) {
+	v, err := validation.New(&queryv1.SearchRequest{}, &queryv1.SearchStreamRequest{}, &shardv1.SearchRequest{})
+	if err != nil {
+		return nil, err
+	}
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(v.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(v.StreamServerInterceptor())}, nil
 }
 
 // Addr is the address the server listens on.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/access"
+	"github.com/gatherproxy/gather/internal/bounds"
 	"github.com/gatherproxy/gather/internal/corpus"
 	"github.com/gatherproxy/gather/internal/fault"
 	"github.com/gatherproxy/gather/internal/liveness"
@@ -34,7 +36,11 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	synth := fs.Bool("synthetic", false, "serve deterministic synthetic hits with no index (for measuring the proxy), instead of the corpus")
 	latency := fs.String("latency", "", "with --synthetic: delay before answering, `spec` "+synthetic.LatencySyntax)
 	seed := fs.Uint64("seed", 0, "with --synthetic: seed of the hits and of the latency (default: the partition index + 1)")
-	textBytes := fs.Int("text-bytes", synthetic.DefaultTextBytes, "with --synthetic: bytes of text per hit")
+	var textBytes, maxQueryBytes, maxTopK int
+	bounds.Range{Max: synthetic.MaxTextBytes, Unit: bounds.Bytes, Why: "a hit must fit in one shard message"}.
+		IntVar(fs, &textBytes, "text-bytes", synthetic.DefaultTextBytes, "with --synthetic: `bytes` of text per hit")
+	queryLimitFlags(fs, &maxQueryBytes, &maxTopK)
+	cf := addCorpusFlags(fs)
 	tlsFlags := tlsconf.AddServerFlags(fs, "tls", "the ShardService")
 	adminTLSFlags := tlsconf.AddServerFlags(fs, "admin-tls", "the admin port")
 	accessFlags := addAccessFlags(fs, false)
@@ -83,13 +89,14 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return fmt.Errorf("--latency: %w", err)
 		}
-		svc = synthetic.New(*seed, synthetic.WithLatency(lat), synthetic.WithTextBytes(*textBytes))
+		svc = synthetic.New(*seed, synthetic.WithLatency(lat), synthetic.WithTextBytes(textBytes),
+			synthetic.WithMaxQueryBytes(maxQueryBytes), synthetic.WithMaxTopK(maxTopK))
 		description = fmt.Sprintf("synthetic seed %d, latency %v", *seed, lat)
 	} else {
 		if *latency != "" {
 			return errors.New("--latency needs --synthetic: the index shard answers as fast as it searches")
 		}
-		src := corpusSource(*corpusFile)
+		src := cf.source(*corpusFile)
 		dir, err := indexDir(*dataDir, src, part)
 		if err != nil {
 			return err
@@ -99,7 +106,7 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
-		svc = shard.NewServer(ix)
+		svc = shard.NewServer(ix, shard.WithMaxQueryBytes(maxQueryBytes), shard.WithMaxTopK(maxTopK))
 		description = fmt.Sprintf("partition %s (%d passages)", part, ix.Info().Documents)
 	}
 	tracing, err := setupTracing(ctx, "gather-shard", true, log)
@@ -107,7 +114,7 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	o := newObservability(tracing)
+	o := newObservability(tracing, log)
 	opts, err := serverTLS(tlsCfg, "tls", log)
 	if err != nil {
 		return err
@@ -134,7 +141,10 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		log.Warn("injecting faults", "spec", spec.String())
 	}
 	unary, stream := withAccess(guard, nil, faults)
-	g := serveShard(lis, svc, append(opts, o.serverOptions(tracing, unary, stream)...)...)
+	g, err := serveShard(lis, svc, append(opts, o.serverOptions(tracing, unary, stream)...)...)
+	if err != nil {
+		return err
+	}
 	stopCtx, cancel := graceContext(ctx, 5*time.Second)
 	defer cancel()
 	defer g.Stop(stopCtx)
@@ -160,11 +170,34 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func corpusSource(file string) corpus.Source {
-	if file == "" {
-		return corpus.Default()
+// queryLimitFlags defines --max-query-bytes and --max-top-k: a shard's limits, with the proxy's
+// defaults and ceilings.
+func queryLimitFlags(fs *flag.FlagSet, maxQueryBytes, maxTopK *int) {
+	bounds.Range{Min: 1, Max: bounds.QueryBytesCeiling, Unit: bounds.Bytes, Why: "every query is analysed in full; a search query is words, not documents"}.
+		IntVar(fs, maxQueryBytes, "max-query-bytes", bounds.DefaultMaxQueryBytes, "longest query accepted, in `bytes` (the proxy's max_query_bytes should not be larger)")
+	bounds.Range{Min: 1, Max: bounds.TopKCeiling, Why: "the shard ranks and sends that many hits per query"}.
+		IntVar(fs, maxTopK, "max-top-k", bounds.DefaultMaxTopK, "largest `top_k` accepted (the proxy's max_top_k should not be larger)")
+}
+
+// corpusFlags are the reading limits of a --corpus.
+type corpusFlags struct{ maxLineBytes, maxBytes int }
+
+func addCorpusFlags(fs *flag.FlagSet) *corpusFlags {
+	cf := &corpusFlags{}
+	bounds.Range{Min: 1 << 10, Max: 256 << 20, Unit: bounds.Bytes, Why: "a line is held in memory whole, and parsing takes several times its size"}.
+		IntVar(fs, &cf.maxLineBytes, "corpus-max-line-bytes", corpus.DefaultMaxLineBytes, "longest corpus line (one document) accepted, in `bytes`")
+	bounds.Range{Min: 1 << 20, Max: 64 << 30, Unit: bounds.Bytes, Why: "beyond that an index takes hours to build; split the corpus over more shards"}.
+		IntVar(fs, &cf.maxBytes, "corpus-max-bytes", corpus.DefaultMaxBytes, "most corpus `bytes` read, after decompression")
+	return cf
+}
+
+// source is the corpus in file (the bundled one when file is empty), read within the limits.
+func (cf *corpusFlags) source(file string) corpus.Source {
+	src := corpus.Default()
+	if file != "" {
+		src = corpus.File(file)
 	}
-	return corpus.File(file)
+	return src.WithLimits(corpus.Limits{MaxLineBytes: cf.maxLineBytes, MaxBytes: int64(cf.maxBytes)})
 }
 
 // indexDir is where a partition's index lives: DATA/<corpus digest>/<I>-of-<N>, so indexes of
@@ -199,16 +232,21 @@ func openIndex(ctx context.Context, dir string, src corpus.Source, part corpus.P
 }
 
 // shardMaxRequestBytes bounds what a shard reads of one request: a SearchRequest is a query and
-// a number, and the proxy sends no query longer than its max_query_bytes (1 KiB by default).
-// grpc-go would read 4 MiB.
-const shardMaxRequestBytes = 64 << 10
+// a number, and no shard accepts a query longer than bounds.QueryBytesCeiling. grpc-go would
+// read 4 MiB.
+const shardMaxRequestBytes = bounds.QueryBytesCeiling + 1<<10
 
 // serveShard serves svc as a ShardService on lis, with gather's default server keepalive, a small
-// receive limit (shardMaxRequestBytes) and the given extra options (interceptors).
-func serveShard(lis net.Listener, svc shardv1.ShardServiceServer, opts ...grpc.ServerOption) *grpcServer {
+// receive limit (shardMaxRequestBytes) and the given extra options (interceptors). On error it
+// closes lis.
+func serveShard(lis net.Listener, svc shardv1.ShardServiceServer, opts ...grpc.ServerOption) (*grpcServer, error) {
 	opts = append(append(liveness.Server{}.ServerOptions(), grpc.MaxRecvMsgSize(shardMaxRequestBytes)), opts...)
-	g := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
+	g, err := serveOn(lis, opts, func(s *grpc.Server) { shardv1.RegisterShardServiceServer(s, svc) },
 		shardv1.ShardService_ServiceDesc.ServiceName)
+	if err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
 	g.Start()
-	return g
+	return g, nil
 }

@@ -107,9 +107,9 @@ func TestWriteTable(t *testing.T) {
 		"degraded        9000", "shed            20000",
 		"CLOSE_WAIT", "ESTABLISHED", "TIME_WAIT",
 		"goroutines", "time to recover", "longest probe gap",
-		"no CLOSE_WAIT at the end                    PASS",
-		"goroutines back to baseline                 PASS",
-		"healthy queries answered throughout         PASS",
+		"no CLOSE_WAIT at the end                   PASS",
+		"goroutines back to baseline                PASS",
+		"healthy queries answered throughout        PASS",
 		"verdict: CLEAN\n",
 	} {
 		if !strings.Contains(out, want) {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"reflect"
 	"strings"
@@ -122,13 +121,17 @@ func ParseShardFlag(v string) (Shard, error) {
 	return s, nil
 }
 
-// Validate checks every key and names the first bad one.
-func (c Proxy) Validate() error {
+// Validate checks every key: the addresses, the topology, and every numeric key against the
+// bounds table (bounds.go) and its cross-checks. The error names each bad key and says what is
+// allowed. Checking the listen and admin addresses may look up a host name (at most 2s).
+func (c Proxy) Validate() error { return c.validate(thisHost()) }
+
+func (c Proxy) validate(h host) error {
 	var errs []error
-	if err := checkAddr(c.Listen); err != nil {
+	if err := h.checkListen(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen: %w", err))
 	}
-	if err := checkAddr(c.Admin); err != nil {
+	if err := h.checkListen(c.Admin); err != nil {
 		errs = append(errs, fmt.Errorf("admin: %w", err))
 	}
 	if len(c.Shards) == 0 {
@@ -147,40 +150,15 @@ func (c Proxy) Validate() error {
 			errs = append(errs, fmt.Errorf("shards[%d].replicas: shard %q has no replica address", i, s.Name))
 		}
 		for j, r := range s.Replicas {
-			if err := checkAddr(r); err != nil {
+			if err := checkReplica(r); err != nil {
 				errs = append(errs, fmt.Errorf("shards[%d].replicas[%d]: %w", i, j, err))
 			}
 		}
 	}
-	for key, d := range map[string]time.Duration{
-		"shard_timeout": c.ShardTimeout, "idle_timeout": c.IdleTimeout, "merge_reserve": c.MergeReserve,
-		"send_timeout": c.SendTimeout, "admission_wait": c.AdmissionWait, "retry_after": c.RetryAfter,
-	} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s: negative (%s)", key, d))
-		}
-	}
-	if c.MaxQueryBytes < 0 {
-		errs = append(errs, fmt.Errorf("max_query_bytes: negative (%d)", c.MaxQueryBytes))
-	}
-	if c.MaxInFlight < 0 {
-		errs = append(errs, fmt.Errorf("max_in_flight: negative (%d)", c.MaxInFlight))
-	}
-	errs = append(errs, c.Keepalive.Validate("keepalive"), c.ShardKeepalive.Validate("shard_keepalive"))
+	errs = append(errs, c.checkSettings()...)
 	errs = append(errs, c.TLS.Validate("tls"), c.ShardTLS.Validate("shard_tls"), c.AdminTLS.Validate("admin_tls"), c.Access.Validate("authz"))
 	errs = append(errs, c.validateSizeLimits()...)
 	return errors.Join(errs...)
-}
-
-func checkAddr(a string) error {
-	_, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Errorf("%q is not HOST:PORT", a)
-	}
-	if port == "" {
-		return fmt.Errorf("%q has no port", a)
-	}
-	return nil
 }
 
 // Topology returns the shards for fanout.New.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -9,43 +10,21 @@ import (
 	"github.com/gatherproxy/gather/internal/proxy"
 )
 
-// The bounds of the size limits (validateSizeLimits). Zero means the default.
-const (
-	// minShardMessageBytes is the size to which the reference shard packs its messages.
-	minShardMessageBytes = 256 << 10
-	maxShardMessageBytes = 64 << 20
-	minAnswerBytes       = 64 << 10
-	maxAnswerBytes       = 64 << 20
-	minQueryHitBytes     = 1 << 20
-	maxQueryHitBytes     = 4 << 30
-)
+// minShardMessageBytes is the size to which the reference shard packs its messages.
+const minShardMessageBytes = 256 << 10
 
-// validateSizeLimits checks the size limits of the shard hop and of the answer: each within its
-// bounds, and together consistent: the largest hit the caps let through must fit in a shard
-// message, in the query's hit budget and in an answer.
+// validateSizeLimits checks that the size limits of the shard hop and of the answer (each in
+// range by the bounds table) fit together: the largest hit the caps let through must fit in a
+// shard message, in the query's hit budget and in an answer.
 func (c Proxy) validateSizeLimits() []error {
 	var errs []error
-	bound := func(key string, v, lo, hi int64, why string) {
-		switch {
-		case v < 0:
-			errs = append(errs, fmt.Errorf("%s: negative (%d)", key, v))
-		case v > 0 && v < lo:
-			errs = append(errs, fmt.Errorf("%s: %d is below %d%s", key, v, lo, why))
-		case v > hi:
-			errs = append(errs, fmt.Errorf("%s: %d is over %d: memory per query grows with it", key, v, hi))
+	for _, s := range settings() {
+		if strings.HasPrefix(s.key, "max_hit_") || s.key == "max_shard_message_bytes" ||
+			s.key == "max_query_hit_bytes" || s.key == "max_answer_bytes" {
+			if s.Check(s.value(c)) != nil {
+				return nil // reported by the bounds table; the cross-checks would only repeat it
+			}
 		}
-	}
-	bound("max_shard_message_bytes", int64(c.MaxShardMessageBytes), minShardMessageBytes, maxShardMessageBytes,
-		": the reference shard sends messages of up to 256 KiB")
-	bound("max_hit_doc_id_bytes", int64(c.MaxHitDocIDBytes), 16, 64<<10, "")
-	bound("max_hit_text_bytes", int64(c.MaxHitTextBytes), 256, 4<<20, "")
-	bound("max_hit_fields", int64(c.MaxHitFields), 1, 1024, "")
-	bound("max_hit_field_bytes", int64(c.MaxHitFieldBytes), 16, 64<<10, "")
-	bound("max_query_hit_bytes", c.MaxQueryHitBytes, minQueryHitBytes, maxQueryHitBytes, "")
-	bound("max_answer_bytes", int64(c.MaxAnswerBytes), minAnswerBytes, maxAnswerBytes,
-		": health, reflection and channelz answers must fit too")
-	if len(errs) > 0 {
-		return errs // the cross-checks below would only repeat them
 	}
 	wire, cost := c.Fanout().LargestHit()
 	message := or(c.MaxShardMessageBytes, fanout.DefaultMaxMessageBytes)

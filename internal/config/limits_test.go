@@ -5,10 +5,6 @@ import (
 	"testing"
 )
 
-func valid() Proxy {
-	return Proxy{Listen: "127.0.0.1:1", Admin: "127.0.0.1:2", Shards: []Shard{{Name: "a", Replicas: []string{"127.0.0.1:3"}}}}
-}
-
 func TestSizeLimitsLoadAndReachThePackages(t *testing.T) {
 	t.Parallel()
 	cfg, err := Load(write(t, `
@@ -55,15 +51,15 @@ func TestSizeLimitsErrorsNameTheKey(t *testing.T) {
 		set  func(*Proxy)
 		want string
 	}{
-		{"negative", func(c *Proxy) { c.MaxShardMessageBytes = -1 }, "max_shard_message_bytes: negative"},
-		{"message below the shards' packing", func(c *Proxy) { c.MaxShardMessageBytes = 100 << 10 }, "max_shard_message_bytes: 102400 is below 262144"},
-		{"message too large", func(c *Proxy) { c.MaxShardMessageBytes = 1 << 30 }, "max_shard_message_bytes: 1073741824 is over"},
+		{"negative", func(c *Proxy) { c.MaxShardMessageBytes = -1 }, "max_shard_message_bytes: -1 bytes is negative"},
+		{"message below the shards' packing", func(c *Proxy) { c.MaxShardMessageBytes = 100 << 10 }, "max_shard_message_bytes: 102400 bytes (100 KiB) is below the minimum of 262144 bytes"},
+		{"message too large", func(c *Proxy) { c.MaxShardMessageBytes = 1 << 30 }, "max_shard_message_bytes: 1073741824 bytes (1024 MiB) is above the maximum"},
 		{"doc_id", func(c *Proxy) { c.MaxHitDocIDBytes = 8 }, "max_hit_doc_id_bytes"},
 		{"text", func(c *Proxy) { c.MaxHitTextBytes = 8 << 20 }, "max_hit_text_bytes"},
 		{"fields", func(c *Proxy) { c.MaxHitFields = 5000 }, "max_hit_fields"},
-		{"field bytes", func(c *Proxy) { c.MaxHitFieldBytes = -3 }, "max_hit_field_bytes: negative"},
+		{"field bytes", func(c *Proxy) { c.MaxHitFieldBytes = -3 }, "max_hit_field_bytes: -3 bytes is negative"},
 		{"budget", func(c *Proxy) { c.MaxQueryHitBytes = 1000 }, "max_query_hit_bytes"},
-		{"answer", func(c *Proxy) { c.MaxAnswerBytes = 1000 }, "max_answer_bytes: 1000 is below 65536"},
+		{"answer", func(c *Proxy) { c.MaxAnswerBytes = 1000 }, "max_answer_bytes: 1000 bytes is below the minimum of 65536 bytes"},
 		{"a hit at the caps does not fit a message", func(c *Proxy) { c.MaxHitTextBytes = 2 << 20 },
 			"max_shard_message_bytes: 1048576 cannot hold one hit at the caps"},
 		{"a hit at the caps does not fit the budget", func(c *Proxy) {

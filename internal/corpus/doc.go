@@ -8,8 +8,9 @@
 // ignored. Each object must have a non-empty string "id" (without '#') and a
 // non-blank string "text"; every other key becomes a field of the document,
 // strings kept as they are and numbers and booleans as their JSON text. A
-// null value is treated as absent. Lines may be of any length. Bad input is
-// reported as a [*LineError] naming the 1-based line.
+// null value is treated as absent. Bad input is reported as a [*LineError]
+// naming the 1-based line. Reading is bounded (see [Limits]): a line longer
+// than 4 MiB, or more than 1 GiB after decompression, is an error by default.
 //
 // # Passages
 //

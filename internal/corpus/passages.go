@@ -10,6 +10,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/gatherproxy/gather/internal/bounds"
 )
 
 // Fields every passage has besides its source document's fields.
@@ -26,7 +28,41 @@ var (
 	ErrMissingID   = errors.New(`missing "id"`)
 	ErrMissingText = errors.New(`missing "text"`)
 	ErrDuplicateID = errors.New("duplicate id")
+	// ErrLineTooLong: a line is longer than [Limits.MaxLineBytes].
+	ErrLineTooLong = errors.New("line too long")
+	// ErrTooLarge: the corpus holds more than [Limits.MaxBytes] after decompression.
+	ErrTooLarge = errors.New("corpus too large")
 )
+
+// Defaults of [Limits].
+const (
+	// DefaultMaxLineBytes is about 20 times the longest document of the bundled corpus (217 KB)
+	// and more than a long novel (War and Peace is 3.2 MB of text).
+	DefaultMaxLineBytes = 4 << 20
+	// DefaultMaxBytes is about 100 times the bundled corpus (10.8 MB decompressed).
+	DefaultMaxBytes = 1 << 30
+)
+
+// Limits bound what reading a corpus may cost. The zero value of a field means its default.
+type Limits struct {
+	// MaxLineBytes is the longest line (one document) accepted, in bytes after decompression
+	// and without its newline. A line is held in memory whole and parsing it takes several times
+	// its size: one 40 MB line once took a shard to 911 MB. Default [DefaultMaxLineBytes].
+	MaxLineBytes int
+	// MaxBytes is the most bytes read after decompression, which stops a small gzip file that
+	// expands to more than any index should hold. Default [DefaultMaxBytes].
+	MaxBytes int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxLineBytes <= 0 {
+		l.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	return l
+}
 
 // LineError reports a bad line of corpus input.
 type LineError struct {
@@ -57,7 +93,8 @@ type Passage struct {
 // first error from fn and returns that error unchanged (so fn can stop the
 // scan by returning ctx.Err()). A bad line is reported even if the passages of
 // earlier lines have been handed to fn already. Only one document is held in
-// memory at a time; ids are remembered to reject duplicates.
+// memory at a time; ids are remembered to reject duplicates. The input is read within the
+// default [Limits]; see [PassagesWithin].
 //
 // Passages splits a document into passages of minWords (50) to maxWords (150)
 // words, closing a passage at the first sentence end after 100 words; a
@@ -66,10 +103,20 @@ type Passage struct {
 // may have up to 199 words, as a tail of fewer than 50 words joins the
 // passage before it, and a document of fewer than 50 words is one passage.
 func Passages(r io.Reader, p Partition, fn func(Passage) error) error {
+	return PassagesWithin(r, p, Limits{}, fn)
+}
+
+// PassagesWithin is [Passages] within lim: a line longer than lim.MaxLineBytes, or input beyond
+// lim.MaxBytes after decompression, stops the scan with a [*LineError] wrapping
+// [ErrLineTooLong] or [ErrTooLarge] that names the line and the cap. Neither is read into memory
+// past the cap.
+func PassagesWithin(r io.Reader, p Partition, lim Limits, fn func(Passage) error) error {
 	if err := p.Validate(); err != nil {
 		return err
 	}
+	lim = lim.withDefaults()
 	br := bufio.NewReaderSize(r, 1<<16)
+	var in io.Reader = br
 	if magic, _ := br.Peek(2); bytes.Equal(magic, []byte{0x1f, 0x8b}) {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
@@ -78,15 +125,26 @@ func Passages(r io.Reader, p Partition, fn func(Passage) error) error {
 		// Close only reports a decompression error, which reading has
 		// already returned if it matters.
 		defer func() { _ = zr.Close() }()
-		br = bufio.NewReaderSize(zr, 1<<16)
+		in = zr
 	}
+	lines := bufio.NewReaderSize(&capReader{r: in, left: lim.MaxBytes}, 1<<16)
 
 	firstLine := make(map[string]int) // id -> line it was first seen on
+	var buf []byte
 	for line := 1; ; line++ {
-		b, err := br.ReadBytes('\n')
-		if err != nil && !errors.Is(err, io.EOF) {
+		var err error
+		buf, err = readLine(lines, buf[:0], lim.MaxLineBytes)
+		switch {
+		case errors.Is(err, ErrLineTooLong):
+			return &LineError{Line: line, Err: fmt.Errorf("%w: longer than the cap of %s per line: split the document into several lines, or raise the cap",
+				ErrLineTooLong, bounds.Range{Unit: bounds.Bytes}.Format(int64(lim.MaxLineBytes)))}
+		case errors.Is(err, ErrTooLarge):
+			return &LineError{Line: line, Err: fmt.Errorf("%w: more than the cap of %s after decompression: split the corpus, or raise the cap",
+				ErrTooLarge, bounds.Range{Unit: bounds.Bytes}.Format(lim.MaxBytes))}
+		case err != nil && !errors.Is(err, io.EOF):
 			return fmt.Errorf("reading line %d: %w", line, err)
 		}
+		b := buf
 		if line == 1 {
 			b = bytes.TrimPrefix(b, []byte("\uFEFF")) // a byte order mark
 		}
@@ -109,6 +167,46 @@ func Passages(r io.Reader, p Partition, fn func(Passage) error) error {
 			return nil
 		}
 	}
+}
+
+// readLine appends the next line of br to buf, without its newline, and returns it; io.EOF
+// after the last line. A line longer than max is [ErrLineTooLong], found without reading more
+// than max bytes of it into buf.
+func readLine(br *bufio.Reader, buf []byte, max int) ([]byte, error) {
+	for {
+		chunk, err := br.ReadSlice('\n')
+		chunk = bytes.TrimSuffix(chunk, []byte("\n"))
+		if len(buf)+len(chunk) > max {
+			return buf, ErrLineTooLong
+		}
+		buf = append(buf, chunk...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return buf, err
+		}
+	}
+}
+
+// capReader reads r and fails with [ErrTooLarge] once r holds more than left bytes.
+type capReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// At the cap: only the end of the input is still acceptable.
+		var one [1]byte
+		if n, err := io.ReadFull(c.r, one[:]); n == 0 {
+			return 0, err // io.EOF, or the reader's own error
+		}
+		return 0, ErrTooLarge
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 // document is one parsed input line.

@@ -21,8 +21,9 @@ const defaultName = "sotu.jsonl.gz"
 // Source is a corpus that can be read from the start any number of times.
 // The zero Source has no bytes: Open reports an error.
 type Source struct {
-	name string
-	open func() (io.ReadCloser, error)
+	name   string
+	open   func() (io.ReadCloser, error)
+	limits Limits
 }
 
 // Default returns the embedded default corpus: the 233 State of the Union
@@ -50,6 +51,14 @@ func FromBytes(name string, data []byte) Source {
 		name: name,
 		open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil },
 	}
+}
+
+// WithLimits returns s read within lim by [Source.Passages] (the default [Limits] otherwise).
+// The digest does not depend on them: [Source.Digest] streams the stored bytes whatever their
+// size.
+func (s Source) WithLimits(lim Limits) Source {
+	s.limits = lim
+	return s
 }
 
 // Name returns the name the source was made with, for logs and errors.
@@ -85,7 +94,7 @@ func (s Source) Digest() (string, error) {
 	return digestOf(h), nil
 }
 
-// Passages calls the package function [Passages] on the corpus bytes, and on
+// Passages calls [PassagesWithin] with the source's limits on the corpus bytes, and on
 // success returns their digest, as [Source.Digest] would. A caller that
 // recorded the digest earlier compares the two to make sure the corpus did
 // not change in between. Errors other than fn's are wrapped with the source
@@ -98,7 +107,7 @@ func (s Source) Passages(p Partition, fn func(Passage) error) (digest string, er
 	defer func() { _ = rc.Close() }() // read only: a close error cannot matter
 	h := sha256.New()
 	var fnErr error
-	err = Passages(io.TeeReader(rc, h), p, func(pg Passage) error {
+	err = PassagesWithin(io.TeeReader(rc, h), p, s.limits, func(pg Passage) error {
 		fnErr = fn(pg)
 		return fnErr
 	})

@@ -4,8 +4,6 @@
 package liveness
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"google.golang.org/grpc"
@@ -28,7 +26,8 @@ const (
 )
 
 // Server is a gRPC server's keepalive and its policy for clients' pings. Zero fields take
-// the defaults above; PermitWithoutStream defaults to true.
+// the defaults above; PermitWithoutStream defaults to true. The range of each field (grpc-go's
+// floors, gather's ceilings) is checked by package config's bounds table.
 type Server struct {
 	// Time: ping a client after this long without activity (grpc-go's floor: 1s).
 	Time time.Duration `yaml:"time"`
@@ -79,23 +78,8 @@ func (k Server) ServerOptions() []grpc.ServerOption {
 	}
 }
 
-// Validate names the first bad field, prefixed with key.
-func (k Server) Validate(key string) error {
-	var errs []error
-	for name, d := range map[string]time.Duration{"time": k.Time, "timeout": k.Timeout,
-		"max_connection_idle": k.MaxConnectionIdle, "max_connection_age": k.MaxConnectionAge,
-		"max_connection_age_grace": k.MaxConnectionAgeGrace, "min_time": k.MinTime} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s.%s: negative (%s)", key, name, d))
-		}
-	}
-	if k.Time > 0 && k.Time < time.Second {
-		errs = append(errs, fmt.Errorf("%s.time: %s is below grpc-go's floor of 1s", key, k.Time))
-	}
-	return errors.Join(errs...)
-}
-
-// Client is the keepalive of a client connection. Zero fields take the defaults above.
+// Client is the keepalive of a client connection. Zero fields take the defaults above; package
+// config's bounds table checks the range of each field.
 type Client struct {
 	// Time: ping the server after this long without activity. At least 10s (grpc-go's floor) and
 	// at least the server's min_time (gather's shards enforce 5s).
@@ -112,17 +96,4 @@ func (k Client) Params() keepalive.ClientParameters {
 		Timeout:             or(k.Timeout, DefaultClientTimeout),
 		PermitWithoutStream: true,
 	}
-}
-
-// Validate names the first bad field, prefixed with key.
-func (k Client) Validate(key string) error {
-	switch {
-	case k.Time < 0 || k.Timeout < 0:
-		return fmt.Errorf("%s: negative duration", key)
-	case k.Time > 0 && k.Time < DefaultClientTime:
-		return fmt.Errorf("%s.time: %s is below grpc-go's client floor of %s", key, k.Time, DefaultClientTime)
-	case k.Time > 0 && k.Time < DefaultMinTime:
-		return fmt.Errorf("%s.time: %s is below the shards' min_time of %s: they would answer GOAWAY too_many_pings", key, k.Time, DefaultMinTime)
-	}
-	return nil
 }

@@ -22,26 +22,31 @@ import (
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/panicguard"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/synthetic"
 	"github.com/gatherproxy/gather/internal/telemetry"
+	"github.com/gatherproxy/gather/internal/validation"
+	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
 // benchQuery is the query of every benchmark; the synthetic shards cache their answer to it, so
 // after the first call a shard's cost is grpc-go's and protobuf's, not the generator's.
 const benchQuery = "union constitution war"
 
-// wiring instruments a proxy the way cmd/gather does (observe.go, proxy.go): tracing off (no
-// OTEL_* environment, so no stats handler is installed), go-grpc-middleware's Prometheus RED
-// metrics and the lifecycle recorder on both sides, admission control on the QueryService, the
-// service's own metrics, and an access-log line per query from an enabled slog handler (text, to
-// io.Discard, so the line is formatted but not written anywhere).
+// wiring instruments a proxy the way cmd/gather does (serve.go, observe.go, proxy.go): gather's
+// server codec (wirecodec), tracing off (no OTEL_* environment, so no stats handler is
+// installed), go-grpc-middleware's Prometheus RED metrics and the lifecycle recorder on both
+// sides, panic recovery, admission control and protovalidate request validation on the
+// QueryService, the service's own metrics, and an access-log line per query from an enabled slog
+// handler (text, to io.Discard, so the line is formatted but not written anywhere).
 type wiring struct {
-	reg *prometheus.Registry
-	lc  *lifecycle.Metrics
-	srv *grpcprom.ServerMetrics
-	cli *grpcprom.ClientMetrics
-	tr  *telemetry.Tracing
+	reg    *prometheus.Registry
+	lc     *lifecycle.Metrics
+	srv    *grpcprom.ServerMetrics
+	cli    *grpcprom.ClientMetrics
+	panics *panicguard.Guard
+	tr     *telemetry.Tracing
 }
 
 func newWiring() *wiring {
@@ -53,6 +58,7 @@ func newWiring() *wiring {
 		tr:  telemetry.Disabled(),
 	}
 	w.lc = lifecycle.New(w.reg)
+	w.panics = panicguard.New(w.reg, slog.New(slog.DiscardHandler))
 	w.reg.MustRegister(w.srv, w.cli)
 	return w
 }
@@ -65,14 +71,21 @@ func (w *wiring) dialOptions() []grpc.DialOption {
 	}
 }
 
-func (w *wiring) serverOptions() []grpc.ServerOption {
+func (w *wiring) serverOptions(tb testing.TB) []grpc.ServerOption {
 	adm := admission.New(admission.Config{}, w.reg)
 	svc := queryv1.QueryService_ServiceDesc.ServiceName
+	v, err := validation.New(&queryv1.SearchRequest{}, &queryv1.SearchStreamRequest{})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return append(liveness.Server{}.ServerOptions(),
+		grpc.ForceServerCodecV2(wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(), (&queryv1.SearchStreamRequest{}).ProtoReflect().Type())),
 		grpc.MaxConcurrentStreams(1000),
 		w.tr.ServerOption(),
-		grpc.ChainUnaryInterceptor(w.srv.UnaryServerInterceptor(), w.lc.UnaryServerInterceptor(), adm.UnaryServerInterceptor(svc)),
-		grpc.ChainStreamInterceptor(w.srv.StreamServerInterceptor(), w.lc.StreamServerInterceptor(), adm.StreamServerInterceptor(svc)),
+		grpc.ChainUnaryInterceptor(w.srv.UnaryServerInterceptor(), w.lc.UnaryServerInterceptor(), w.panics.UnaryServerInterceptor(),
+			adm.UnaryServerInterceptor(svc), v.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(w.srv.StreamServerInterceptor(), w.lc.StreamServerInterceptor(), w.panics.StreamServerInterceptor(),
+			adm.StreamServerInterceptor(svc), v.StreamServerInterceptor()),
 	)
 }
 
@@ -130,7 +143,7 @@ func newBenchProxy(tb testing.TB, addrs []string, fcfg fanout.Config) *benchProx
 		Metrics: proxy.NewMetrics(w.reg),
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
-	addr := serve(tb, func(s *grpc.Server) { svc.Register(s) }, w.serverOptions()...)
+	addr := serve(tb, func(s *grpc.Server) { svc.Register(s) }, w.serverOptions(tb)...)
 	return &benchProxy{w: w, svc: svc, addr: addr, client: queryv1.NewQueryServiceClient(dial(tb, addr))}
 }
 

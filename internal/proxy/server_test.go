@@ -25,6 +25,8 @@ import (
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/shardtest"
+	"github.com/gatherproxy/gather/internal/wirecodec"
+	"github.com/gatherproxy/gather/internal/wirecodec/wiretest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,6 +34,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // cluster is a proxy on loopback in front of fake shards named s0, s1, ...
 type cluster struct {
 	shards []*shardtest.Shard
+	conn   *grpc.ClientConn
 	client queryv1.QueryServiceClient
 }
 
@@ -58,7 +61,9 @@ func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behavior
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(pcfg.ServerOptions()...)
+	// With gather's server codec, as cmd/gather serves it, so that invalid UTF-8 reaches parse.
+	srv := grpc.NewServer(append(pcfg.ServerOptions(), grpc.ForceServerCodecV2(wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(),
+		(&queryv1.SearchStreamRequest{}).ProtoReflect().Type())))...)
 	proxy.New(fan, pcfg).Register(srv)
 	done := make(chan struct{})
 	go func() {
@@ -75,7 +80,7 @@ func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behavior
 		<-done
 		_ = fan.Close()
 	})
-	c.client = queryv1.NewQueryServiceClient(conn)
+	c.conn, c.client = conn, queryv1.NewQueryServiceClient(conn)
 	return c
 }
 
@@ -528,6 +533,41 @@ func TestSearchInvalidArgument(t *testing.T) {
 	}
 	if got := c.shards[0].Started(); got != 0 {
 		t.Errorf("invalid requests reached the shard %d times", got)
+	}
+}
+
+// TestInvalidUTF8 sends a query that is not UTF-8, which no protobuf library encodes but any
+// client can send: both methods answer INVALID_ARGUMENT naming the query field, not INTERNAL.
+func TestInvalidUTF8(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, fanout.Config{}, shardtest.Behavior{Hits: hitsFor(1)[0]})
+	req := wiretest.SearchRequest("union \xc3\x28 war", 5)
+	_, unaryErr := wiretest.Unary(t.Context(), c.conn, "/gather.query.v1.QueryService/Search", req)
+	msgs, streamErr := wiretest.ServerStream(t.Context(), c.conn, "/gather.query.v1.QueryService/SearchStream", req)
+	for method, err := range map[string]error{"Search": unaryErr, "SearchStream": streamErr} {
+		st := status.Convert(err)
+		if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "query is not valid UTF-8 (bad byte at offset 6): send the text encoded as UTF-8") {
+			t.Errorf("%s: got %v, want INVALID_ARGUMENT saying where the query is not UTF-8", method, err)
+		}
+		var field string
+		for _, d := range st.Details() {
+			if br, ok := d.(*errdetails.BadRequest); ok && len(br.GetFieldViolations()) == 1 {
+				field = br.GetFieldViolations()[0].GetField()
+			}
+		}
+		if field != "query" {
+			t.Errorf("%s: BadRequest names %q, want query", method, field)
+		}
+	}
+	if len(msgs) != 0 {
+		t.Errorf("SearchStream sent %d messages", len(msgs))
+	}
+	if got := c.shards[0].Started(); got != 0 {
+		t.Errorf("the invalid query reached the shard %d times", got)
+	}
+	// The same connection still serves.
+	if resp, err := c.client.Search(t.Context(), &queryv1.SearchRequest{Query: "union war", TopK: 1}); err != nil || len(resp.GetHits()) != 1 {
+		t.Errorf("a valid query after: %v, %v", resp, err)
 	}
 }
 

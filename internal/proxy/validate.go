@@ -6,18 +6,23 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/bounds"
 	"github.com/gatherproxy/gather/internal/flowguard"
+	"github.com/gatherproxy/gather/internal/wirecodec"
 )
 
 // Config holds the service's tunables. The zero value of a field means its default.
 type Config struct {
-	// MaxTopK is the largest top_k accepted. Default 1000.
+	// MaxTopK is the largest top_k accepted. Default bounds.DefaultMaxTopK (1000), as on the
+	// shards.
 	MaxTopK uint32
-	// MaxQueryBytes is the longest query accepted, in bytes. Default 1024.
+	// MaxQueryBytes is the longest query accepted, in bytes. Default bounds.DefaultMaxQueryBytes
+	// (1024), as on the shards.
 	MaxQueryBytes int
 	// SendTimeout is how long an answer (a Search answer, a SearchStream message) may wait for the
 	// client to make room for it (HTTP/2 flow control) before the call ends with
@@ -49,10 +54,10 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.MaxTopK == 0 {
-		c.MaxTopK = 1000
+		c.MaxTopK = bounds.DefaultMaxTopK
 	}
 	if c.MaxQueryBytes <= 0 {
-		c.MaxQueryBytes = 1024
+		c.MaxQueryBytes = bounds.DefaultMaxQueryBytes
 	}
 	if c.SendTimeout <= 0 {
 		c.SendTimeout = 5 * time.Second
@@ -102,6 +107,9 @@ func parse(text string, topK uint32, policy queryv1.PartialPolicy, timeout *dura
 		return q, invalid("query", "query is empty: give one or more words to search for")
 	case len(text) > lim.MaxQueryBytes:
 		return q, invalid("query", "query is %d bytes, over the limit of %d: shorten it", len(text), lim.MaxQueryBytes)
+	case !utf8.ValidString(text): // decoded despite that by wirecodec, for this answer
+		return q, invalid("query", "query is not valid UTF-8 (bad byte at offset %d): send the text encoded as UTF-8",
+			wirecodec.InvalidUTF8At(text))
 	case topK == 0:
 		return q, invalid("top_k", "top_k is 0: ask for at least 1 hit")
 	case topK > lim.MaxTopK:

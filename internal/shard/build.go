@@ -13,7 +13,9 @@ import (
 
 	"github.com/blevesearch/bleve/v2"
 
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/corpus"
+	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // build indexes partition part of src into a new directory beside dir and
@@ -22,8 +24,11 @@ import (
 func build(ctx context.Context, dir string, src corpus.Source, part corpus.Partition, want meta, cfg openConfig, log *slog.Logger) (err error) {
 	start := time.Now()
 	total := 0
-	digest, err := src.Passages(part, func(corpus.Passage) error {
+	digest, err := src.Passages(part, func(p corpus.Passage) error {
 		total++
+		if err := checkHitSize(p); err != nil {
+			return err
+		}
 		return ctx.Err()
 	})
 	if err != nil {
@@ -65,6 +70,9 @@ func build(ctx context.Context, dir string, src corpus.Source, part corpus.Parti
 	}
 
 	m := want
+	if m.Files, err = sumFiles(tmp); err != nil {
+		return fmt.Errorf("checksumming the new index: %w", err)
+	}
 	m.Documents = uint64(total)
 	m.CorpusName = src.Name()
 	m.BuiltAt = time.Now().UTC().Truncate(time.Second)
@@ -78,6 +86,17 @@ func build(ctx context.Context, dir string, src corpus.Source, part corpus.Parti
 	elapsed := time.Since(start)
 	log.Info(fmt.Sprintf("built index of partition %s: %d passages in %s", part, total, elapsed.Round(time.Millisecond)),
 		"documents", total, "elapsed", elapsed.Round(time.Millisecond))
+	return nil
+}
+
+// checkHitSize refuses a passage that, served as a hit, would not fit in one
+// shard message: the server could never send it (shardsvc.NextBatch).
+func checkHitSize(p corpus.Passage) error {
+	h := &shardv1.Hit{DocId: p.ID, Score: 1, Text: p.Text, Fields: p.Fields} // any non-zero score is 9 bytes
+	if n := shardsvc.HitBytes(h); n > shardsvc.MaxHitBytes {
+		return fmt.Errorf("%w: passage %s is %d bytes as a hit, above the %d bytes one shard message may carry: split the words of its document (a passage is 50 to 199 of them), or move large fields out of the corpus",
+			ErrPassageTooLarge, p.ID, n, shardsvc.MaxHitBytes)
+	}
 	return nil
 }
 

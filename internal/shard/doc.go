@@ -7,9 +7,12 @@
 // [Open] builds a partition's index once into a directory and reopens it on
 // later starts. The index is built into a temporary directory beside the
 // final one and renamed into place only when complete, with a meta file
-// recording the corpus digest, the partition and the mapping version; an
-// index whose meta file is missing or does not match is rebuilt, never
-// reused. A built index is opened read-only and never changes.
+// recording the corpus digest, the partition, the mapping version and the
+// size and CRC-32C of every file of the index; an index whose meta file is
+// missing or does not match, or whose files do not match their checksums, is
+// rebuilt, never reused (a damaged segment can pass bleve's checks on open
+// and panic a later search). A built index is opened read-only and never
+// changes.
 //
 // # Scoring
 //

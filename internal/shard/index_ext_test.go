@@ -233,7 +233,7 @@ func TestOpenReplacesIncompleteIndex(t *testing.T) {
 				}
 				write(t, filepath.Join(dir, "gather-shard.json"), string(b))
 			},
-			why: "bleve cannot open it",
+			why: "file index_meta.json is missing",
 		},
 	}
 	for _, tt := range tests {

@@ -29,6 +29,10 @@ type meta struct {
 	Partition      string `json:"partition"`
 	CorpusSHA256   string `json:"corpus_sha256"`
 	Documents      uint64 `json:"documents"`
+	// Files is every other file of the index directory with its size and
+	// checksum, taken when the build completed; Open verifies them before it
+	// reuses the index, so that a damaged segment is rebuilt, not served.
+	Files []fileSum `json:"files"`
 
 	// Informational only: not compared.
 	CorpusName   string    `json:"corpus_name"`
@@ -37,7 +41,8 @@ type meta struct {
 }
 
 // mismatch returns why an index described by m cannot serve want, or "" if
-// it can. Documents is checked against the index itself, not here.
+// it can. Documents is checked against the index itself and Files against
+// the files, not here.
 func (m meta) mismatch(want meta) string {
 	switch {
 	case m.Format != want.Format:

@@ -4,7 +4,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gatherproxy/gather/internal/bounds"
 	"github.com/gatherproxy/gather/internal/corpus"
+	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // Defaults of the options.
@@ -12,11 +14,16 @@ const (
 	// DefaultBuildBatchSize is the number of passages per bleve batch (and
 	// so per segment file, before the final merge) while building.
 	DefaultBuildBatchSize = 400
-	// DefaultHitsPerMessage is the number of hits the Server sends per
-	// SearchResponse.
+	// DefaultHitsPerMessage is the largest number of hits the Server sends
+	// per SearchResponse (fewer when they would take more than
+	// shardsvc.MaxMessageBytes).
 	DefaultHitsPerMessage = 64
-	// DefaultMaxTopK is the largest top_k the Server accepts.
-	DefaultMaxTopK = 10000
+	// DefaultMaxTopK is the largest top_k the Server accepts, the proxy's
+	// default maximum.
+	DefaultMaxTopK = bounds.DefaultMaxTopK
+	// DefaultMaxQueryBytes is the longest query the Server accepts, the
+	// proxy's default maximum.
+	DefaultMaxQueryBytes = bounds.DefaultMaxQueryBytes
 )
 
 // OpenOption configures [Open].
@@ -82,13 +89,13 @@ type Option func(*serverConfig)
 
 type serverConfig struct {
 	hitsPerMessage int
-	maxTopK        int
+	limits         shardsvc.Limits
 }
 
 func newServerConfig(opts []Option) serverConfig {
 	cfg := serverConfig{
 		hitsPerMessage: DefaultHitsPerMessage,
-		maxTopK:        DefaultMaxTopK,
+		limits:         shardsvc.Limits{MaxTopK: DefaultMaxTopK, MaxQueryBytes: DefaultMaxQueryBytes},
 	}
 	for _, opt := range opts {
 		opt(&cfg)
@@ -96,7 +103,8 @@ func newServerConfig(opts []Option) serverConfig {
 	return cfg
 }
 
-// WithHitsPerMessage sets the largest number of hits per SearchResponse.
+// WithHitsPerMessage sets the largest number of hits per SearchResponse;
+// a message also ends before it would exceed shardsvc.MaxMessageBytes.
 // Values below 1 mean [DefaultHitsPerMessage].
 func WithHitsPerMessage(n int) Option {
 	return func(c *serverConfig) {
@@ -111,7 +119,18 @@ func WithHitsPerMessage(n int) Option {
 func WithMaxTopK(n int) Option {
 	return func(c *serverConfig) {
 		if n >= 1 {
-			c.maxTopK = n
+			c.limits.MaxTopK = n
+		}
+	}
+}
+
+// WithMaxQueryBytes sets the longest query the server accepts, in bytes; a
+// longer one fails with InvalidArgument before the index sees it. Values
+// below 1 mean [DefaultMaxQueryBytes].
+func WithMaxQueryBytes(n int) Option {
+	return func(c *serverConfig) {
+		if n >= 1 {
+			c.limits.MaxQueryBytes = n
 		}
 	}
 }

@@ -30,16 +30,17 @@ var _ shardv1.ShardServiceServer = (*Server)(nil)
 
 // Search implements the ShardService Search RPC.
 //
-// It validates the request (InvalidArgument for a blank query, a top_k of 0
-// or a top_k above the maximum), searches the index, and streams the hits in
-// batches of at most the configured hits per message, in the contract's
-// order: score descending, ties by doc_id ascending. The first message
-// carries total_matches and documents, and is sent even when there are no
-// hits. If the stream's context ends, the search stops and Search returns
-// Canceled or DeadlineExceeded; the context is also checked between
-// messages.
+// It validates the request (InvalidArgument for a query that is blank, not
+// UTF-8 or longer than the maximum, and for a top_k of 0 or above the
+// maximum), searches the index, and streams the hits in the contract's
+// order: score descending, ties by doc_id ascending. A message carries at
+// most the configured hits per message and at most shardsvc.MaxMessageBytes
+// encoded; the first one carries total_matches and documents, and is sent
+// even when there are no hits. If the stream's context ends, the search stops
+// and Search returns Canceled or DeadlineExceeded; the context is also
+// checked between messages.
 func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingServer[shardv1.SearchResponse]) error {
-	if err := shardsvc.Validate(req, s.cfg.maxTopK); err != nil {
+	if err := shardsvc.Validate(req, s.cfg.limits); err != nil {
 		return err
 	}
 	ctx := stream.Context()
@@ -48,14 +49,19 @@ func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingS
 		return statusOf(ctx, err)
 	}
 
+	structs := make([]shardv1.Hit, len(res.Hits))
+	hits := make([]*shardv1.Hit, len(res.Hits))
+	for i, h := range res.Hits {
+		structs[i] = shardv1.Hit{DocId: h.DocID, Score: h.Score, Text: h.Text, Fields: h.Fields}
+		hits[i] = &structs[i]
+	}
 	msg := &shardv1.SearchResponse{TotalMatches: res.Total, Documents: res.Documents}
-	hits := res.Hits
 	for {
-		n := min(len(hits), s.cfg.hitsPerMessage)
-		msg.Hits = make([]*shardv1.Hit, n)
-		for i, h := range hits[:n] {
-			msg.Hits[i] = &shardv1.Hit{DocId: h.DocID, Score: h.Score, Text: h.Text, Fields: h.Fields}
+		n, err := shardsvc.NextBatch(hits, s.cfg.hitsPerMessage)
+		if err != nil { // the index holds a passage too large to send; Open refuses to build one
+			return status.Errorf(codes.Internal, "partition %s: %v", s.ix.info.Partition, err)
 		}
+		msg.Hits = hits[:n:n]
 		hits = hits[n:]
 		if err := stream.Send(msg); err != nil {
 			return statusOf(ctx, err)

@@ -54,18 +54,18 @@ func TestSearchContractAndBatches(t *testing.T) {
 
 	// The full ranking, which every smaller top_k must be a prefix of.
 	full := startServer(t, ix)
-	msgs, err := shardtest.Collect(t.Context(), full, query, 10000)
+	msgs, err := shardtest.Collect(t.Context(), full, query, shard.DefaultMaxTopK)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ranking := ids(checkContract(t, msgs, 10000))
+	ranking := ids(checkContract(t, msgs, shard.DefaultMaxTopK))
 	if len(ranking) != wantTotal {
 		t.Fatalf("full ranking has %d hits, want %d", len(ranking), wantTotal)
 	}
 
 	for _, perMsg := range []int{1, 4, 7, 64} {
 		c := startServer(t, ix, shard.WithHitsPerMessage(perMsg))
-		for _, topK := range []int{1, 3, 4, 8, 13, wantTotal, wantTotal + 1, 10000} {
+		for _, topK := range []int{1, 3, 4, 8, 13, wantTotal, wantTotal + 1, shard.DefaultMaxTopK} {
 			msgs, err := shardtest.Collect(t.Context(), c, query, uint32(topK))
 			if err != nil {
 				t.Fatalf("per message %d, top_k %d: %v", perMsg, topK, err)
@@ -103,11 +103,11 @@ func TestSearchTies(t *testing.T) {
 	// Only the tie documents contain all three words; shorter documents with
 	// one of them might still outscore them, so look at the run of equal
 	// scores that the tie documents form.
-	msgs, err := shardtest.Collect(t.Context(), c, "apple banana river", 10000)
+	msgs, err := shardtest.Collect(t.Context(), c, "apple banana river", shard.DefaultMaxTopK)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hits := checkContract(t, msgs, 10000)
+	hits := checkContract(t, msgs, shard.DefaultMaxTopK)
 	var tied []string
 	var tieScore float64
 	for _, h := range hits {

@@ -4,20 +4,30 @@ import (
 	"sync"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/bounds"
 	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
 // Defaults of the options.
 const (
-	// DefaultHitsPerMessage is the number of hits per SearchResponse, as for the reference shard.
+	// DefaultHitsPerMessage is the largest number of hits per SearchResponse, as for the
+	// reference shard (fewer when they would take more than shardsvc.MaxMessageBytes).
 	DefaultHitsPerMessage = 64
 	// DefaultTextBytes is the length of each hit's text, about that of a reference passage.
 	DefaultTextBytes = 200
-	// DefaultMaxTopK is the largest top_k the server accepts, as for the reference shard.
-	DefaultMaxTopK = 10000
+	// MaxTextBytes is the longest text a hit may have: 64 KiB, far above any passage, and small
+	// enough that a hit always fits in a shard message.
+	MaxTextBytes = 64 << 10
+	// DefaultMaxTopK is the largest top_k the server accepts, as for the reference shard and
+	// the proxy.
+	DefaultMaxTopK = bounds.DefaultMaxTopK
+	// DefaultMaxQueryBytes is the longest query the server accepts, as for the reference shard
+	// and the proxy.
+	DefaultMaxQueryBytes = bounds.DefaultMaxQueryBytes
 	// DefaultDocuments is the document count the server reports.
 	DefaultDocuments = 1_000_000
 	// DefaultCacheHits bounds the hits kept in the response cache (a few MB at the default text
@@ -31,14 +41,14 @@ type Option func(*config)
 type config struct {
 	hitsPerMessage int
 	textBytes      int
-	maxTopK        int
+	limits         shardsvc.Limits
 	documents      uint64
 	cacheHits      int
 	latency        Latency
 }
 
-// WithHitsPerMessage sets the largest number of hits per SearchResponse. Values below 1 mean
-// [DefaultHitsPerMessage].
+// WithHitsPerMessage sets the largest number of hits per SearchResponse; a message also ends
+// before it would exceed shardsvc.MaxMessageBytes. Values below 1 mean [DefaultHitsPerMessage].
 func WithHitsPerMessage(n int) Option {
 	return func(c *config) {
 		if n >= 1 {
@@ -48,11 +58,11 @@ func WithHitsPerMessage(n int) Option {
 }
 
 // WithTextBytes sets the length in bytes of each hit's text; 0 sends hits without text. Negative
-// values mean [DefaultTextBytes].
+// values mean [DefaultTextBytes], and values above [MaxTextBytes] are taken as MaxTextBytes.
 func WithTextBytes(n int) Option {
 	return func(c *config) {
 		if n >= 0 {
-			c.textBytes = n
+			c.textBytes = min(n, MaxTextBytes)
 		}
 	}
 }
@@ -62,7 +72,17 @@ func WithTextBytes(n int) Option {
 func WithMaxTopK(n int) Option {
 	return func(c *config) {
 		if n >= 1 {
-			c.maxTopK = n
+			c.limits.MaxTopK = n
+		}
+	}
+}
+
+// WithMaxQueryBytes sets the longest query the server accepts, in bytes; a longer one fails with
+// InvalidArgument. Values below 1 mean [DefaultMaxQueryBytes].
+func WithMaxQueryBytes(n int) Option {
+	return func(c *config) {
+		if n >= 1 {
+			c.limits.MaxQueryBytes = n
 		}
 	}
 }
@@ -111,7 +131,7 @@ func New(seed uint64, opts ...Option) *Server {
 	cfg := config{
 		hitsPerMessage: DefaultHitsPerMessage,
 		textBytes:      DefaultTextBytes,
-		maxTopK:        DefaultMaxTopK,
+		limits:         shardsvc.Limits{MaxTopK: DefaultMaxTopK, MaxQueryBytes: DefaultMaxQueryBytes},
 		documents:      DefaultDocuments,
 		cacheHits:      DefaultCacheHits,
 	}
@@ -127,17 +147,21 @@ func New(seed uint64, opts ...Option) *Server {
 
 // Search implements the ShardService Search RPC.
 //
-// It validates the request like the reference shard (InvalidArgument for a blank query, a top_k
-// of 0 or above the maximum), waits for the delay of the latency model, then streams exactly
-// top_k hits in the contract's order, at most the configured hits per message; the first message
-// carries total_matches and documents. If the call's context ends during the delay or between
+// It validates the request like the reference shard (InvalidArgument for a query that is blank,
+// not UTF-8 or too long, and for a top_k of 0 or above the maximum), waits for the delay of the
+// latency model, then streams exactly top_k hits in the contract's order, at most the configured
+// hits per message and at most shardsvc.MaxMessageBytes per message; the first message carries
+// total_matches and documents. If the call's context ends during the delay or between
 // messages, Search returns Canceled or DeadlineExceeded at once.
 func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingServer[shardv1.SearchResponse]) error {
-	if err := shardsvc.Validate(req, s.cfg.maxTopK); err != nil {
+	if err := shardsvc.Validate(req, s.cfg.limits); err != nil {
 		return err
 	}
 	ctx := stream.Context()
-	ans := s.answer(req.GetQuery(), req.GetTopK())
+	ans, err := s.answer(req.GetQuery(), req.GetTopK())
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
 	if s.cfg.latency != nil {
 		if err := shardsvc.Wait(ctx, s.cfg.latency.Next()); err != nil {
 			return err
@@ -164,29 +188,36 @@ func (s *Server) Hits(query string, topK int) []*shardv1.Hit {
 	if topK < 1 {
 		return nil
 	}
-	ans := s.answer(query, uint32(min(topK, s.cfg.maxTopK)))
+	ans, err := s.answer(query, uint32(min(topK, s.cfg.limits.MaxTopK)))
+	if err != nil {
+		return nil
+	}
 	return append([]*shardv1.Hit(nil), ans.hits...)
 }
 
-// answer returns the messages for (query, topK), from the cache or built and cached.
-func (s *Server) answer(query string, topK uint32) *answer {
+// answer returns the messages for (query, topK), from the cache or built and cached. It fails
+// only for a hit too large for any message, which MaxTextBytes rules out.
+func (s *Server) answer(query string, topK uint32) (*answer, error) {
 	key := cacheKey{query: query, topK: topK}
 	if a := s.cache.get(key); a != nil {
-		return a
+		return a, nil
 	}
 	hits := s.gen.hits(query, int(topK))
 	a := &answer{hits: hits}
 	per := s.cfg.hitsPerMessage
 	a.msgs = make([]*shardv1.SearchResponse, 0, (len(hits)+per-1)/per)
 	for rest := hits; len(rest) > 0 || len(a.msgs) == 0; {
-		n := min(per, len(rest))
+		n, err := shardsvc.NextBatch(rest, per)
+		if err != nil {
+			return nil, err
+		}
 		a.msgs = append(a.msgs, &shardv1.SearchResponse{Hits: rest[:n:n]})
 		rest = rest[n:]
 	}
 	a.msgs[0].TotalMatches = s.gen.totalMatches(query, len(hits))
 	a.msgs[0].Documents = s.cfg.documents
 	s.cache.put(key, a)
-	return a
+	return a, nil
 }
 
 // answer is the read-only response to one (query, top_k).

@@ -75,7 +75,7 @@ func TestSearchKeepsContractAndBatches(t *testing.T) {
 		{3, "tariff reform", 100, 0},
 		{4, "peace", 1000, 0},
 		{5, "peace", 130, 7},
-		{6, "a b c", 10000, 1000},
+		{6, "a b c", 1000, 500},
 	}
 	for _, tt := range tests {
 		name := fmt.Sprintf("seed=%d/%s/top_k=%d/per=%d", tt.seed, tt.query, tt.topK, tt.per)

@@ -7,6 +7,7 @@
 package queryv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -157,8 +158,8 @@ func (ShardStatus) EnumDescriptor() ([]byte, []int) {
 // SearchRequest is a query for the global top_k.
 type SearchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The query text. Must not be blank; at most the proxy's configured query size (default 1024
-	// bytes).
+	// The query text. Must not be blank, must be valid UTF-8; at most the proxy's configured query
+	// size (default 1024 bytes).
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// How many hits to return, from 1 to the proxy's configured maximum (default 1000).
 	TopK uint32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
@@ -827,12 +828,17 @@ var File_gather_query_v1_query_proto protoreflect.FileDescriptor
 
 const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\n" +
-	"\x1bgather/query/v1/query.proto\x12\x0fgather.query.v1\x1a\x1egoogle/protobuf/duration.proto\"\xc1\x01\n" +
-	"\rSearchRequest\x12\x14\n" +
-	"\x05query\x18\x01 \x01(\tR\x05query\x12\x13\n" +
-	"\x05top_k\x18\x02 \x01(\rR\x04topK\x12E\n" +
-	"\x0epartial_policy\x18\x03 \x01(\x0e2\x1e.gather.query.v1.PartialPolicyR\rpartialPolicy\x12>\n" +
-	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fshardTimeout\"\xc6\x02\n" +
+	"\x1bgather/query/v1/query.proto\x12\x0fgather.query.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc9\x05\n" +
+	"\rSearchRequest\x12v\n" +
+	"\x05query\x18\x01 \x01(\tB`\xbaH]\xba\x01Z\n" +
+	"\x0fquery.not_blank\x124query is empty: give one or more words to search for\x1a\x11this.trim() != ''R\x05query\x12_\n" +
+	"\x05top_k\x18\x02 \x01(\rBJ\xbaHG\xba\x01D\n" +
+	"\x12top_k.at_least_one\x12\"top_k is 0: ask for at least 1 hit\x1a\n" +
+	"this >= 1uR\x04topK\x12\xfd\x01\n" +
+	"\x0epartial_policy\x18\x03 \x01(\x0e2\x1e.gather.query.v1.PartialPolicyB\xb5\x01\xbaH\xb1\x01\xba\x01\xad\x01\n" +
+	"\x14partial_policy.known\x1a\x94\x01this in [0, 1, 2] ? '' : 'partial_policy ' + string(this) + ' is not a known PartialPolicy: use PARTIAL_POLICY_ALLOW or PARTIAL_POLICY_REQUIRE_FULL'R\rpartialPolicy\x12\xde\x01\n" +
+	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x9d\x01\xbaH\x99\x01\xba\x01\x95\x01\n" +
+	"\x1ashard_timeout.not_negative\x1awthis >= duration('0s') ? '' : 'shard_timeout is negative (' + string(this) + '): give a positive cap or leave it unset'R\fshardTimeout\"\xc6\x02\n" +
 	"\x0eSearchResponse\x12(\n" +
 	"\x04hits\x18\x01 \x03(\v2\x14.gather.query.v1.HitR\x04hits\x125\n" +
 	"\bcoverage\x18\x02 \x01(\v2\x19.gather.query.v1.CoverageR\bcoverage\x124\n" +
@@ -840,12 +846,17 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\rtotal_matches\x18\x04 \x01(\x04R\ftotalMatches\x12-\n" +
 	"\x04took\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04took\x12\x1c\n" +
 	"\ttruncated\x18\x06 \x01(\bR\ttruncated\x12+\n" +
-	"\x11truncation_reason\x18\a \x01(\tR\x10truncationReason\"\xc7\x01\n" +
-	"\x13SearchStreamRequest\x12\x14\n" +
-	"\x05query\x18\x01 \x01(\tR\x05query\x12\x13\n" +
-	"\x05top_k\x18\x02 \x01(\rR\x04topK\x12E\n" +
-	"\x0epartial_policy\x18\x03 \x01(\x0e2\x1e.gather.query.v1.PartialPolicyR\rpartialPolicy\x12>\n" +
-	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\fshardTimeout\"z\n" +
+	"\x11truncation_reason\x18\a \x01(\tR\x10truncationReason\"\xcf\x05\n" +
+	"\x13SearchStreamRequest\x12v\n" +
+	"\x05query\x18\x01 \x01(\tB`\xbaH]\xba\x01Z\n" +
+	"\x0fquery.not_blank\x124query is empty: give one or more words to search for\x1a\x11this.trim() != ''R\x05query\x12_\n" +
+	"\x05top_k\x18\x02 \x01(\rBJ\xbaHG\xba\x01D\n" +
+	"\x12top_k.at_least_one\x12\"top_k is 0: ask for at least 1 hit\x1a\n" +
+	"this >= 1uR\x04topK\x12\xfd\x01\n" +
+	"\x0epartial_policy\x18\x03 \x01(\x0e2\x1e.gather.query.v1.PartialPolicyB\xb5\x01\xbaH\xb1\x01\xba\x01\xad\x01\n" +
+	"\x14partial_policy.known\x1a\x94\x01this in [0, 1, 2] ? '' : 'partial_policy ' + string(this) + ' is not a known PartialPolicy: use PARTIAL_POLICY_ALLOW or PARTIAL_POLICY_REQUIRE_FULL'R\rpartialPolicy\x12\xde\x01\n" +
+	"\rshard_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x9d\x01\xbaH\x99\x01\xba\x01\x95\x01\n" +
+	"\x1ashard_timeout.not_negative\x1awthis >= duration('0s') ? '' : 'shard_timeout is negative (' + string(this) + '): give a positive cap or leave it unset'R\fshardTimeout\"z\n" +
 	"\x14SearchStreamResponse\x12(\n" +
 	"\x04hits\x18\x01 \x03(\v2\x14.gather.query.v1.HitR\x04hits\x128\n" +
 	"\asummary\x18\x02 \x01(\v2\x1e.gather.query.v1.SearchSummaryR\asummary\"\x9b\x02\n" +

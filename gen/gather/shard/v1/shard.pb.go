@@ -7,6 +7,7 @@
 package shardv1
 
 import (
+	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -25,9 +26,12 @@ const (
 type SearchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The query text, in the shard's query language (for the reference shard: words, matched
-	// against the passage text, any word may match, better matches score higher).
+	// against the passage text, any word may match, better matches score higher). Must not be
+	// blank, must be valid UTF-8; at most the shard's configured query size (default 1024 bytes,
+	// as on the proxy).
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
-	// The largest number of hits to return. Must be at least 1.
+	// The largest number of hits to return. Must be at least 1; at most the shard's configured
+	// maximum (default 1000, as on the proxy).
 	TopK          uint32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -220,10 +224,13 @@ var File_gather_shard_v1_shard_proto protoreflect.FileDescriptor
 
 const file_gather_shard_v1_shard_proto_rawDesc = "" +
 	"\n" +
-	"\x1bgather/shard/v1/shard.proto\x12\x0fgather.shard.v1\":\n" +
-	"\rSearchRequest\x12\x14\n" +
-	"\x05query\x18\x01 \x01(\tR\x05query\x12\x13\n" +
-	"\x05top_k\x18\x02 \x01(\rR\x04topK\"}\n" +
+	"\x1bgather/shard/v1/shard.proto\x12\x0fgather.shard.v1\x1a\x1bbuf/validate/validate.proto\"\xe8\x01\n" +
+	"\rSearchRequest\x12v\n" +
+	"\x05query\x18\x01 \x01(\tB`\xbaH]\xba\x01Z\n" +
+	"\x0fquery.not_blank\x124query is blank: send at least one word to search for\x1a\x11this.trim() != ''R\x05query\x12_\n" +
+	"\x05top_k\x18\x02 \x01(\rBJ\xbaHG\xba\x01D\n" +
+	"\x12top_k.at_least_one\x12\"top_k is 0: ask for at least 1 hit\x1a\n" +
+	"this >= 1uR\x04topK\"}\n" +
 	"\x0eSearchResponse\x12(\n" +
 	"\x04hits\x18\x01 \x03(\v2\x14.gather.shard.v1.HitR\x04hits\x12#\n" +
 	"\rtotal_matches\x18\x02 \x01(\x04R\ftotalMatches\x12\x1c\n" +
