@@ -85,7 +85,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 // while data was in flight) makes the write fail, and grpc-go then closes the connection.
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.g.cfg.SendTimeout > 0 {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.g.cfg.SendTimeout))
+		_ = c.SetWriteDeadline(time.Now().Add(c.g.cfg.SendTimeout))
 	}
 	n, err := c.Conn.Write(p)
 	if n > 0 {

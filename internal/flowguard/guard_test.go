@@ -134,7 +134,7 @@ func TestAnswersToAReadingClientAreWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	for _, size := range []uint64{1, 100 << 10, 8 << 20} {
 		st, err := conn.NewStream(t.Context(), &grpc.StreamDesc{ServerStreams: true}, answerMethod)
 		if err != nil {
@@ -169,7 +169,7 @@ func TestSlowReaderKeepsItsConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	st, err := conn.NewStream(t.Context(), &grpc.StreamDesc{ServerStreams: true}, answerMethod)
 	if err != nil {
 		t.Fatal(err)
