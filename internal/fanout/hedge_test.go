@@ -19,6 +19,7 @@ import (
 	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/replica"
 	"github.com/gatherproxy/gather/internal/shardsvc"
 	"github.com/gatherproxy/gather/internal/shardtest"
 )
@@ -393,5 +394,50 @@ func TestHungReplicaRoutedAround(t *testing.T) {
 	}
 	if got := value(t, reg, "gather_replica_selections_total", "replica", p.addrs[0]); got > 3 {
 		t.Errorf("the hung replica took %v of 20 first attempts, want at most 3", got)
+	}
+}
+
+// TestVerdict: which ends of an attempt count against its replica. A failure: the replica's own
+// error or its connection's (also as the trailer of a stream that sent hits), a protocol
+// violation, a cut by the per-shard deadline or the idle timeout. Neutral: the query's
+// cancellation or deadline, a lost race, the query's hit budget. A success: a clean end, or a
+// stream stopped early once it had answered.
+func TestVerdict(t *testing.T) {
+	t.Parallel()
+	cancelled := func(cause error) context.Context {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		return ctx
+	}
+	live := context.Background()
+	for _, tc := range []struct {
+		name   string
+		ctx    context.Context
+		err    error
+		framed bool
+		want   replica.Outcome
+	}{
+		{"clean end", live, nil, true, replica.Success},
+		{"clean end without a message", live, nil, true, replica.Success},
+		{"stopped early", cancelled(ErrStoppedEarly), status.Error(codes.Canceled, "x"), true, replica.Success},
+		{"unavailable", live, status.Error(codes.Unavailable, "x"), false, replica.Failure},
+		{"shed", live, status.Error(codes.ResourceExhausted, "x"), false, replica.Failure},
+		{"the shard's own error", live, status.Error(codes.Internal, "x"), false, replica.Failure},
+		{"trailer after hits", live, status.Error(codes.Unavailable, "x"), true, replica.Failure},
+		{"protocol violation", live, fmt.Errorf("%w: x", ErrOrder), true, replica.Failure},
+		{"over a limit", live, fmt.Errorf("%w: x", ErrOverLimit), true, replica.Failure},
+		{"per-shard deadline", cancelled(ErrShardDeadline), status.Error(codes.DeadlineExceeded, "x"), false, replica.Failure},
+		{"idle", cancelled(fmt.Errorf("%w (1s)", ErrIdle)), status.Error(codes.Canceled, "x"), true, replica.Failure},
+		{"the shard's deadline answer", live, status.Error(codes.DeadlineExceeded, "x"), false, replica.Failure},
+		{"hedge lost before its first frame", cancelled(ErrHedgeLost), status.Error(codes.Canceled, "x"), false, replica.Neutral},
+		{"hedge lost after its first frame", cancelled(ErrHedgeLost), ErrHedgeLost, true, replica.Neutral},
+		{"query cancelled", cancelled(context.Canceled), status.Error(codes.Canceled, "x"), false, replica.Neutral},
+		{"stopped early before its first frame", cancelled(ErrStoppedEarly), status.Error(codes.Canceled, "x"), false, replica.Neutral},
+		{"query hit budget", live, fmt.Errorf("%w: x", ErrBudget), true, replica.Neutral},
+	} {
+		a := &attempt{ctx: tc.ctx, err: tc.err, framed: tc.framed}
+		if got := (&shardCall{}).verdict(a); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
