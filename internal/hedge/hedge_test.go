@@ -93,7 +93,8 @@ func TestDelayPercentile(t *testing.T) {
 		t.Errorf("p99: %v, want 100ms", got)
 	}
 
-	// The window moves on: 30s later only new samples count.
+	// The window moves on: 30s later only new samples count, not these.
+	record(100, 500*time.Millisecond)
 	for range 7 {
 		clk.Advance(DefaultRefresh)
 		record(40, 20*time.Millisecond)
