@@ -371,6 +371,13 @@ func TestEjectionAndProbation(t *testing.T) {
 		}
 		succeed(s, 0, 3)
 	}
+	// Healthy for EjectMax: the next ejection is short again.
+	clk.Advance(DefaultEjectMax)
+	fail(s, 0, 5)
+	clk.Advance(DefaultEjectBase)
+	if s.Snapshot(0).Ejected {
+		t.Error("after 5 minutes healthy, an ejection lasted longer than 30s")
+	}
 }
 
 // TestEjectionLimits: never the last Ready replica of a shard, never more than half of them.
