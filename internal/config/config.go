@@ -29,8 +29,9 @@ import (
 //
 // Memory: whatever the shards send, one query holds at most max_query_hit_bytes of hits, plus
 // per shard a message on its way in (about 3.25 × max_shard_message_bytes + top_k × (592 + 160
-// × max_hit_fields) bytes) and 16 KiB of headers, plus its answer (max_answer_bytes, and the
-// hits' structs); see fanout.Config for the terms.
+// × max_hit_fields) bytes) and 16 KiB of headers, twice while a hedge races (shards of several
+// replicas), plus its answer (max_answer_bytes, and the hits' structs); see fanout.Config for the
+// terms.
 type Proxy struct {
 	// Listen is the QueryService address. Default 127.0.0.1:7070.
 	Listen string `yaml:"listen"`

@@ -79,21 +79,25 @@ const (
 // Config holds the fan-out's tunables. The zero value of a field means its default.
 //
 // Memory: whatever the shards send, what one query's shard calls hold is bounded by the size
-// limits here, with S shards, K = top_k, F = MaxFields and M = MaxMessageBytes:
+// limits here, with S shards, K = top_k, F = MaxFields and M = MaxMessageBytes, and A the
+// attempts a shard call has at once: 1, or 2 for a shard of several replicas while a hedge races
+// the attempt it hedges (the loser's first message is decoded, then dropped):
 //
 //	MaxQueryHitBytes                  hits accepted from all shards (counted with the cost model
-//	                                  in contract.go, an over-estimate of their heap)
-//	+ S × 3.25 × M                    per shard, one message on its way in: unread in the
+//	                                  in contract.go, an over-estimate of their heap); only the
+//	                                  answering attempt's hits count and are kept
+//	+ S × A × 3.25 × M                per attempt, one message on its way in: unread in the
 //	                                  connection's flow-control window (at most M, set by the
 //	                                  client), materialised for decoding (M), and decoded
 //	                                  strings (1.25 × M by the cost model)
-//	+ S × K × (592 + 160 × F)         ... and that message's hits and field entries, at most K
+//	+ S × A × K × (592 + 160 × F)     ... and that message's hits and field entries, at most K
 //	                                  and K × F since the codec counts them before decoding
-//	+ S × MaxHeaderBytes              its headers and trailers
+//	+ S × A × MaxHeaderBytes          its headers and trailers
 //
-// With the defaults, K = 10 and S = 4 that is 32 MiB + 13 MiB + 0.2 MiB + 64 KiB; the budget
-// term is the one that grows with the answers' real size, as the others are transient. The
-// answer the proxy builds is bounded separately (proxy.Config.MaxAnswerBytes).
+// With the defaults, K = 10, S = 4 and A = 1 that is 32 MiB + 13 MiB + 0.2 MiB + 64 KiB (A = 2:
+// 32 MiB + 26 MiB + 0.4 MiB + 128 KiB); the budget term is the one that grows with the answers'
+// real size, as the others are transient. The answer the proxy builds is bounded separately
+// (proxy.Config.MaxAnswerBytes).
 type Config struct {
 	// ShardTimeout bounds each shard call. Default 2s.
 	ShardTimeout time.Duration
