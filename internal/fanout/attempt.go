@@ -174,11 +174,12 @@ func (sc *shardCall) begin(source Source) *attempt {
 	} else if sc.tried.Has(0) {
 		return nil
 	}
-	sc.prepare(&sc.primary, i, source, 0)
 	if source == SourceRetry && sc.span.IsRecording() {
-		sc.span.AddEvent("gather.retry", trace.WithAttributes(attribute.String("gather.replica", sc.primary.ep.addr),
+		// Before prepare: the attempt that failed may be the one the retry reuses.
+		sc.span.AddEvent("gather.retry", trace.WithAttributes(attribute.String("gather.replica", sc.s.replicas[i].addr),
 			attribute.String("gather.after", CleanText(sc.last.err.Error()))))
 	}
+	sc.prepare(&sc.primary, i, source, 0)
 	return &sc.primary
 }
 
@@ -292,7 +293,7 @@ func (sc *shardCall) win(a *attempt) bool {
 			}
 		}
 	}
-	if a.source != SourcePrimary && sc.span.IsRecording() {
+	if (a.source != SourcePrimary || sc.hedge != nil) && sc.span.IsRecording() {
 		sc.span.AddEvent("gather.attempt.won", trace.WithAttributes(attribute.String("gather.replica", a.ep.addr),
 			attribute.String("gather.source", a.source.String())))
 	}

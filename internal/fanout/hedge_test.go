@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -42,6 +46,7 @@ type pool struct {
 	active    atomic.Int64
 	cancelled []atomic.Int64 // by replica: calls that ended because the client cancelled
 	hits      []*shardv1.Hit
+	spans     *tracetest.SpanRecorder // the client's shard call spans
 }
 
 type poolReplica struct {
@@ -119,6 +124,8 @@ func (p *pool) client(t *testing.T, cfg Config) (*Client, *prometheus.Registry) 
 	reg := prometheus.NewRegistry()
 	lc := lifecycle.New(reg)
 	cfg.Registerer = reg
+	p.spans = tracetest.NewSpanRecorder()
+	cfg.Tracer = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(p.spans)).Tracer("test")
 	cfg.DialOptions = append(cfg.DialOptions, grpc.WithChainStreamInterceptor(lc.StreamClientInterceptor()))
 	c, err := New([]ShardSpec{{Name: "s", Replicas: p.addrs}}, cfg)
 	if err != nil {
@@ -188,6 +195,20 @@ func value(t *testing.T, reg prometheus.Gatherer, name string, match ...string) 
 	return sum
 }
 
+// events are the names of the fan-out's hedge, attempt and retry events on the spans recorded so
+// far.
+func (p *pool) events() []string {
+	var out []string
+	for _, s := range p.spans.Ended() {
+		for _, e := range s.Events() {
+			if strings.HasPrefix(e.Name, "gather.hedge.") || strings.HasPrefix(e.Name, "gather.attempt.") || e.Name == "gather.retry" {
+				out = append(out, e.Name)
+			}
+		}
+	}
+	return out
+}
+
 // TestHedge: a call with no first frame after the hedge delay is hedged on the other replica;
 // whichever sends its first message first answers, and the other is cancelled at once, recorded
 // as hedge_lost (not as a failure or a plain cancellation), its stream released on the replica.
@@ -198,14 +219,16 @@ func TestHedge(t *testing.T) {
 		plan    func(k int64, r int) step
 		source  Source
 		outcome string
+		events  []string
 	}{
-		{"won", func(k int64, _ int) step { return step{hang: k == 1} }, SourceHedge, "won"},
+		{"won", func(k int64, _ int) step { return step{hang: k == 1} }, SourceHedge, "won",
+			[]string{"gather.hedge.start", "gather.attempt.cancelled", "gather.attempt.won"}},
 		{"lost", func(k int64, _ int) step {
 			if k == 1 {
 				return step{delay: 150 * time.Millisecond}
 			}
 			return step{hang: true}
-		}, SourcePrimary, "lost"},
+		}, SourcePrimary, "lost", []string{"gather.hedge.start", "gather.attempt.cancelled", "gather.attempt.won"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -218,6 +241,9 @@ func TestHedge(t *testing.T) {
 			}
 			if got := value(t, reg, "gather_shard_hedges_total", "outcome", tc.outcome); got != 1 {
 				t.Errorf("hedges %s: %v, want 1", tc.outcome, got)
+			}
+			if got := p.events(); !slices.Equal(got, tc.events) {
+				t.Errorf("span events %q, want %q", got, tc.events)
 			}
 			// The loser's stream is released on its replica, and recorded as hedge_lost.
 			waitFor(t, "the loser's call cancelled on its replica", func() bool {
@@ -327,6 +353,9 @@ func TestRetryBeforeFirstFrame(t *testing.T) {
 			}
 			if got := value(t, reg, "gather_shard_retries_total", "outcome", "won"); got != 1 {
 				t.Errorf("retries won: %v, want 1", got)
+			}
+			if got := p.events(); !slices.Contains(got, "gather.retry") {
+				t.Errorf("span events %q, want a gather.retry", got)
 			}
 		})
 	}
