@@ -6,8 +6,10 @@
 // in by the time since the last sample, and the average decays toward zero while nothing is
 // measured, so an avoided replica is eventually tried again) times its attempts in flight plus
 // one. Pick takes two candidates at random and returns the one with the lower load (the power of
-// two choices). A new replica, one back from ejection and one whose connection came back start
-// pessimistic, at twice the worst score of their siblings, and ramp up as that decays.
+// two choices). Replicas start pessimistic, so that none is flooded before it has been measured
+// (ES #147579): a new Set's at InitialCost, a replica back from ejection or whose connection came
+// back at twice the worst score of its siblings (at least InitialCost); they ramp up as that
+// decays and measurements come in.
 //
 // Ejection (Envoy's outlier detection, adapted to the two or three replicas a shard has): a
 // replica is ejected after ConsecutiveFailures failed attempts in a row, or when its success
