@@ -381,7 +381,8 @@ func (sc *shardCall) verdict(a *attempt) replica.Outcome {
 func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.SearchResponse]) error {
 	c := sc.call.client
 	resp, err := st.Recv()
-	if err != nil && (a.codec.refused != nil || !errors.Is(err, io.EOF)) {
+	empty := errors.Is(err, io.EOF) && a.codec.refused == nil // a clean end without a message
+	if err != nil && !empty {
 		return recvError(a, err, c.cfg.MaxMessageBytes)
 	}
 	a.framed = true
@@ -395,8 +396,8 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	if !sc.win(a) {
 		return ErrHedgeLost // the winner has cancelled a.ctx, which releases the stream
 	}
-	if err != nil {
-		return nil // a clean end without a message
+	if empty {
+		return nil
 	}
 	res, cur := sc.res, sc.cur
 	res.TotalMatches, res.Documents = resp.GetTotalMatches(), resp.GetDocuments()

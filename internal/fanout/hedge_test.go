@@ -35,6 +35,8 @@ type step struct {
 	code  codes.Code    // then fail with this code, before any message
 	// trailer fails the call with UNAVAILABLE after its hits
 	trailer bool
+	// empty ends the call cleanly without a message
+	empty bool
 }
 
 // pool is a shard's replicas on loopback gRPC servers that share one script: plan says how the
@@ -95,6 +97,9 @@ func (s *poolReplica) Search(req *shardv1.SearchRequest, stream shardv1.ShardSer
 	}
 	if st.code != codes.OK {
 		return status.Errorf(st.code, "pool: replica %d says %s", s.r, st.code)
+	}
+	if st.empty {
+		return nil
 	}
 	if err := stream.Send(&shardv1.SearchResponse{Hits: p.hits[:min(len(p.hits), int(req.GetTopK()))], TotalMatches: 5}); err != nil {
 		return err
@@ -259,6 +264,24 @@ func TestHedge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEmptyStreamAnswers: a stream that ends cleanly without a message answers for its shard (no
+// hits) and cancels a hedge racing it, as a first message would.
+func TestEmptyStreamAnswers(t *testing.T) {
+	t.Parallel()
+	p := startPool(t, 2, func(k int64, _ int) step {
+		if k == 1 {
+			return step{delay: 100 * time.Millisecond, empty: true}
+		}
+		return step{hang: true}
+	})
+	c, _ := p.client(t, Config{Hedge: hedge.Config{Initial: 10 * time.Millisecond}})
+	n, res := query(t, c, Request{})
+	if n != 0 || res.Status != StatusOK || res.Source != SourcePrimary || res.Attempts != 2 {
+		t.Fatalf("got %d hits, %v (%v) from the %v of %d attempts; want none, OK from the primary of 2", n, res.Status, res.Err, res.Source, res.Attempts)
+	}
+	waitFor(t, "the hedge cancelled", func() bool { return p.active.Load() == 0 })
 }
 
 // TestCloseJoinsHedge: Close cancels a primary and its hedge that are both still waiting, and
