@@ -33,6 +33,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")
 	useTLS := fs.Bool("tls", false, "mutual TLS on every hop and an authorization policy: mints a local CA, certificates and the policy into DATA-DIR/tls/")
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
+	hf := addHedgeFlags(fs)
 	cf := addCorpusFlags(fs)
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -52,6 +53,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Listen, cfg.Admin, cfg.Pprof = *listen, *admin, *pprofOn
 	cfg.MaxInFlight, cfg.SendTimeout = *maxInFlight, *sendTimeout
 	cfg.Keepalive.Time, cfg.Keepalive.Timeout = *keepaliveTime, *keepaliveTimeout
+	hf.apply(fs, &cfg)
 	// Check the flags now rather than after building the indexes; the shards' addresses, known
 	// only once they listen, are checked with the rest below.
 	early := cfg

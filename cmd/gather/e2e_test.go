@@ -290,7 +290,8 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("gather query: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "coverage: 3 of 3 shards (complete)") || strings.Count(string(out), "\n") < 8 {
+	if !strings.Contains(string(out), "coverage: 3 of 3 shards (complete)") || strings.Count(string(out), "\n") < 8 ||
+		!strings.Contains(string(out), "SOURCE") || strings.Count(string(out), " primary ") != 3 {
 		t.Errorf("gather query output:\n%s", out)
 	}
 
@@ -367,6 +368,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--shard-timeout", "10000h"}, "shard_timeout: 10000h0m0s is above the maximum of 5m0s"},
 		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--max-top-k", "99999999999"}, "max_top_k: 4294967295 is above the maximum"},
 		{[]string{"proxy", "--shard", "s=127.0.0.1:0"}, `port "0" is not a number from 1 to 65535`},
+		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--hedge-budget", "2"}, "hedge_budget: 2 is above the maximum of 1"},
+		{[]string{"demo", "--hedge-percentile", "100"}, "hedge_percentile: 100 is above the maximum of 99.9"},
 		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--listen", "192.0.2.1:7070"}, "192.0.2.1 is not an address of this machine"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,6 +60,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	accessFlags := addAccessFlags(fs, true)
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
 	maxAnswer := fs.Int("max-answer-bytes", 0, "largest answer sent, in `bytes`: longer answers are cut, and say so (default 4194304, gRPC clients' default receive limit)")
+	hf := addHedgeFlags(fs)
 	lf := addLogFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,6 +114,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *maxAnswer != 0 {
 		cfg.MaxAnswerBytes = *maxAnswer
 	}
+	hf.apply(fs, &cfg)
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("proxy config:\n%w", err)
 	}
@@ -147,6 +150,29 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
+// hedgeFlags are the flags of hedge_percentile and hedge_budget, on gather proxy and gather demo.
+type hedgeFlags struct{ percentile, budget *float64 }
+
+func addHedgeFlags(fs *flag.FlagSet) hedgeFlags {
+	return hedgeFlags{
+		percentile: fs.Float64("hedge-percentile", 0, "hedge a shard call on another replica when it has no first message after this `percentile` of the shard's recent times to one (default 95)"),
+		budget:     fs.Float64("hedge-budget", 0, "most extra shard calls hedges and retries may add, as a `fraction` of the shard calls (default 0.05; 0 turns hedging off)"),
+	}
+}
+
+// apply sets what was given on the command line; a --hedge-budget of 0 is given, not a default.
+func (f hedgeFlags) apply(fs *flag.FlagSet, cfg *config.Proxy) {
+	fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "hedge-percentile":
+			cfg.HedgePercentile = *f.percentile
+		case "hedge-budget":
+			b := *f.budget
+			cfg.HedgeBudget = &b
+		}
+	})
+}
+
 // proxyServer is a running QueryService with its admin endpoint.
 type proxyServer struct {
 	fan   *fanout.Client
@@ -160,7 +186,7 @@ type proxyServer struct {
 // process's messages and one access-log line per query.
 func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool) (_ *proxyServer, err error) {
 	fcfg := cfg.Fanout()
-	fcfg.Tracer = o.tracing.Tracer()
+	fcfg.Tracer, fcfg.Registerer = o.tracing.Tracer(), o.reg
 	fcfg.DialOptions = append(fcfg.DialOptions, o.dialOptions()...)
 	if cfg.ShardTLS.Enabled() {
 		creds, err := cfg.ShardTLS.Credentials("shard_tls", log)

@@ -81,17 +81,30 @@ func printResponse(w io.Writer, resp *queryv1.SearchResponse, width int) error {
 		cov.GetShardsSucceeded(), cov.GetShardsTotal(), state, cov.GetDocumentsSearched(),
 		resp.GetTotalMatches(), resp.GetTook().AsDuration().Round(time.Microsecond))
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SHARD\tSTATUS\tREPLICA\tHITS\tLATENCY\tNOTE")
+	fmt.Fprintln(tw, "SHARD\tSTATUS\tREPLICA\tSOURCE\tHITS\tLATENCY\tNOTE")
 	for _, s := range resp.GetShards() {
 		note := s.GetError()
 		if s.GetStoppedEarly() {
 			note = "stopped early: top_k complete"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.GetShard(),
-			strings.TrimPrefix(s.GetStatus().String(), "SHARD_STATUS_"), s.GetReplica(), s.GetHits(),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.GetShard(),
+			strings.TrimPrefix(s.GetStatus().String(), "SHARD_STATUS_"), s.GetReplica(), source(s), s.GetHits(),
 			s.GetLatency().AsDuration().Round(time.Microsecond), note)
 	}
 	return tw.Flush()
+}
+
+// source says which attempt answered for a shard, and how many were made when more than one:
+// "primary", "hedge (2 attempts)", "retry (3 attempts)"; "-" from a proxy that does not say.
+func source(s *queryv1.ShardResult) string {
+	src := strings.ToLower(strings.TrimPrefix(s.GetSource().String(), "ATTEMPT_SOURCE_"))
+	if s.GetSource() == queryv1.AttemptSource_ATTEMPT_SOURCE_UNSPECIFIED {
+		src = "-"
+	}
+	if n := s.GetAttempts(); n > 1 {
+		src += fmt.Sprintf(" (%d attempts)", n)
+	}
+	return src
 }
 
 // clip shortens s to at most n characters, on rune boundaries.

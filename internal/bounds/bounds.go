@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -40,7 +41,20 @@ const (
 	Bytes
 	// Duration: a [time.Duration] in nanoseconds, printed as one.
 	Duration
+	// Decimal: a number with a fraction, in millionths (see [Millionths]), printed as a decimal.
+	Decimal
 )
+
+// Millionths is v in millionths, the int64 form of a [Decimal] setting, rounded to the nearest;
+// a positive v too small for one millionth is 1, so that it is never taken for 0 (the default).
+// NaN and infinities are the caller's to refuse.
+func Millionths(v float64) int64 {
+	m := int64(math.Round(math.Max(math.Min(v, 1e12), -1e12) * 1e6))
+	if m == 0 && v > 0 {
+		return 1
+	}
+	return m
+}
 
 // Range is what a setting accepts: 0, or a value from Min to Max. Zero is in every range
 // because gather's settings take 0 to mean their default (or, where documented, "none").
@@ -79,6 +93,8 @@ func (r Range) Format(v int64) string {
 	switch r.Unit {
 	case Duration:
 		return time.Duration(v).String()
+	case Decimal:
+		return strconv.FormatFloat(float64(v)/1e6, 'g', -1, 64)
 	case Bytes:
 		switch {
 		case v >= 1<<20 && v%(1<<20) == 0:

@@ -75,3 +75,28 @@ func TestFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestDecimal: decimal settings are checked in millionths and printed as decimals.
+func TestDecimal(t *testing.T) {
+	t.Parallel()
+	r := bounds.Range{Min: bounds.Millionths(50), Max: bounds.Millionths(99.9), Unit: bounds.Decimal, Why: "a percentile"}
+	for _, tc := range []struct {
+		v    float64
+		want string
+	}{
+		{95, ""},
+		{99.9, ""},
+		{0, ""},
+		{99.95, "99.95 is above the maximum of 99.9: a percentile"},
+		{10, "10 is below the minimum of 50: a percentile"},
+		{-0.5, "-0.5 is negative: a percentile"},
+	} {
+		err := r.Check(bounds.Millionths(tc.v))
+		if (tc.want == "") != (err == nil) || (err != nil && err.Error() != tc.want) {
+			t.Errorf("%v: got %v, want %q", tc.v, err, tc.want)
+		}
+	}
+	if got := bounds.Millionths(1e-9); got != 1 {
+		t.Errorf("Millionths(1e-9) = %d, want 1: a positive value is never 0", got)
+	}
+}

@@ -2,10 +2,12 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/gatherproxy/gather/internal/bounds"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/proxy"
 )
@@ -19,6 +21,9 @@ type setting struct {
 	// def is the default that the package owning the key applies to 0 (see the package named
 	// in the key's doc comment on Proxy); relations compare effective values.
 	def int64
+	// decimal reads a Decimal key as it is configured, to refuse NaN and infinities, which have
+	// no place in a range.
+	decimal func(Proxy) float64
 	bounds.Range
 }
 
@@ -47,6 +52,11 @@ func durationSetting(key string, v func(Proxy) time.Duration, def, lo, hi time.D
 
 func sizeSetting(key string, v func(Proxy) int64, def, lo, hi int64, why string) setting {
 	return setting{key: key, value: v, def: def, Range: bounds.Range{Min: lo, Max: hi, Unit: bounds.Bytes, Why: why}}
+}
+
+func decimalSetting(key string, v func(Proxy) float64, def, lo, hi float64, why string) setting {
+	return setting{key: key, value: func(c Proxy) int64 { return bounds.Millionths(v(c)) }, def: bounds.Millionths(def), decimal: v,
+		Range: bounds.Range{Min: bounds.Millionths(lo), Max: bounds.Millionths(hi), Unit: bounds.Decimal, Why: why}}
 }
 
 func countSetting(key string, v func(Proxy) int64, def, hi int64, unit bounds.Unit, why string) setting {
@@ -105,6 +115,15 @@ func settings() []setting {
 		sizeSetting("max_answer_bytes", func(c Proxy) int64 { return int64(c.MaxAnswerBytes) },
 			proxy.DefaultMaxAnswerBytes, 64<<10, 64<<20,
 			"health, reflection and channelz answers must fit under it too, and gRPC clients refuse over 4 MiB unless told otherwise"),
+		decimalSetting("hedge_percentile", func(c Proxy) float64 { return c.HedgePercentile }, hedge.DefaultPercentile, 50, 99.9,
+			"at a lower percentile most shard calls would be hedged, and above 99.9 a 30s window holds too few times to place it"),
+		decimalSetting("hedge_budget", func(c Proxy) float64 {
+			if c.HedgeBudget == nil {
+				return 0
+			}
+			return *c.HedgeBudget
+		}, hedge.DefaultBudget, 0.0001, 1,
+			"hedges and retries add at most this fraction of extra shard calls; at 1 they could double the shards' load (0 turns them off)"),
 		durationSetting("authz.refresh", func(c Proxy) time.Duration { return c.Access.Refresh }, 5*s, 10*ms, h,
 			"the token and policy files are stat'ed this often; a removed token stays valid until the next check"),
 
@@ -148,6 +167,12 @@ func (c Proxy) checkSettings() []error {
 	rows := map[string]setting{}
 	for _, s := range settings() {
 		rows[s.key] = s
+		if s.decimal != nil {
+			if v := s.decimal(c); math.IsNaN(v) || math.IsInf(v, 0) {
+				errs = append(errs, fmt.Errorf("%s: %v is not a number: %s", s.key, v, s.Why))
+				continue
+			}
+		}
 		if err := s.Check(s.value(c)); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.key, err))
 		}

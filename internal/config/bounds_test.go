@@ -3,11 +3,15 @@ package config
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatherproxy/gather/internal/hedge"
 )
 
 // valid is a configuration that passes: every test below breaks one thing in it.
@@ -53,6 +57,17 @@ func TestBoundsTable(t *testing.T) {
 		{"keepalive.min_time above", func(c *Proxy) { c.Keepalive.MinTime = time.Hour }, "keepalive.min_time: 1h0m0s is above"},
 		{"shard_keepalive.time below grpc-go's client floor", func(c *Proxy) { c.ShardKeepalive.Time = 5 * time.Second }, "shard_keepalive.time: 5s is below the minimum of 10s"},
 		{"shard_keepalive.timeout above", func(c *Proxy) { c.ShardKeepalive.Timeout = 2 * time.Minute }, "shard_keepalive.timeout: 2m0s is above"},
+		{"hedge_percentile 99.9", func(c *Proxy) { c.HedgePercentile = 99.9 }, ""},
+		{"hedge_percentile 100", func(c *Proxy) { c.HedgePercentile = 100 }, "hedge_percentile: 100 is above the maximum of 99.9"},
+		{"hedge_percentile 10", func(c *Proxy) { c.HedgePercentile = 10 }, "hedge_percentile: 10 is below the minimum of 50"},
+		{"hedge_percentile NaN", func(c *Proxy) { c.HedgePercentile = math.NaN() }, "hedge_percentile: NaN is not a number"},
+		{"hedge_budget 0 (off)", func(c *Proxy) { c.HedgeBudget = ptr(0.0) }, ""},
+		{"hedge_budget 1", func(c *Proxy) { c.HedgeBudget = ptr(1.0) }, ""},
+		{"hedge_budget 2", func(c *Proxy) { c.HedgeBudget = ptr(2.0) }, "hedge_budget: 2 is above the maximum of 1"},
+		{"hedge_budget negative", func(c *Proxy) { c.HedgeBudget = ptr(-0.05) }, "hedge_budget: -0.05 is negative"},
+		{"hedge_budget +Inf", func(c *Proxy) { c.HedgeBudget = ptr(math.Inf(1)) }, "hedge_budget: +Inf is not a number"},
+		{"65 replicas", func(c *Proxy) { c.Shards[0].Replicas = make([]string, 65); fillReplicas(c.Shards[0].Replicas) },
+			"shards[0].replicas: shard \"s0\" has 65 replicas, more than the 64"},
 
 		// Cross-checks, on effective values, when the dependent key is set.
 		{"idle_timeout equal to shard_timeout", func(c *Proxy) { c.ShardTimeout, c.IdleTimeout = time.Second, time.Second }, ""},
@@ -110,11 +125,17 @@ func TestEveryNumericKeyHasARow(t *testing.T) {
 			}
 			key = prefix + key
 			f := v.Field(i)
-			switch f.Kind() {
+			kind := f.Kind()
+			if kind == reflect.Pointer {
+				kind = f.Type().Elem().Kind() // an optional number, such as hedge_budget
+			}
+			switch kind {
 			case reflect.Struct:
-				walk(f, key+".")
+				if f.Kind() == reflect.Struct {
+					walk(f, key+".")
+				}
 				continue
-			case reflect.Int, reflect.Int64, reflect.Uint32:
+			case reflect.Int, reflect.Int64, reflect.Uint32, reflect.Float64:
 			default:
 				continue
 			}
@@ -129,9 +150,16 @@ func TestEveryNumericKeyHasARow(t *testing.T) {
 			}
 			c := valid()
 			field := reflect.ValueOf(&c).Elem().FieldByIndex(fieldPath(t, reflect.TypeFor[Proxy](), key))
-			if f.Kind() == reflect.Uint32 {
+			if field.Kind() == reflect.Pointer {
+				field.Set(reflect.New(field.Type().Elem()))
+				field = field.Elem()
+			}
+			switch kind {
+			case reflect.Uint32:
 				field.SetUint(uint64(row.Max + 1))
-			} else {
+			case reflect.Float64: // a Decimal row counts millionths
+				field.SetFloat(float64(row.Max+1) / 1e6)
+			default:
 				field.SetInt(row.Max + 1)
 			}
 			if got := row.value(c); got != row.Max+1 {
@@ -147,6 +175,31 @@ func TestEveryNumericKeyHasARow(t *testing.T) {
 		if !seen[key] {
 			t.Errorf("row %s names no key of Proxy", key)
 		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func fillReplicas(addrs []string) {
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", 7100+i)
+	}
+}
+
+// TestHedgeKeys: unset hedge keys take hedge's defaults, hedge_budget 0 turns hedging off.
+func TestHedgeKeys(t *testing.T) {
+	t.Parallel()
+	c := valid()
+	if h := c.Fanout().Hedge.WithDefaults(); h.Percentile != hedge.DefaultPercentile || h.Budget != hedge.DefaultBudget {
+		t.Errorf("unset: %+v, want the defaults", h)
+	}
+	c.HedgePercentile, c.HedgeBudget = 99, ptr(0.0)
+	if h := c.Fanout().Hedge.WithDefaults(); h.Percentile != 99 || h.Enabled() {
+		t.Errorf("hedge_percentile 99, hedge_budget 0: %+v, want p99 and hedging off", h)
+	}
+	c.HedgeBudget = ptr(0.2)
+	if h := c.Fanout().Hedge.WithDefaults(); h.Budget != 0.2 {
+		t.Errorf("hedge_budget 0.2: %+v", h)
 	}
 }
 

@@ -17,8 +17,10 @@ import (
 	"github.com/gatherproxy/gather/internal/access"
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
+	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/proxy"
+	"github.com/gatherproxy/gather/internal/replica"
 	"github.com/gatherproxy/gather/internal/tlsconf"
 )
 
@@ -27,8 +29,9 @@ import (
 //
 // Memory: whatever the shards send, one query holds at most max_query_hit_bytes of hits, plus
 // per shard a message on its way in (about 3.25 × max_shard_message_bytes + top_k × (592 + 160
-// × max_hit_fields) bytes) and 16 KiB of headers, plus its answer (max_answer_bytes, and the
-// hits' structs); see fanout.Config for the terms.
+// × max_hit_fields) bytes) and 16 KiB of headers, twice while a hedge races (shards of several
+// replicas), plus its answer (max_answer_bytes, and the hits' structs); see fanout.Config for the
+// terms.
 type Proxy struct {
 	// Listen is the QueryService address. Default 127.0.0.1:7070.
 	Listen string `yaml:"listen"`
@@ -80,6 +83,14 @@ type Proxy struct {
 	// ExposeReplicas puts replica addresses in answers and error details (ShardResult.replica);
 	// false names a replica by its ordinal ("replica 1"). Default true.
 	ExposeReplicas *bool `yaml:"expose_replicas"`
+
+	// Replicas of a shard (README "Replicas"). HedgePercentile is the percentile of a shard's
+	// recent times to first message after which a call still waiting for its first message is
+	// hedged on another replica; default 95. HedgeBudget is the most extra shard calls hedges and
+	// retries may add together, as a fraction of the shard calls: default 0.05, and 0 turns
+	// hedging and budgeted retries off. See hedge.Config.
+	HedgePercentile float64  `yaml:"hedge_percentile"`
+	HedgeBudget     *float64 `yaml:"hedge_budget"`
 }
 
 // Shard is one shard and its replica addresses, in order of preference.
@@ -149,6 +160,10 @@ func (c Proxy) validate(h host) error {
 		if len(s.Replicas) == 0 {
 			errs = append(errs, fmt.Errorf("shards[%d].replicas: shard %q has no replica address", i, s.Name))
 		}
+		if len(s.Replicas) > replica.MaxReplicas {
+			errs = append(errs, fmt.Errorf("shards[%d].replicas: shard %q has %d replicas, more than the %d a shard may have",
+				i, s.Name, len(s.Replicas), replica.MaxReplicas))
+		}
 		for j, r := range s.Replicas {
 			if err := checkReplica(r); err != nil {
 				errs = append(errs, fmt.Errorf("shards[%d].replicas[%d]: %w", i, j, err))
@@ -183,7 +198,19 @@ func (c Proxy) Fanout() fanout.Config {
 		MaxFields:        c.MaxHitFields,
 		MaxFieldBytes:    c.MaxHitFieldBytes,
 		MaxQueryHitBytes: c.MaxQueryHitBytes,
+		Hedge:            hedge.Config{Percentile: c.HedgePercentile, Budget: c.hedgeBudget()},
 	}
+}
+
+// hedgeBudget is HedgeBudget as hedge.Config.Budget takes it: 0 for the default, hedge.Off for 0.
+func (c Proxy) hedgeBudget() float64 {
+	switch {
+	case c.HedgeBudget == nil:
+		return 0
+	case *c.HedgeBudget == 0:
+		return hedge.Off
+	}
+	return *c.HedgeBudget
 }
 
 // Service returns the QueryService tunables.

@@ -28,6 +28,8 @@ shards:
     replicas: [127.0.0.1:7002]
 shard_timeout: 1500ms
 max_top_k: 50
+hedge_percentile: 99
+hedge_budget: 0
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +38,8 @@ max_top_k: 50
 		t.Fatal(err)
 	}
 	if cfg.Listen != "127.0.0.1:7000" || cfg.Admin != "127.0.0.1:9090" || cfg.ShardTimeout != 1500*time.Millisecond ||
-		cfg.MaxTopK != 50 || len(cfg.Shards) != 2 || len(cfg.Shards[0].Replicas) != 2 {
+		cfg.MaxTopK != 50 || len(cfg.Shards) != 2 || len(cfg.Shards[0].Replicas) != 2 ||
+		cfg.HedgePercentile != 99 || cfg.HedgeBudget == nil || *cfg.HedgeBudget != 0 {
 		t.Errorf("got %+v", cfg)
 	}
 }
@@ -95,13 +98,15 @@ func TestApplyEnv(t *testing.T) {
 		"GATHER_SHARDS":        "s0=127.0.0.1:1,127.0.0.1:2; s1=127.0.0.1:3",
 		"GATHER_KEEPALIVE":     "{time: 20s, timeout: 2s}",
 		"GATHER_MAX_IN_FLIGHT": "64",
+		"GATHER_HEDGE_BUDGET":  "0.1",
 	}
 	cfg := Defaults()
 	if err := cfg.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Listen != "127.0.0.1:7001" || cfg.ShardTimeout != 750*time.Millisecond || len(cfg.Shards) != 2 ||
-		len(cfg.Shards[0].Replicas) != 2 || cfg.Keepalive.Time != 20*time.Second || cfg.MaxInFlight != 64 {
+		len(cfg.Shards[0].Replicas) != 2 || cfg.Keepalive.Time != 20*time.Second || cfg.MaxInFlight != 64 ||
+		cfg.HedgeBudget == nil || *cfg.HedgeBudget != 0.1 {
 		t.Errorf("got %+v", cfg)
 	}
 	bad := map[string]string{"GATHER_SHARD_TIMEOUT": "soon", "GATHER_KEEPALIVE": "{tme: 1s}", "GATHER_SHARDS": "nonsense"}

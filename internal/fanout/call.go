@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,9 +45,9 @@ func Less(a, b Hit) bool {
 }
 
 // Causes of a shard call's end that the fan-out itself decides; Result.Err wraps one of them.
-// The first three are also the cancellation causes of the call's context, and say through
-// EndReason how lifecycle metrics should record the call: as cut by a deadline or stopped early,
-// not as cancelled by a caller.
+// The first four are also the cancellation causes of the call's context, and say through
+// EndReason how lifecycle metrics should record the call: as cut by a deadline, stopped early or
+// beaten by another attempt, not as cancelled by a caller.
 var (
 	// ErrShardDeadline: the shard did not finish within its per-shard deadline.
 	ErrShardDeadline error = &cause{"per-shard deadline exceeded", "deadline_exceeded"}
@@ -56,6 +55,10 @@ var (
 	ErrIdle error = &cause{"shard idle too long", "deadline_exceeded"}
 	// ErrStoppedEarly: the caller had enough hits and stopped the call (not a failure).
 	ErrStoppedEarly error = &cause{"stopped early: top_k complete", "stopped_early"}
+	// ErrHedgeLost: another attempt of the shard call (a hedge, or the attempt a hedge raced)
+	// delivered its first message first, and this one was cancelled (not a failure). It is never
+	// the Err of a Result: the winner's outcome is.
+	ErrHedgeLost error = &cause{"another attempt of the shard call answered first", "hedge_lost"}
 	// ErrOrder: the shard broke the ordering contract.
 	ErrOrder = errors.New("ordering contract broken")
 	// ErrTooMany: the shard sent more than top_k hits.
@@ -89,13 +92,45 @@ const (
 	StatusResourceExhausted
 )
 
+// Source is which attempt of a shard call answered for it.
+type Source int
+
+// Sources of a shard's answer.
+const (
+	// SourcePrimary: the call's first attempt.
+	SourcePrimary Source = iota + 1
+	// SourceHedge: the attempt started on another replica because the first had sent nothing
+	// after the hedge delay.
+	SourceHedge
+	// SourceRetry: an attempt started after another failed with UNAVAILABLE or
+	// RESOURCE_EXHAUSTED before its first message.
+	SourceRetry
+)
+
+// String is the source in lower case, as spans and logs show it.
+func (s Source) String() string {
+	switch s {
+	case SourcePrimary:
+		return "primary"
+	case SourceHedge:
+		return "hedge"
+	case SourceRetry:
+		return "retry"
+	}
+	return "unspecified"
+}
+
 // Result reports one shard's part of a call. It is final once Call.Close has returned.
 type Result struct {
 	Shard   string
-	Replica string // the address of the replica that answered or was tried last
+	Replica string // the address of the replica that answered, or else of the attempt that ended last
 	// ReplicaIndex is that replica's position in the shard's configured list, from 0.
 	ReplicaIndex int
-	Status       Status
+	// Source is the kind of that attempt, and Attempts how many the call made (first attempt,
+	// hedge, retries).
+	Source   Source
+	Attempts int
+	Status   Status
 	// Err is nil for StatusOK. Its text is safe to pass on as it is (CleanText): short, valid
 	// UTF-8, without control characters, whatever the shard sent.
 	Err          error
@@ -161,7 +196,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 			sctx, span := c.cfg.Tracer.Start(callCtx, s.spanName, s.spanOpts...)
 			defer span.End()
 			res := &call.results[i]
-			call.receive(sctx, s, deadline, sreq, cur, res, c.cfg.IdleTimeout)
+			call.run(sctx, span, s, deadline, sreq, cur, res)
 			annotate(span, res)
 		}()
 	}
@@ -217,6 +252,8 @@ func annotate(span trace.Span, r *Result) {
 	cut := r.Status == StatusDeadlineExceeded && (errors.Is(r.Err, ErrShardDeadline) || errors.Is(r.Err, ErrIdle))
 	span.SetAttributes(
 		attribute.String("gather.replica", r.Replica),
+		attribute.String("gather.shard.source", r.Source.String()),
+		attribute.Int("gather.shard.attempts", r.Attempts),
 		attribute.Int("gather.shard.hits", r.Hits),
 		attribute.String("gather.shard.status", r.Status.String()),
 		attribute.Bool("gather.shard.cut_by_deadline", cut),
@@ -253,114 +290,6 @@ func (s Status) String() string {
 		return "RESOURCE_EXHAUSTED"
 	}
 	return "UNSPECIFIED"
-}
-
-// receive runs one shard call to its end, feeding cur and filling res.
-func (call *Call) receive(ctx context.Context, s *shard, deadline time.Time, req *shardv1.SearchRequest,
-	cur *Cursor, res *Result, idle time.Duration) {
-	start := time.Now()
-	sctx, cancelDeadline := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
-	defer cancelDeadline()
-	ictx, cancelIdle := context.WithCancelCause(sctx)
-	defer cancelIdle(nil)
-	// The idle timer runs from the first frame on: before it, the shard is searching, and only
-	// the per-shard deadline bounds that.
-	idleTimer := time.AfterFunc(time.Hour, func() { cancelIdle(fmt.Errorf("%w (%s)", ErrIdle, idle)) })
-	idleTimer.Stop()
-	defer idleTimer.Stop()
-
-	c := call.client
-	sc := &shardCall{
-		codec:    codec{base: c.codec, topK: int(req.GetTopK()), maxFields: c.cfg.MaxFields},
-		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()},
-	}
-	sc.force.CodecV2 = &sc.codec
-	sc.opts[0] = &sc.force
-	defer c.releaseSet(sc.contract.seen)
-
-	var err error
-	for _, r := range s.order() {
-		res.Replica, res.ReplicaIndex = r.addr, r.index
-		var got int
-		got, err = call.stream(ictx, r, req, cur, res, sc, idleTimer, idle)
-		if got > 0 || err == nil || status.Code(err) != codes.Unavailable || ictx.Err() != nil {
-			break // only a replica that could not be reached at all is worth another try
-		}
-	}
-	res.Latency = time.Since(start)
-	res.Status, res.Err = classify(ctx, ictx, err)
-	if res.Status == StatusOK && errors.Is(context.Cause(ctx), ErrStoppedEarly) && err != nil {
-		res.StoppedEarly = true
-	}
-	if res.Err != nil {
-		res.Err = &cleanError{msg: CleanText(res.Err.Error()), err: res.Err}
-	}
-	if res.Status != StatusOK {
-		call.failed.Add(1)
-	}
-}
-
-// stream reads one replica's stream into cur. It returns the number of messages received and the
-// error that ended the stream (nil for a clean end).
-//
-// Each batch is checked against the contract (sc.contract), then its cost is taken from the
-// query's budget; the hits that pass both go to cur, and a violation or the end of the budget
-// ends the stream after them. A message without hits is no progress: it does not reset the idle
-// timer, except the first (the shard has finished searching; its counts are taken).
-func (call *Call) stream(ctx context.Context, r *replica, req *shardv1.SearchRequest, cur *Cursor,
-	res *Result, sc *shardCall, idleTimer *time.Timer, idle time.Duration) (int, error) {
-	st, err := r.client.Search(ctx, req, sc.opts[:]...)
-	if err != nil {
-		return 0, err
-	}
-	msgs := 0
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			switch {
-			case sc.codec.refused != nil:
-				return msgs, sc.codec.refused
-			case errors.Is(err, io.EOF):
-				return msgs, nil
-			}
-			return msgs, overLimit(err, call.client.cfg.MaxMessageBytes)
-		}
-		hits := resp.GetHits()
-		if msgs == 0 {
-			res.TotalMatches = resp.GetTotalMatches()
-			res.Documents = resp.GetDocuments()
-		}
-		if msgs == 0 || len(hits) > 0 {
-			idleTimer.Reset(idle)
-		}
-		msgs++
-		if len(hits) == 0 {
-			continue
-		}
-		n, cost, verr := sc.contract.check(hits)
-		if k, taken := call.take(hits[:n], cost); k < n {
-			n, cost = k, taken
-			verr = fmt.Errorf("%w: max_query_hit_bytes (%d) used up by the query's shards; %d hits of this shard kept",
-				ErrBudget, call.client.cfg.MaxQueryHitBytes, res.Hits+k)
-		}
-		if n < len(hits) {
-			clear(hits[n:]) // refused hits are not held by the accepted ones' backing array
-			hits = hits[:n]
-		}
-		if n > 0 {
-			res.Hits += n
-			res.Bytes += cost
-			select {
-			case cur.ch <- hits:
-			case <-ctx.Done():
-				return msgs, ctx.Err()
-			}
-		}
-		if verr != nil {
-			// Returning ends the call: the caller's deferred cancel tears the stream down.
-			return msgs, verr
-		}
-	}
 }
 
 // classify turns the error that ended a shard stream into a Status. callCtx is the query's

@@ -8,6 +8,17 @@
 // sends more than the size limits allow ends its own cursor early and is reported in its Result;
 // it never blocks the others beyond its deadline, and what it can make a query hold is bounded
 // by Config (see its doc comment for the bound).
+//
+// Replicas: a shard call is one or more attempts, each a stream on one replica in a goroutine of
+// its own. The first attempt goes to the replica package replica picks for it (the power of two
+// choices over a load score, with outlier ejection); when it has sent no message after the hedge
+// delay (package hedge: a percentile of the shard's recent times to first frame), a hedge starts
+// on another replica, if the hedge budget, the per-shard deadline and the other replicas allow;
+// when it fails with UNAVAILABLE or RESOURCE_EXHAUSTED before its first message, a retry does, on
+// the same budget. The first attempt to deliver a message (or to end cleanly) answers for the
+// shard: the others are cancelled at once, with ErrHedgeLost as the cause, and joined before
+// Call.Close returns. Only the answering attempt's hits reach the cursor, the contract check and
+// the query's hit budget.
 package fanout
 
 import (
@@ -18,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -30,10 +42,14 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/replica"
 )
 
-// ShardSpec names one shard and the addresses of its replicas, in order of preference.
+// ShardSpec names one shard and the addresses of its replicas (at most replica.MaxReplicas). The
+// order names them in answers that hide addresses ("replica 1"); it is no preference: every
+// replica serves.
 type ShardSpec struct {
 	Name     string
 	Replicas []string
@@ -63,21 +79,25 @@ const (
 // Config holds the fan-out's tunables. The zero value of a field means its default.
 //
 // Memory: whatever the shards send, what one query's shard calls hold is bounded by the size
-// limits here, with S shards, K = top_k, F = MaxFields and M = MaxMessageBytes:
+// limits here, with S shards, K = top_k, F = MaxFields and M = MaxMessageBytes, and A the
+// attempts a shard call has at once: 1, or 2 for a shard of several replicas while a hedge races
+// the attempt it hedges (the loser's first message is decoded, then dropped):
 //
 //	MaxQueryHitBytes                  hits accepted from all shards (counted with the cost model
-//	                                  in contract.go, an over-estimate of their heap)
-//	+ S × 3.25 × M                    per shard, one message on its way in: unread in the
+//	                                  in contract.go, an over-estimate of their heap); only the
+//	                                  answering attempt's hits count and are kept
+//	+ S × A × 3.25 × M                per attempt, one message on its way in: unread in the
 //	                                  connection's flow-control window (at most M, set by the
 //	                                  client), materialised for decoding (M), and decoded
 //	                                  strings (1.25 × M by the cost model)
-//	+ S × K × (592 + 160 × F)         ... and that message's hits and field entries, at most K
+//	+ S × A × K × (592 + 160 × F)     ... and that message's hits and field entries, at most K
 //	                                  and K × F since the codec counts them before decoding
-//	+ S × MaxHeaderBytes              its headers and trailers
+//	+ S × A × MaxHeaderBytes          its headers and trailers
 //
-// With the defaults, K = 10 and S = 4 that is 32 MiB + 13 MiB + 0.2 MiB + 64 KiB; the budget
-// term is the one that grows with the answers' real size, as the others are transient. The
-// answer the proxy builds is bounded separately (proxy.Config.MaxAnswerBytes).
+// With the defaults, K = 10, S = 4 and A = 1 that is 32 MiB + 13 MiB + 0.2 MiB + 64 KiB (A = 2:
+// 32 MiB + 26 MiB + 0.4 MiB + 128 KiB); the budget term is the one that grows with the answers'
+// real size, as the others are transient. The answer the proxy builds is bounded separately
+// (proxy.Config.MaxAnswerBytes).
 type Config struct {
 	// ShardTimeout bounds each shard call. Default 2s.
 	ShardTimeout time.Duration
@@ -118,6 +138,16 @@ type Config struct {
 	// and before, are kept, and so the answer is degraded. Every other shard that still sends
 	// ends the same way. Default DefaultMaxQueryHitBytes.
 	MaxQueryHitBytes int64
+
+	// Hedge configures hedging and the budget of hedges and retries (hedge.Config: the delay's
+	// percentile, default p95; the budget, default 5% extra shard calls, hedge.Off for none).
+	Hedge hedge.Config
+	// Replica configures the choice of replica and outlier ejection in each shard of more than
+	// one replica (replica.Config; its Health and OnEject are the fan-out's own).
+	Replica replica.Config
+	// Registerer gets the fan-out's metrics: replica scores, selections and ejections, hedges,
+	// retries, the hedge delays and the budget's tokens. Default: none exported.
+	Registerer prometheus.Registerer
 }
 
 func (c Config) withDefaults() Config {
@@ -151,6 +181,10 @@ func (c Config) withDefaults() Config {
 	if c.MaxQueryHitBytes <= 0 {
 		c.MaxQueryHitBytes = DefaultMaxQueryHitBytes
 	}
+	c.Hedge = c.Hedge.WithDefaults()
+	if c.Registerer == nil {
+		c.Registerer = prometheus.NewRegistry()
+	}
 	return c
 }
 
@@ -178,10 +212,12 @@ var reconnect = grpc.ConnectParams{
 // Client fans queries out to a fixed topology of shards. It is safe for concurrent use; Close
 // releases its connections.
 type Client struct {
-	cfg    Config
-	limits limits
-	codec  encoding.CodecV2 // grpc-go's proto codec, which the calls' codecs wrap
-	shards []*shard         // sorted by name, so a shard's index orders it the way merged ties are broken
+	cfg     Config
+	limits  limits
+	budget  *hedge.Budget // nil: no hedges, no budgeted retries
+	metrics *metrics
+	codec   encoding.CodecV2 // grpc-go's proto codec, which the calls' codecs wrap
+	shards  []*shard         // sorted by name, so a shard's index orders it the way merged ties are broken
 	// sets recycles the calls' duplicate sets (map[string]struct{}), emptied, so that a call
 	// does not grow a new one.
 	sets sync.Pool
@@ -189,29 +225,49 @@ type Client struct {
 
 type shard struct {
 	name     string
-	replicas []*replica
+	replicas []*endpoint
+	// set chooses among the replicas and ejects outliers; delay is the hedge delay. Both are nil
+	// for a shard of one replica, whose calls have nowhere else to go; delay is nil with hedging
+	// off too.
+	set   *replica.Set
+	delay *hedge.Delay
+	m     shardMetrics
 	// spanName and spanOpts start the span of each call to the shard; made once, they cost a
 	// query nothing (building them per call took four allocations per shard).
 	spanName string
 	spanOpts []trace.SpanStartOption
 }
 
-type replica struct {
+// endpoint is one replica of a shard: its connection.
+type endpoint struct {
 	addr   string
 	index  int // in the shard's configured list
 	conn   *grpc.ClientConn
 	client shardv1.ShardServiceClient
 }
 
-// New validates the topology and creates a connection to every replica. Connections are made
-// lazily by grpc-go and re-established on failure; New itself does no network I/O.
+// health is the replica.Health of an endpoint's connection.
+func (e *endpoint) health() replica.Health {
+	switch e.conn.GetState() {
+	case connectivity.Ready, connectivity.Idle:
+		return replica.Ready
+	case connectivity.TransientFailure, connectivity.Shutdown:
+		return replica.Down
+	}
+	return replica.Connecting
+}
+
+// New validates the topology, creates a connection to every replica and registers the fan-out's
+// metrics with cfg.Registerer. Connections are made lazily by grpc-go and re-established on
+// failure; New itself does no network I/O.
 func New(topology []ShardSpec, cfg Config) (*Client, error) {
 	if len(topology) == 0 {
 		return nil, errors.New("no shards configured")
 	}
 	cfg = cfg.withDefaults()
-	c := &Client{cfg: cfg, codec: encoding.GetCodecV2(grpcproto.Name),
+	c := &Client{cfg: cfg, codec: encoding.GetCodecV2(grpcproto.Name), budget: hedge.NewBudget(cfg.Hedge),
 		limits: limits{docID: cfg.MaxDocIDBytes, text: cfg.MaxTextBytes, fields: cfg.MaxFields, fieldBytes: cfg.MaxFieldBytes}}
+	c.metrics = newMetrics()
 	fail := func(err error) (*Client, error) {
 		_ = c.Close()
 		return nil, err
@@ -227,6 +283,9 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 		seen[spec.Name] = true
 		if len(spec.Replicas) == 0 {
 			return fail(fmt.Errorf("shard %s: no replica address", spec.Name))
+		}
+		if len(spec.Replicas) > replica.MaxReplicas {
+			return fail(fmt.Errorf("shard %s: %d replicas, more than the %d a shard may have", spec.Name, len(spec.Replicas), replica.MaxReplicas))
 		}
 		s := &shard{name: spec.Name, spanName: "shard " + spec.Name, spanOpts: []trace.SpanStartOption{
 			trace.WithSpanKind(trace.SpanKindInternal),
@@ -244,11 +303,24 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 				return fail(fmt.Errorf("shard %s: replica %q: %w", spec.Name, addr, err))
 			}
 			conn.Connect()
-			s.replicas = append(s.replicas, &replica{addr: addr, index: i, conn: conn, client: shardv1.NewShardServiceClient(conn)})
+			s.replicas = append(s.replicas, &endpoint{addr: addr, index: i, conn: conn, client: shardv1.NewShardServiceClient(conn)})
+		}
+		s.m = c.metrics.forShard(s)
+		if len(s.replicas) > 1 {
+			rcfg := cfg.Replica
+			rcfg.Health = func(i int) replica.Health { return s.replicas[i].health() }
+			rcfg.OnEject = func(i int, _ time.Duration) { s.m.ejections[i].Inc() }
+			s.set = replica.NewSet(len(s.replicas), rcfg)
+			if c.budget != nil {
+				s.delay = hedge.NewDelay(cfg.Hedge)
+			}
 		}
 		c.shards = append(c.shards, s)
 	}
 	slices.SortFunc(c.shards, func(a, b *shard) int { return strings.Compare(a.name, b.name) })
+	if err := cfg.Registerer.Register(c.metrics.collector(c)); err != nil {
+		return fail(fmt.Errorf("fan-out metrics: %w", err))
+	}
 	return c, nil
 }
 
@@ -315,24 +387,4 @@ func (c *Client) releaseSet(m map[string]struct{}) {
 	}
 	clear(m)
 	c.sets.Put(m)
-}
-
-// order returns the replicas to try for one call: healthy ones (not in TRANSIENT_FAILURE) first,
-// each group in configured order.
-func (s *shard) order() []*replica {
-	if len(s.replicas) == 1 {
-		return s.replicas
-	}
-	out := make([]*replica, 0, len(s.replicas))
-	for _, r := range s.replicas {
-		if r.conn.GetState() != connectivity.TransientFailure {
-			out = append(out, r)
-		}
-	}
-	for _, r := range s.replicas {
-		if r.conn.GetState() == connectivity.TransientFailure {
-			out = append(out, r)
-		}
-	}
-	return out
 }

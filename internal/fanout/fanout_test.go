@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/shardtest"
 )
 
@@ -120,7 +121,10 @@ func TestNewRejectsBadTopology(t *testing.T) {
 	}
 }
 
-// TestReplicaFallback: a replica that refuses connections is skipped for the next one.
+// TestReplicaFallback: a replica that refuses connections is skipped for the next one, also
+// with hedging and budgeted retries off: a request that never reached a replica is retried
+// without a token. Each client queries at once, while both its connections are still being
+// made, so that the dead replica is as likely to be picked as the live one.
 func TestReplicaFallback(t *testing.T) {
 	t.Parallel()
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,22 +134,34 @@ func TestReplicaFallback(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	_ = dead.Close()
 	live := shardtest.Start(t, shardtest.Behavior{Hits: shardtest.Hits("x", 5, 1)})
-	c, err := New([]ShardSpec{{Name: "s", Replicas: []string{deadAddr, live.Addr()}}}, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	call := c.Start(ctx, Request{Query: "q", TopK: 10})
-	cur := call.Cursors()[0]
-	n := 0
-	for cur.Next() {
-		n++
-	}
-	res := call.Close()[0]
-	if res.Status != StatusOK || n != 5 || res.Replica != live.Addr() {
-		t.Fatalf("got status %v, %d hits from %s (%v); want OK, 5 hits from %s", res.Status, n, res.Replica, res.Err, live.Addr())
+	for _, budget := range []float64{0, hedge.Off} {
+		retried := 0
+		for range 16 {
+			c, err := New([]ShardSpec{{Name: "s", Replicas: []string{deadAddr, live.Addr()}}}, Config{Hedge: hedge.Config{Budget: budget}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			call := c.Start(ctx, Request{Query: "q", TopK: 10})
+			cur := call.Cursors()[0]
+			n := 0
+			for cur.Next() {
+				n++
+			}
+			res := call.Close()[0]
+			cancel()
+			_ = c.Close()
+			if res.Status != StatusOK || n != 5 || res.Replica != live.Addr() {
+				t.Fatalf("budget %v: got status %v, %d hits from %s (%v); want OK, 5 hits from %s",
+					budget, res.Status, n, res.Replica, res.Err, live.Addr())
+			}
+			if res.Attempts == 2 {
+				retried++
+			}
+		}
+		if retried == 0 {
+			t.Errorf("budget %v: the dead replica was never tried first in 16 calls", budget)
+		}
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
@@ -108,15 +107,6 @@ func (c *codec) scan(b []byte) error {
 		}
 	}
 	return nil
-}
-
-// shardCall is the state of one shard call, allocated at once: its codec, its contract and the
-// call option that installs the codec (held by pointer, so that it costs no allocation of its own).
-type shardCall struct {
-	codec    codec
-	contract contract
-	force    grpc.ForceCodecV2CallOption
-	opts     [1]grpc.CallOption
 }
 
 // overLimit translates the errors with which grpc-go refuses what a shard sends into ErrOverLimit

@@ -39,11 +39,13 @@ const (
 	SendStalled      = "send_stalled"      // the peer stopped reading and a send watchdog ended the call
 	Shed             = "shed"              // refused with RESOURCE_EXHAUSTED (admission control)
 	StoppedEarly     = "stopped_early"     // client side: the caller had what it needed and cancelled the rest
+	HedgeLost        = "hedge_lost"        // client side: another attempt of the same shard call answered first
 )
 
 // EndReasoner is implemented by context cancellation causes that say how a call cancelled with
 // them ended (one of the reasons above), such as a fan-out cutting a shard call at its own
-// deadline or stopping it early. Without one, a cancelled call is recorded as Canceled.
+// deadline, stopping it early or cancelling the loser of a hedge. Without one, a cancelled call
+// is recorded as Canceled.
 type EndReasoner interface {
 	EndReason() string
 }

@@ -127,11 +127,17 @@ type benchProxy struct {
 
 func newBenchProxy(tb testing.TB, addrs []string, fcfg fanout.Config) *benchProxy {
 	tb.Helper()
-	w := newWiring()
 	topo := make([]fanout.ShardSpec, len(addrs))
 	for i, a := range addrs {
 		topo[i] = fanout.ShardSpec{Name: fmt.Sprintf("shard-%02d", i), Replicas: []string{a}}
 	}
+	return newBenchProxyTopo(tb, topo, fcfg)
+}
+
+// newBenchProxyTopo is newBenchProxy in front of any topology.
+func newBenchProxyTopo(tb testing.TB, topo []fanout.ShardSpec, fcfg fanout.Config) *benchProxy {
+	tb.Helper()
+	w := newWiring()
 	fcfg.Tracer = w.tr.Tracer()
 	fcfg.DialOptions = append(fcfg.DialOptions, w.dialOptions()...)
 	fan, err := fanout.New(topo, fcfg)
@@ -240,6 +246,37 @@ func BenchmarkSearch(b *testing.B) {
 						}
 					}
 				})
+			}
+		})
+	}
+}
+
+// BenchmarkSearchReplicas is BenchmarkSearch's via=handler at fan-out 4 and top_k 10 with every
+// shard served by R replicas (in-process synthetic shards; the replicas of a shard serve the same
+// hits): what choosing a replica for every shard call costs (the replica set's score and
+// in-flight count, the hedge delay's histogram, the budget), next to R=1, which has none of it.
+// No shard is slow, so no call is hedged.
+func BenchmarkSearchReplicas(b *testing.B) {
+	for _, r := range []int{1, 2} {
+		b.Run(fmt.Sprintf("R=%d", r), func(b *testing.B) {
+			topo := make([]fanout.ShardSpec, 4)
+			for i := range topo {
+				topo[i].Name = fmt.Sprintf("shard-%02d", i)
+				for range r {
+					s := synthetic.New(uint64(i + 1))
+					topo[i].Replicas = append(topo[i].Replicas,
+						serve(b, func(g *grpc.Server) { shardv1.RegisterShardServiceServer(g, s) }, liveness.Server{}.ServerOptions()...))
+				}
+			}
+			p := newBenchProxyTopo(b, topo, fanout.Config{})
+			req := &queryv1.SearchRequest{Query: benchQuery, TopK: 10}
+			ctx := b.Context()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := p.svc.Search(ctx, req)
+				if err != nil || len(resp.GetHits()) != 10 || resp.GetCoverage().GetDegraded() {
+					b.Fatalf("got %d hits, %v", len(resp.GetHits()), err)
+				}
 			}
 		})
 	}

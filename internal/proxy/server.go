@@ -372,6 +372,7 @@ func summarize(results []fanout.Result, masks *masks) *queryv1.SearchSummary {
 		lat.Seconds, lat.Nanos = durationParts(r.Latency)
 		sr.Shard, sr.Status, sr.Replica, sr.Hits = r.Shard, shardStatus(r.Status), r.Replica, uint32(r.Hits)
 		sr.Latency, sr.StoppedEarly, sr.TotalMatches = lat, r.StoppedEarly, r.TotalMatches
+		sr.Source, sr.Attempts = attemptSource(r.Source), uint32(r.Attempts)
 		if r.Err != nil {
 			sr.Error = r.Err.Error() // made safe by fanout (CleanText)
 		}
@@ -414,6 +415,18 @@ func shardStatus(s fanout.Status) queryv1.ShardStatus {
 		return queryv1.ShardStatus_SHARD_STATUS_RESOURCE_EXHAUSTED
 	}
 	return queryv1.ShardStatus_SHARD_STATUS_UNSPECIFIED
+}
+
+func attemptSource(s fanout.Source) queryv1.AttemptSource {
+	switch s {
+	case fanout.SourcePrimary:
+		return queryv1.AttemptSource_ATTEMPT_SOURCE_PRIMARY
+	case fanout.SourceHedge:
+		return queryv1.AttemptSource_ATTEMPT_SOURCE_HEDGE
+	case fanout.SourceRetry:
+		return queryv1.AttemptSource_ATTEMPT_SOURCE_RETRY
+	}
+	return queryv1.AttemptSource_ATTEMPT_SOURCE_UNSPECIFIED
 }
 
 // unavailable is the error for a query without enough shards: its message lists the missing

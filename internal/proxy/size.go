@@ -89,7 +89,7 @@ func summaryBound(names []string, replicaLen int) int {
 	n := coverage + u64 + dur + 2 + 1 + protowire.SizeBytes(maxReasonBytes)
 	for _, name := range names {
 		result := 1 + protowire.SizeBytes(len(name)) + 2 + 1 + protowire.SizeBytes(replicaLen) + u32 + dur +
-			1 + protowire.SizeBytes(fanout.MaxErrorTextBytes) + 2 + u64
+			1 + protowire.SizeBytes(fanout.MaxErrorTextBytes) + 2 + u64 + 2 + u32 // ... source, attempts
 		n += 1 + protowire.SizeBytes(result)
 	}
 	return 1 + protowire.SizeBytes(n) // as SearchStreamResponse.summary; a SearchResponse is smaller

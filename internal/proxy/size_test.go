@@ -79,6 +79,7 @@ func TestSummaryBound(t *testing.T) {
 			Shard: name, Status: queryv1.ShardStatus_SHARD_STATUS_RESOURCE_EXHAUSTED, Replica: strings.Repeat("r", replicaLen),
 			Hits: math.MaxUint32, Latency: worstDur, Error: strings.Repeat("e", fanout.MaxErrorTextBytes),
 			StoppedEarly: true, TotalMatches: math.MaxUint64,
+			Source: queryv1.AttemptSource_ATTEMPT_SOURCE_RETRY, Attempts: math.MaxUint32,
 		})
 	}
 	bound := summaryBound(names, replicaLen)
@@ -124,6 +125,23 @@ func TestSummarizeTotals(t *testing.T) {
 	}
 	if got := sum.GetShards()[1].GetTotalMatches(); got != 1 {
 		t.Errorf("the failed shard's own total_matches is %d, want what it said (1)", got)
+	}
+}
+
+// TestSummarizeSources: each shard result says which attempt answered and how many were made.
+func TestSummarizeSources(t *testing.T) {
+	t.Parallel()
+	results := []fanout.Result{
+		{Shard: "a", Status: fanout.StatusOK, Source: fanout.SourcePrimary, Attempts: 1},
+		{Shard: "b", Status: fanout.StatusOK, Source: fanout.SourceHedge, Attempts: 2},
+		{Shard: "c", Status: fanout.StatusOK, Source: fanout.SourceRetry, Attempts: 3},
+	}
+	want := []queryv1.AttemptSource{queryv1.AttemptSource_ATTEMPT_SOURCE_PRIMARY,
+		queryv1.AttemptSource_ATTEMPT_SOURCE_HEDGE, queryv1.AttemptSource_ATTEMPT_SOURCE_RETRY}
+	for i, r := range summarize(results, nil).GetShards() {
+		if r.GetSource() != want[i] || r.GetAttempts() != uint32(i+1) {
+			t.Errorf("shard %s: source %v, %d attempts; want %v, %d", r.GetShard(), r.GetSource(), r.GetAttempts(), want[i], i+1)
+		}
 	}
 }
 

@@ -155,6 +155,65 @@ func (ShardStatus) EnumDescriptor() ([]byte, []int) {
 	return file_gather_query_v1_query_proto_rawDescGZIP(), []int{1}
 }
 
+// AttemptSource is the kind of an attempt of a shard call.
+type AttemptSource int32
+
+const (
+	// Not set (answers from a proxy that does not say).
+	AttemptSource_ATTEMPT_SOURCE_UNSPECIFIED AttemptSource = 0
+	// The shard call's first attempt, sent to the replica the proxy's load-aware choice picked.
+	AttemptSource_ATTEMPT_SOURCE_PRIMARY AttemptSource = 1
+	// A hedge: the same request on another replica, because the first attempt had sent nothing
+	// after the hedge delay.
+	AttemptSource_ATTEMPT_SOURCE_HEDGE AttemptSource = 2
+	// A retry on another replica, because an attempt failed with UNAVAILABLE or
+	// RESOURCE_EXHAUSTED before its first message.
+	AttemptSource_ATTEMPT_SOURCE_RETRY AttemptSource = 3
+)
+
+// Enum value maps for AttemptSource.
+var (
+	AttemptSource_name = map[int32]string{
+		0: "ATTEMPT_SOURCE_UNSPECIFIED",
+		1: "ATTEMPT_SOURCE_PRIMARY",
+		2: "ATTEMPT_SOURCE_HEDGE",
+		3: "ATTEMPT_SOURCE_RETRY",
+	}
+	AttemptSource_value = map[string]int32{
+		"ATTEMPT_SOURCE_UNSPECIFIED": 0,
+		"ATTEMPT_SOURCE_PRIMARY":     1,
+		"ATTEMPT_SOURCE_HEDGE":       2,
+		"ATTEMPT_SOURCE_RETRY":       3,
+	}
+)
+
+func (x AttemptSource) Enum() *AttemptSource {
+	p := new(AttemptSource)
+	*p = x
+	return p
+}
+
+func (x AttemptSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttemptSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_gather_query_v1_query_proto_enumTypes[2].Descriptor()
+}
+
+func (AttemptSource) Type() protoreflect.EnumType {
+	return &file_gather_query_v1_query_proto_enumTypes[2]
+}
+
+func (x AttemptSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttemptSource.Descriptor instead.
+func (AttemptSource) EnumDescriptor() ([]byte, []int) {
+	return file_gather_query_v1_query_proto_rawDescGZIP(), []int{2}
+}
+
 // SearchRequest is a query for the global top_k.
 type SearchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -719,8 +778,9 @@ type ShardResult struct {
 	Shard string `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
 	// How the shard's call ended.
 	Status ShardStatus `protobuf:"varint,2,opt,name=status,proto3,enum=gather.query.v1.ShardStatus" json:"status,omitempty"`
-	// The address of the replica that answered (or was last tried), or its ordinal in the shard's
-	// configured replica list ("replica 1") when the proxy does not expose replica addresses.
+	// The address of the replica that answered (or, when none did, of the attempt that ended last;
+	// see source), or its ordinal in the shard's configured replica list ("replica 1") when the
+	// proxy does not expose replica addresses.
 	Replica string `protobuf:"bytes,3,opt,name=replica,proto3" json:"replica,omitempty"`
 	// How many hits the proxy received from the shard (not how many made the global top_k).
 	Hits uint32 `protobuf:"varint,4,opt,name=hits,proto3" json:"hits,omitempty"`
@@ -733,7 +793,17 @@ type ShardResult struct {
 	// complete, or the answer was full (see SearchResponse.truncated).
 	StoppedEarly bool `protobuf:"varint,7,opt,name=stopped_early,json=stoppedEarly,proto3" json:"stopped_early,omitempty"`
 	// How many documents matched on this shard.
-	TotalMatches  uint64 `protobuf:"varint,8,opt,name=total_matches,json=totalMatches,proto3" json:"total_matches,omitempty"`
+	TotalMatches uint64 `protobuf:"varint,8,opt,name=total_matches,json=totalMatches,proto3" json:"total_matches,omitempty"`
+	// Which attempt of the shard call `replica` names: the one that answered, or, when none did,
+	// the one that ended last. A shard of several replicas may be asked more than once per query:
+	// a hedge when the first attempt has sent nothing after the shard's hedge delay (a recent
+	// percentile of its times to first message), a retry when an attempt was refused or shed
+	// (UNAVAILABLE, RESOURCE_EXHAUSTED) before its first message. The first attempt to send a
+	// message answers; the others are cancelled.
+	Source AttemptSource `protobuf:"varint,9,opt,name=source,proto3,enum=gather.query.v1.AttemptSource" json:"source,omitempty"`
+	// How many attempts the proxy made on the shard's replicas for this query, the answering one
+	// included: 1 without a hedge or a retry.
+	Attempts      uint32 `protobuf:"varint,10,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -824,6 +894,20 @@ func (x *ShardResult) GetTotalMatches() uint64 {
 	return 0
 }
 
+func (x *ShardResult) GetSource() AttemptSource {
+	if x != nil {
+		return x.Source
+	}
+	return AttemptSource_ATTEMPT_SOURCE_UNSPECIFIED
+}
+
+func (x *ShardResult) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
 var File_gather_query_v1_query_proto protoreflect.FileDescriptor
 
 const file_gather_query_v1_query_proto_rawDesc = "" +
@@ -880,7 +964,7 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\fshards_total\x18\x01 \x01(\rR\vshardsTotal\x12)\n" +
 	"\x10shards_succeeded\x18\x02 \x01(\rR\x0fshardsSucceeded\x12\x1a\n" +
 	"\bdegraded\x18\x03 \x01(\bR\bdegraded\x12-\n" +
-	"\x12documents_searched\x18\x04 \x01(\x04R\x11documentsSearched\"\x9c\x02\n" +
+	"\x12documents_searched\x18\x04 \x01(\x04R\x11documentsSearched\"\xf0\x02\n" +
 	"\vShardResult\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x124\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x1c.gather.query.v1.ShardStatusR\x06status\x12\x18\n" +
@@ -889,7 +973,10 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\alatency\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12#\n" +
 	"\rstopped_early\x18\a \x01(\bR\fstoppedEarly\x12#\n" +
-	"\rtotal_matches\x18\b \x01(\x04R\ftotalMatches*j\n" +
+	"\rtotal_matches\x18\b \x01(\x04R\ftotalMatches\x126\n" +
+	"\x06source\x18\t \x01(\x0e2\x1e.gather.query.v1.AttemptSourceR\x06source\x12\x1a\n" +
+	"\battempts\x18\n" +
+	" \x01(\rR\battempts*j\n" +
 	"\rPartialPolicy\x12\x1e\n" +
 	"\x1aPARTIAL_POLICY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14PARTIAL_POLICY_ALLOW\x10\x01\x12\x1f\n" +
@@ -902,7 +989,12 @@ const file_gather_query_v1_query_proto_rawDesc = "" +
 	"\x15SHARD_STATUS_CANCELED\x10\x04\x12\x17\n" +
 	"\x13SHARD_STATUS_FAILED\x10\x05\x12#\n" +
 	"\x1fSHARD_STATUS_PROTOCOL_VIOLATION\x10\x06\x12#\n" +
-	"\x1fSHARD_STATUS_RESOURCE_EXHAUSTED\x10\a2\xb8\x01\n" +
+	"\x1fSHARD_STATUS_RESOURCE_EXHAUSTED\x10\a*\x7f\n" +
+	"\rAttemptSource\x12\x1e\n" +
+	"\x1aATTEMPT_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16ATTEMPT_SOURCE_PRIMARY\x10\x01\x12\x18\n" +
+	"\x14ATTEMPT_SOURCE_HEDGE\x10\x02\x12\x18\n" +
+	"\x14ATTEMPT_SOURCE_RETRY\x10\x032\xb8\x01\n" +
 	"\fQueryService\x12I\n" +
 	"\x06Search\x12\x1e.gather.query.v1.SearchRequest\x1a\x1f.gather.query.v1.SearchResponse\x12]\n" +
 	"\fSearchStream\x12$.gather.query.v1.SearchStreamRequest\x1a%.gather.query.v1.SearchStreamResponse0\x01B\xba\x01\n" +
@@ -921,48 +1013,50 @@ func file_gather_query_v1_query_proto_rawDescGZIP() []byte {
 	return file_gather_query_v1_query_proto_rawDescData
 }
 
-var file_gather_query_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_gather_query_v1_query_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_gather_query_v1_query_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_gather_query_v1_query_proto_goTypes = []any{
 	(PartialPolicy)(0),           // 0: gather.query.v1.PartialPolicy
 	(ShardStatus)(0),             // 1: gather.query.v1.ShardStatus
-	(*SearchRequest)(nil),        // 2: gather.query.v1.SearchRequest
-	(*SearchResponse)(nil),       // 3: gather.query.v1.SearchResponse
-	(*SearchStreamRequest)(nil),  // 4: gather.query.v1.SearchStreamRequest
-	(*SearchStreamResponse)(nil), // 5: gather.query.v1.SearchStreamResponse
-	(*SearchSummary)(nil),        // 6: gather.query.v1.SearchSummary
-	(*Hit)(nil),                  // 7: gather.query.v1.Hit
-	(*Coverage)(nil),             // 8: gather.query.v1.Coverage
-	(*ShardResult)(nil),          // 9: gather.query.v1.ShardResult
-	nil,                          // 10: gather.query.v1.Hit.FieldsEntry
-	(*durationpb.Duration)(nil),  // 11: google.protobuf.Duration
+	(AttemptSource)(0),           // 2: gather.query.v1.AttemptSource
+	(*SearchRequest)(nil),        // 3: gather.query.v1.SearchRequest
+	(*SearchResponse)(nil),       // 4: gather.query.v1.SearchResponse
+	(*SearchStreamRequest)(nil),  // 5: gather.query.v1.SearchStreamRequest
+	(*SearchStreamResponse)(nil), // 6: gather.query.v1.SearchStreamResponse
+	(*SearchSummary)(nil),        // 7: gather.query.v1.SearchSummary
+	(*Hit)(nil),                  // 8: gather.query.v1.Hit
+	(*Coverage)(nil),             // 9: gather.query.v1.Coverage
+	(*ShardResult)(nil),          // 10: gather.query.v1.ShardResult
+	nil,                          // 11: gather.query.v1.Hit.FieldsEntry
+	(*durationpb.Duration)(nil),  // 12: google.protobuf.Duration
 }
 var file_gather_query_v1_query_proto_depIdxs = []int32{
 	0,  // 0: gather.query.v1.SearchRequest.partial_policy:type_name -> gather.query.v1.PartialPolicy
-	11, // 1: gather.query.v1.SearchRequest.shard_timeout:type_name -> google.protobuf.Duration
-	7,  // 2: gather.query.v1.SearchResponse.hits:type_name -> gather.query.v1.Hit
-	8,  // 3: gather.query.v1.SearchResponse.coverage:type_name -> gather.query.v1.Coverage
-	9,  // 4: gather.query.v1.SearchResponse.shards:type_name -> gather.query.v1.ShardResult
-	11, // 5: gather.query.v1.SearchResponse.took:type_name -> google.protobuf.Duration
+	12, // 1: gather.query.v1.SearchRequest.shard_timeout:type_name -> google.protobuf.Duration
+	8,  // 2: gather.query.v1.SearchResponse.hits:type_name -> gather.query.v1.Hit
+	9,  // 3: gather.query.v1.SearchResponse.coverage:type_name -> gather.query.v1.Coverage
+	10, // 4: gather.query.v1.SearchResponse.shards:type_name -> gather.query.v1.ShardResult
+	12, // 5: gather.query.v1.SearchResponse.took:type_name -> google.protobuf.Duration
 	0,  // 6: gather.query.v1.SearchStreamRequest.partial_policy:type_name -> gather.query.v1.PartialPolicy
-	11, // 7: gather.query.v1.SearchStreamRequest.shard_timeout:type_name -> google.protobuf.Duration
-	7,  // 8: gather.query.v1.SearchStreamResponse.hits:type_name -> gather.query.v1.Hit
-	6,  // 9: gather.query.v1.SearchStreamResponse.summary:type_name -> gather.query.v1.SearchSummary
-	8,  // 10: gather.query.v1.SearchSummary.coverage:type_name -> gather.query.v1.Coverage
-	9,  // 11: gather.query.v1.SearchSummary.shards:type_name -> gather.query.v1.ShardResult
-	11, // 12: gather.query.v1.SearchSummary.took:type_name -> google.protobuf.Duration
-	10, // 13: gather.query.v1.Hit.fields:type_name -> gather.query.v1.Hit.FieldsEntry
+	12, // 7: gather.query.v1.SearchStreamRequest.shard_timeout:type_name -> google.protobuf.Duration
+	8,  // 8: gather.query.v1.SearchStreamResponse.hits:type_name -> gather.query.v1.Hit
+	7,  // 9: gather.query.v1.SearchStreamResponse.summary:type_name -> gather.query.v1.SearchSummary
+	9,  // 10: gather.query.v1.SearchSummary.coverage:type_name -> gather.query.v1.Coverage
+	10, // 11: gather.query.v1.SearchSummary.shards:type_name -> gather.query.v1.ShardResult
+	12, // 12: gather.query.v1.SearchSummary.took:type_name -> google.protobuf.Duration
+	11, // 13: gather.query.v1.Hit.fields:type_name -> gather.query.v1.Hit.FieldsEntry
 	1,  // 14: gather.query.v1.ShardResult.status:type_name -> gather.query.v1.ShardStatus
-	11, // 15: gather.query.v1.ShardResult.latency:type_name -> google.protobuf.Duration
-	2,  // 16: gather.query.v1.QueryService.Search:input_type -> gather.query.v1.SearchRequest
-	4,  // 17: gather.query.v1.QueryService.SearchStream:input_type -> gather.query.v1.SearchStreamRequest
-	3,  // 18: gather.query.v1.QueryService.Search:output_type -> gather.query.v1.SearchResponse
-	5,  // 19: gather.query.v1.QueryService.SearchStream:output_type -> gather.query.v1.SearchStreamResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 15: gather.query.v1.ShardResult.latency:type_name -> google.protobuf.Duration
+	2,  // 16: gather.query.v1.ShardResult.source:type_name -> gather.query.v1.AttemptSource
+	3,  // 17: gather.query.v1.QueryService.Search:input_type -> gather.query.v1.SearchRequest
+	5,  // 18: gather.query.v1.QueryService.SearchStream:input_type -> gather.query.v1.SearchStreamRequest
+	4,  // 19: gather.query.v1.QueryService.Search:output_type -> gather.query.v1.SearchResponse
+	6,  // 20: gather.query.v1.QueryService.SearchStream:output_type -> gather.query.v1.SearchStreamResponse
+	19, // [19:21] is the sub-list for method output_type
+	17, // [17:19] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gather_query_v1_query_proto_init() }
@@ -975,7 +1069,7 @@ func file_gather_query_v1_query_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gather_query_v1_query_proto_rawDesc), len(file_gather_query_v1_query_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -1,0 +1,451 @@
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/bits"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/hedge"
+	"github.com/gatherproxy/gather/internal/replica"
+)
+
+// shardCall is one shard's part of a query: its attempts, and what they share. The shard call's
+// goroutine (Start's) runs the first attempt and the retries one after the other; a hedge runs in
+// a goroutine of its own, started by the timer, which the shard call's goroutine joins before it
+// returns. Everything under mu is shared by those goroutines and the timer's function.
+type shardCall struct {
+	call     *Call
+	s        *shard
+	cur      *Cursor
+	res      *Result
+	req      *shardv1.SearchRequest
+	ctx      context.Context // the caller's context, cut at the per-shard deadline
+	deadline time.Time
+	idle     time.Duration
+	// delay is the hedge delay the call started with; 0 if it cannot hedge (one replica, or
+	// hedging off).
+	delay time.Duration
+	span  trace.Span
+	// contract and the hit budget apply to the winner's hits only.
+	contract contract
+	// timer fires after the hedge delay until an attempt delivers its first message (phaseHedge),
+	// then after the idle timeout (phaseIdle, reset on every message with hits): one timer
+	// serves both, as they never run at once.
+	timer *time.Timer
+
+	mu       sync.Mutex
+	phase    phase
+	skipFire bool // the timer's function is due for a hedge delay that a winner made moot
+	done     bool // no attempt starts any more
+	winner   *attempt
+	last     *attempt // the attempt that ended last without winning
+	live     [2]*attempt
+	tried    replica.Mask
+	attempts int
+	hedges   sync.WaitGroup // the hedge's goroutine, if one was started
+
+	primary attempt  // the first attempt, then each retry in turn
+	hedge   *attempt // made when a hedge starts
+}
+
+type phase int
+
+const (
+	phaseNone   phase = iota // the timer is stopped
+	phaseHedge               // the timer is the hedge delay
+	phaseHedged              // the hedge delay passed
+	phaseIdle                // an attempt won; the timer is the idle timeout
+)
+
+// attempt is one stream of a shard call, on one replica. Its fields are written by the goroutine
+// that runs it (and by prepare, under the shard call's lock, before it runs).
+type attempt struct {
+	ep     *endpoint
+	source Source
+	slot   int // in shardCall.live
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	start  time.Time
+	framed bool  // it delivered its first message, or ended cleanly without one
+	local  bool  // err came from starting the stream: the request never reached the replica
+	err    error // what ended it; nil for a clean end
+	// codec is the attempt's own: it counts the hits of a message before decoding it.
+	codec codec
+	force grpc.ForceCodecV2CallOption
+	opts  [1]grpc.CallOption
+}
+
+// run runs one shard's part of the call to its end, feeding cur and filling res. ctx is the
+// call's context with the shard call's span.
+func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline time.Time, req *shardv1.SearchRequest,
+	cur *Cursor, res *Result) {
+	c := call.client
+	start := time.Now()
+	sctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
+	defer cancel()
+	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
+		idle: c.cfg.IdleTimeout, span: span,
+		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()}}
+	defer c.releaseSet(sc.contract.seen)
+	if s.delay != nil {
+		c.budget.Deposit()
+		sc.delay = s.delay.Current()
+		sc.phase = phaseHedge
+		sc.timer = time.AfterFunc(sc.delay, sc.onTimer)
+	} else {
+		sc.timer = time.AfterFunc(time.Hour, sc.onTimer)
+		sc.timer.Stop()
+	}
+	defer sc.timer.Stop()
+
+	sc.attemptAll()
+
+	a := sc.winner // no lock: every attempt has ended
+	if a == nil {
+		a = sc.last
+	}
+	res.Replica, res.ReplicaIndex, res.Source, res.Attempts = a.ep.addr, a.ep.index, a.source, sc.attempts
+	res.Latency = time.Since(start)
+	res.Status, res.Err = classify(ctx, a.ctx, a.err)
+	if res.Status == StatusOK && errors.Is(context.Cause(ctx), ErrStoppedEarly) && a.err != nil {
+		res.StoppedEarly = true
+	}
+	if res.Err != nil {
+		res.Err = &cleanError{msg: CleanText(res.Err.Error()), err: res.Err}
+	}
+	if res.Status != StatusOK {
+		call.failed.Add(1)
+	}
+	for _, a := range [2]*attempt{&sc.primary, sc.hedge} {
+		if a != nil && a.cancel != nil {
+			a.cancel(nil)
+		}
+	}
+}
+
+// attemptAll runs the first attempt, then retries while they are due, each time after the hedge
+// (if one started) has ended too; it returns once every attempt has ended and none can start.
+func (sc *shardCall) attemptAll() {
+	a := sc.begin(SourcePrimary) // never nil: a shard has a replica
+	for a != nil {
+		sc.runAttempt(a)
+		sc.mu.Lock()
+		hedged := sc.hedge != nil
+		sc.mu.Unlock()
+		if hedged {
+			sc.hedges.Wait() // the hedge decides now: it answers, or it fails too
+		}
+		due, spent := sc.retry()
+		if !due {
+			break
+		}
+		if a = sc.begin(SourceRetry); a == nil && spent {
+			sc.call.client.budget.Refund()
+		}
+	}
+	sc.mu.Lock()
+	sc.done = true
+	sc.mu.Unlock()
+	sc.hedges.Wait() // Add happens under mu before done, so never concurrently with this Wait
+}
+
+// begin prepares the first attempt or a retry on a replica not tried yet, or returns nil if none
+// is left.
+func (sc *shardCall) begin(source Source) *attempt {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	i := 0
+	if set := sc.s.set; set != nil {
+		var err error
+		if i, err = set.Pick(sc.tried, replica.Primary); err != nil {
+			return nil
+		}
+	} else if sc.tried.Has(0) {
+		return nil
+	}
+	if source == SourceRetry && sc.span.IsRecording() {
+		// Before prepare: the attempt that failed may be the one the retry reuses.
+		sc.span.AddEvent("gather.retry", trace.WithAttributes(attribute.String("gather.replica", sc.s.replicas[i].addr),
+			attribute.String("gather.after", CleanText(sc.last.err.Error()))))
+	}
+	sc.prepare(&sc.primary, i, source, 0)
+	return &sc.primary
+}
+
+// prepare makes a ready to run on replica i. Called with mu held.
+func (sc *shardCall) prepare(a *attempt, i int, source Source, slot int) {
+	c := sc.call.client
+	if a.cancel != nil {
+		a.cancel(nil) // the retry's predecessor: its stream has ended
+	}
+	a.ep, a.source, a.slot, a.framed, a.local, a.err = sc.s.replicas[i], source, slot, false, false, nil
+	a.ctx, a.cancel = context.WithCancelCause(sc.ctx)
+	a.codec = codec{base: c.codec, topK: int(sc.req.GetTopK()), maxFields: c.cfg.MaxFields}
+	a.force.CodecV2 = &a.codec
+	a.opts[0] = &a.force
+	a.start = time.Now()
+	sc.live[slot] = a
+	sc.tried = sc.tried.With(i)
+	sc.attempts++
+	sc.s.m.selections[i].Inc()
+}
+
+// retry reports whether another attempt is due after every attempt so far ended without an
+// answer, and whether a token was spent for it: the last one failed with UNAVAILABLE or
+// RESOURCE_EXHAUSTED before its first message, the per-shard deadline has not passed, a replica
+// is left to try, and a token was spent, unless the request never reached the replica (grpc-go
+// had no connection to it), which costs the shards nothing and is retried without one, as
+// grpc-go's transparent retries are.
+func (sc *shardCall) retry() (due, spent bool) {
+	sc.mu.Lock()
+	a, won, tried := sc.last, sc.winner != nil, bits.OnesCount64(uint64(sc.tried))
+	sc.mu.Unlock()
+	if won || a == nil || a.framed || sc.ctx.Err() != nil || tried >= len(sc.s.replicas) {
+		return false, false
+	}
+	switch code := status.Code(a.err); {
+	case a.local && code == codes.Unavailable:
+		return true, false
+	case code != codes.Unavailable && code != codes.ResourceExhausted:
+		return false, false
+	}
+	if !sc.call.client.budget.Spend() {
+		sc.s.m.retry[outcomeDenied].Inc()
+		return false, false
+	}
+	return true, true
+}
+
+// onTimer is the timer's function: after the hedge delay, it starts a hedge if the policy
+// allows; after the idle timeout, it cancels the winner.
+func (sc *shardCall) onTimer() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.skipFire {
+		sc.skipFire = false
+		return
+	}
+	switch sc.phase {
+	case phaseHedge:
+		sc.phase = phaseHedged
+		if sc.winner == nil && !sc.done {
+			sc.startHedge()
+		}
+	case phaseIdle:
+		sc.winner.cancel(fmt.Errorf("%w (%s)", ErrIdle, sc.idle))
+	}
+}
+
+// startHedge applies the hedge policy and starts the hedge in a goroutine of its own. Called
+// with mu held.
+func (sc *shardCall) startHedge() {
+	s := sc.s
+	i, why := hedge.Decide(sc.call.client.budget, time.Until(sc.deadline), s.delay.Typical(),
+		func() (int, error) { return s.set.Pick(sc.tried, replica.Hedge) })
+	if why != hedge.Allowed {
+		s.m.hedge[outcomeDenied].Inc()
+		s.m.denied[why].Inc()
+		if sc.span.IsRecording() {
+			sc.span.AddEvent("gather.hedge.denied", trace.WithAttributes(attribute.String("gather.reason", why.String())))
+		}
+		return
+	}
+	a := &attempt{}
+	sc.hedge = a
+	sc.prepare(a, i, SourceHedge, 1)
+	sc.hedges.Add(1)
+	go func() {
+		defer sc.hedges.Done()
+		sc.runAttempt(a)
+	}()
+	if sc.span.IsRecording() {
+		sc.span.AddEvent("gather.hedge.start", trace.WithAttributes(attribute.String("gather.replica", a.ep.addr),
+			attribute.Int64("gather.hedge.delay_us", sc.delay.Microseconds())))
+	}
+}
+
+// win makes a the attempt that answers for the shard, if no other did first, cancels the others
+// and turns the timer into the idle timer. It reports whether a won.
+func (sc *shardCall) win(a *attempt) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.winner != nil {
+		return false
+	}
+	sc.winner = a
+	for _, o := range sc.live {
+		if o != nil && o != a {
+			o.cancel(ErrHedgeLost)
+			if sc.span.IsRecording() {
+				sc.span.AddEvent("gather.attempt.cancelled", trace.WithAttributes(attribute.String("gather.replica", o.ep.addr),
+					attribute.String("gather.source", o.source.String()), attribute.String("gather.cause", ErrHedgeLost.Error())))
+			}
+		}
+	}
+	if (a.source != SourcePrimary || sc.hedge != nil) && sc.span.IsRecording() {
+		sc.span.AddEvent("gather.attempt.won", trace.WithAttributes(attribute.String("gather.replica", a.ep.addr),
+			attribute.String("gather.source", a.source.String())))
+	}
+	if sc.phase == phaseHedge && !sc.timer.Stop() {
+		sc.skipFire = true // the hedge delay fired; its function waits for mu
+	}
+	sc.phase = phaseIdle
+	sc.timer.Reset(sc.idle)
+	return true
+}
+
+// runAttempt runs a to its end and records how it ended.
+func (sc *shardCall) runAttempt(a *attempt) {
+	st, err := a.ep.client.Search(a.ctx, sc.req, a.opts[:]...)
+	if err != nil {
+		a.err, a.local = err, true
+	} else {
+		a.err = sc.stream(a, st)
+	}
+	sc.end(a)
+}
+
+// end records a's end: on its replica's score and health, and in the hedge and retry metrics.
+func (sc *shardCall) end(a *attempt) {
+	outcome, elapsed := sc.verdict(a), time.Since(a.start)
+	sc.mu.Lock()
+	sc.live[a.slot] = nil
+	won, other := sc.winner == a, sc.winner != nil
+	if !won {
+		sc.last = a
+	}
+	sc.mu.Unlock()
+	s := sc.s
+	if s.set == nil {
+		return
+	}
+	s.set.Done(a.ep.index, outcome, a.framed, elapsed, sc.delay)
+	o := outcomeFailed
+	switch {
+	case won:
+		o = outcomeWon
+	case other:
+		o = outcomeLost
+	}
+	switch a.source {
+	case SourceHedge:
+		s.m.hedge[o].Inc()
+	case SourceRetry:
+		s.m.retry[o].Inc()
+	}
+}
+
+// verdict is what a's end says about its replica (see replica.Outcome).
+func (sc *shardCall) verdict(a *attempt) replica.Outcome {
+	switch err := a.err; {
+	case errors.Is(err, ErrBudget):
+		return replica.Neutral // the query's, not the replica's
+	case errors.Is(err, ErrOrder), errors.Is(err, ErrTooMany), errors.Is(err, ErrOverLimit):
+		return replica.Failure
+	case a.ctx.Err() != nil:
+		cause := context.Cause(a.ctx)
+		switch {
+		case errors.Is(cause, ErrIdle), errors.Is(cause, ErrShardDeadline):
+			return replica.Failure
+		case errors.Is(cause, ErrStoppedEarly) && a.framed:
+			return replica.Success
+		}
+		return replica.Neutral // lost the race, or the query was cancelled or ran out of time
+	case err == nil:
+		return replica.Success
+	case errors.Is(err, ErrHedgeLost):
+		return replica.Neutral
+	}
+	return replica.Failure // the replica's own error, or its connection's, also after hits
+}
+
+// stream reads a's stream. Its first message (or a clean end without one) makes it race for the
+// shard call (win); the winner's messages then go to the cursor, the loser's are dropped. It
+// returns the error that ended the stream (nil for a clean end, ErrHedgeLost for a loser).
+//
+// Each batch is checked against the contract, then its cost is taken from the query's budget;
+// the hits that pass both go to the cursor, and a violation or the end of the budget ends the
+// stream after them. A message without hits is no progress: it does not reset the idle timer,
+// except the first (the shard has finished searching; its counts are taken).
+func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.SearchResponse]) error {
+	c := sc.call.client
+	resp, err := st.Recv()
+	empty := errors.Is(err, io.EOF) && a.codec.refused == nil // a clean end without a message
+	if err != nil && !empty {
+		return recvError(a, err, c.cfg.MaxMessageBytes)
+	}
+	a.framed = true
+	if s := sc.s; s.set != nil {
+		ttff := time.Since(a.start)
+		s.set.FirstFrame(a.ep.index, ttff, sc.delay)
+		if s.delay != nil {
+			s.delay.Record(ttff)
+		}
+	}
+	if !sc.win(a) {
+		return ErrHedgeLost // the winner has cancelled a.ctx, which releases the stream
+	}
+	if empty {
+		return nil
+	}
+	res, cur := sc.res, sc.cur
+	res.TotalMatches, res.Documents = resp.GetTotalMatches(), resp.GetDocuments()
+	for first := true; ; first = false {
+		if !first {
+			if resp, err = st.Recv(); err != nil {
+				if a.codec.refused == nil && errors.Is(err, io.EOF) {
+					return nil
+				}
+				return recvError(a, err, c.cfg.MaxMessageBytes)
+			}
+		}
+		hits := resp.GetHits()
+		if len(hits) == 0 {
+			continue
+		}
+		sc.timer.Reset(sc.idle)
+		n, cost, verr := sc.contract.check(hits)
+		if k, taken := sc.call.take(hits[:n], cost); k < n {
+			n, cost = k, taken
+			verr = fmt.Errorf("%w: max_query_hit_bytes (%d) used up by the query's shards; %d hits of this shard kept",
+				ErrBudget, c.cfg.MaxQueryHitBytes, res.Hits+k)
+		}
+		if n < len(hits) {
+			clear(hits[n:]) // refused hits are not held by the accepted ones' backing array
+			hits = hits[:n]
+		}
+		if n > 0 {
+			res.Hits += n
+			res.Bytes += cost
+			select {
+			case cur.ch <- hits:
+			case <-a.ctx.Done():
+				return a.ctx.Err()
+			}
+		}
+		if verr != nil {
+			// Returning ends the attempt: the caller's cancel tears the stream down.
+			return verr
+		}
+	}
+}
+
+// recvError is the error that ended a's stream as Recv reported it: the codec's refusal if
+// there was one, else grpc-go's refusals translated (overLimit).
+func recvError(a *attempt, err error, maxMessage int) error {
+	if a.codec.refused != nil {
+		return a.codec.refused
+	}
+	return overLimit(err, maxMessage)
+}

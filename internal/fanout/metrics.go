@@ -1,0 +1,144 @@
+package fanout
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatherproxy/gather/internal/hedge"
+)
+
+// metrics are the fan-out's metric families: counters kept as calls go, and gauges read from the
+// replica sets, the hedge delays and the budget when scraped.
+type metrics struct {
+	hedges, denied, retries *prometheus.CounterVec
+	ejections, selections   *prometheus.CounterVec
+
+	score, ejected, delay, tokens *prometheus.Desc
+}
+
+// Outcomes of hedges and retries (the outcome label): the attempt answered for the shard; it
+// was cancelled because another attempt answered first; it ended without an answer and so did
+// every other; it was not started (hedges: gather_shard_hedges_denied_total says why; retries: no
+// budget or no replica left).
+const (
+	outcomeWon = iota
+	outcomeLost
+	outcomeFailed
+	outcomeDenied
+	numOutcomes
+)
+
+var outcomeNames = [numOutcomes]string{"won", "lost", "failed", "denied"}
+
+func newMetrics() *metrics {
+	return &metrics{
+		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gather_shard_hedges_total",
+			Help: "Hedged shard calls, by shard and outcome: won (the hedge answered), lost (cancelled: another attempt answered first), failed (no attempt answered), denied (not started: see gather_shard_hedges_denied_total).",
+		}, []string{"shard", "outcome"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gather_shard_hedges_denied_total",
+			Help: "Hedges not started although the hedge delay had passed, by shard and reason: budget (no token), slow_shard (every other replica is as slow), no_candidate (no other replica ready), deadline (too little time left).",
+		}, []string{"shard", "reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gather_shard_retries_total",
+			Help: "Retries of shard calls whose attempt failed with UNAVAILABLE or RESOURCE_EXHAUSTED before its first message, by shard and outcome: won, lost, failed, denied (no token or no replica left).",
+		}, []string{"shard", "outcome"}),
+		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gather_replica_ejections_total",
+			Help: "Times a replica was ejected as an outlier (consecutive failures, or a success rate far below its siblings').",
+		}, []string{"shard", "replica"}),
+		selections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gather_replica_selections_total",
+			Help: "Attempts sent to each replica: first attempts, hedges and retries.",
+		}, []string{"shard", "replica"}),
+		score: prometheus.NewDesc("gather_replica_score",
+			"The replica's load score: its decaying peak-sensitive average time to first frame, in seconds, times its attempts in flight plus one. Lower is preferred.",
+			[]string{"shard", "replica"}, nil),
+		ejected: prometheus.NewDesc("gather_replica_ejected",
+			"1 while the replica is ejected as an outlier, 0.5 while it is back on probation, 0 otherwise.",
+			[]string{"shard", "replica"}, nil),
+		delay: prometheus.NewDesc("gather_shard_hedge_delay_seconds",
+			"How long a shard call waits for its first message before it is hedged: a percentile of the shard's recent times to first frame.",
+			[]string{"shard"}, nil),
+		tokens: prometheus.NewDesc("gather_hedge_budget_tokens",
+			"Tokens in the bucket that hedges and retries spend one each from.", nil, nil),
+	}
+}
+
+// shardMetrics are one shard's counters, bound to its labels once.
+type shardMetrics struct {
+	// hedge and retry outcomes, and denied hedges by hedge.Denial; nil for a shard of one
+	// replica, which never hedges nor retries.
+	hedge, retry []prometheus.Counter // by outcome
+	denied       []prometheus.Counter // by hedge.Denial
+	// by replica index
+	selections, ejections []prometheus.Counter
+}
+
+func (m *metrics) forShard(s *shard) shardMetrics {
+	var sm shardMetrics
+	for _, r := range s.replicas {
+		sm.selections = append(sm.selections, m.selections.WithLabelValues(s.name, r.addr))
+		sm.ejections = append(sm.ejections, m.ejections.WithLabelValues(s.name, r.addr))
+	}
+	if len(s.replicas) < 2 {
+		return sm
+	}
+	for _, o := range outcomeNames {
+		sm.hedge = append(sm.hedge, m.hedges.WithLabelValues(s.name, o))
+		sm.retry = append(sm.retry, m.retries.WithLabelValues(s.name, o))
+	}
+	sm.denied = make([]prometheus.Counter, hedge.DeniedDeadline+1)
+	for d := hedge.DeniedBudget; d <= hedge.DeniedDeadline; d++ {
+		sm.denied[d] = m.denied.WithLabelValues(s.name, d.String())
+	}
+	return sm
+}
+
+// collector is what New registers: the counters, and the gauges of c read at scrape time.
+func (m *metrics) collector(c *Client) prometheus.Collector { return &collector{m: m, c: c} }
+
+type collector struct {
+	m *metrics
+	c *Client
+}
+
+func (col *collector) Describe(ch chan<- *prometheus.Desc) {
+	m := col.m
+	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
+		v.Describe(ch)
+	}
+	ch <- m.score
+	ch <- m.ejected
+	ch <- m.delay
+	ch <- m.tokens
+}
+
+func (col *collector) Collect(ch chan<- prometheus.Metric) {
+	m := col.m
+	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
+		v.Collect(ch)
+	}
+	for _, s := range col.c.shards {
+		if s.set != nil {
+			for i, r := range s.replicas {
+				snap := s.set.Snapshot(i)
+				ejected := 0.0
+				switch {
+				case snap.Ejected:
+					ejected = 1
+				case snap.Probation:
+					ejected = 0.5
+				}
+				ch <- prometheus.MustNewConstMetric(m.score, prometheus.GaugeValue, snap.Score.Seconds(), s.name, r.addr)
+				ch <- prometheus.MustNewConstMetric(m.ejected, prometheus.GaugeValue, ejected, s.name, r.addr)
+			}
+		}
+		if s.delay != nil {
+			ch <- prometheus.MustNewConstMetric(m.delay, prometheus.GaugeValue, s.delay.Current().Seconds(), s.name)
+		}
+	}
+	if col.c.budget != nil {
+		ch <- prometheus.MustNewConstMetric(m.tokens, prometheus.GaugeValue, col.c.budget.Tokens())
+	}
+}

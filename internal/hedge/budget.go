@@ -1,0 +1,142 @@
+package hedge
+
+import (
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatherproxy/gather/internal/replica"
+)
+
+// unit is one token in the bucket's fixed point.
+const unit = 1_000_000
+
+// Budget is the token bucket that bounds hedges and retries together, one per proxy: each shard
+// call deposits Config.Budget tokens, each hedge or budgeted retry spends one, and the bucket
+// holds at most Config.BudgetCap. Over any stretch of traffic, hedges and retries are then at most
+// Budget times the shard calls plus the cap. It takes no lock: one atomic compare-and-swap per
+// deposit or spend. A nil *Budget is off.
+type Budget struct {
+	per, cap int64 // in units
+	tokens   atomic.Int64
+}
+
+// NewBudget returns a full bucket, or nil (off) if cfg turns hedging off.
+func NewBudget(cfg Config) *Budget {
+	cfg = cfg.WithDefaults()
+	if !cfg.Enabled() {
+		return nil
+	}
+	b := &Budget{per: int64(cfg.Budget * unit), cap: int64(cfg.BudgetCap * unit)}
+	b.tokens.Store(b.cap)
+	return b
+}
+
+// Deposit adds one shard call's share.
+func (b *Budget) Deposit() {
+	if b == nil {
+		return
+	}
+	for {
+		t := b.tokens.Load()
+		n := min(t+b.per, b.cap)
+		if n == t || b.tokens.CompareAndSwap(t, n) {
+			return
+		}
+	}
+}
+
+// Spend takes one token, if there is one.
+func (b *Budget) Spend() bool {
+	if b == nil {
+		return false
+	}
+	for {
+		t := b.tokens.Load()
+		if t < unit {
+			return false
+		}
+		if b.tokens.CompareAndSwap(t, t-unit) {
+			return true
+		}
+	}
+}
+
+// Refund gives back a token spent for an attempt that did not start.
+func (b *Budget) Refund() {
+	if b == nil {
+		return
+	}
+	for {
+		t := b.tokens.Load()
+		if b.tokens.CompareAndSwap(t, min(t+unit, max(b.cap, t))) {
+			return
+		}
+	}
+}
+
+// Tokens is how many tokens the bucket holds now (0 when off).
+func (b *Budget) Tokens() float64 {
+	if b == nil {
+		return 0
+	}
+	return float64(b.tokens.Load()) / unit
+}
+
+// Denial says why a hedge was not started.
+type Denial int
+
+// Reasons a hedge is denied.
+const (
+	Allowed Denial = iota
+	// DeniedBudget: the bucket was empty.
+	DeniedBudget
+	// DeniedSlowShard: every replica left usually sends its first frame later than the hedge
+	// delay: the whole shard is slow, and hedging would add to its load for nothing.
+	DeniedSlowShard
+	// DeniedNoCandidate: no other replica is ready and not ejected.
+	DeniedNoCandidate
+	// DeniedDeadline: the time left to the per-shard deadline is shorter than a hedge is expected
+	// to take to its first frame.
+	DeniedDeadline
+)
+
+// String is the reason as metrics label it.
+func (d Denial) String() string {
+	switch d {
+	case Allowed:
+		return "allowed"
+	case DeniedBudget:
+		return "budget"
+	case DeniedSlowShard:
+		return "slow_shard"
+	case DeniedNoCandidate:
+		return "no_candidate"
+	case DeniedDeadline:
+		return "deadline"
+	}
+	return "unknown"
+}
+
+// Decide is the hedge policy, for a shard call that has had no first frame after the hedge delay.
+// left is the time to its per-shard deadline, expect what a hedge is expected to take to its
+// first frame (Delay.Typical); pick chooses the replica (replica.Set.Pick in Hedge mode). In
+// order: no hedge if left < expect; one token from b, or no hedge; then the replica, or the
+// token back and no hedge. It returns the replica picked, or why there is none.
+func Decide(b *Budget, left, expect time.Duration, pick func() (int, error)) (int, Denial) {
+	if left < expect {
+		return 0, DeniedDeadline
+	}
+	if !b.Spend() {
+		return 0, DeniedBudget
+	}
+	i, err := pick()
+	if err != nil {
+		b.Refund()
+		if errors.Is(err, replica.ErrSlow) {
+			return 0, DeniedSlowShard
+		}
+		return 0, DeniedNoCandidate
+	}
+	return i, Allowed
+}
