@@ -345,10 +345,15 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	tooMany := shardtest.Hits("many", 20, 3)
 	nan := shardtest.Hits("nan", 5, 4)
 	nan[2] = &shardv1.Hit{DocId: "nan-x", Score: math.NaN()}
+	// The honest shards answer late: the merge cannot complete top_k, and so stop the other
+	// calls early, before the breaking shards have sent everything (the too-many shard's excess
+	// comes in its fourth message, which a stopped call would never read).
+	late := 500 * time.Millisecond
 	c := newCluster(t, fanout.Config{},
-		shardtest.Behavior{Hits: h[0]}, shardtest.Behavior{Hits: bad, Batch: 4},
+		shardtest.Behavior{Hits: h[0], Delay: late}, shardtest.Behavior{Hits: bad, Batch: 4},
 		// in batches: a single message of more than top_k hits is refused whole, before decoding
-		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true, Batch: 5}, shardtest.Behavior{Hits: nan}, shardtest.Behavior{Hits: h[1]})
+		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true, Batch: 5}, shardtest.Behavior{Hits: nan},
+		shardtest.Behavior{Hits: h[1], Delay: late})
 	resp, err := c.client.Search(t.Context(), &queryv1.SearchRequest{Query: "q", TopK: 15})
 	if err != nil {
 		t.Fatal(err)
