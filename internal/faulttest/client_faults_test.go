@@ -2,7 +2,9 @@ package faulttest
 
 import (
 	"context"
+	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +20,7 @@ import (
 	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/lifecycle"
+	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/shardtest"
 )
@@ -232,6 +235,38 @@ func TestVanishedQS(t *testing.T) {
 	if err := <-errc; err == nil {
 		t.Error("QS behind the blackhole got an answer")
 	}
+	e.nothingLeft(t, b)
+}
+
+// TestQSVanishesBeforeHandshake: QS's TCP connection is accepted, then QS vanishes before its
+// HTTP/2 preface arrives, as when a cable is pulled while the proxy works through a backlog of
+// new connections (found by gather chaos: such connections stayed open for 120s, grpc-go's
+// default handshake timeout, because keepalive starts only after the handshake). The proxy,
+// with its own keepalive settings (internal/liveness), must close the connection and forget it.
+func TestQSVanishesBeforeHandshake(t *testing.T) {
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{serverOpts: liveness.Server{Time: time.Second, Timeout: time.Second}.ServerOptions()}, hang)
+	b := e.takeBaseline(t)
+	raw, err := net.Dial("tcp", e.addr) // and then not a byte: the peer is gone
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = raw.Close() }()
+	// Bounded well above the proxy's 2s (Time + Timeout) and well below grpc-go's default 120s.
+	if err := raw.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	for {
+		_, err := raw.Read(buf) // the proxy's SETTINGS, then its FIN
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the proxy still held the connection 20s after the peer went silent before its handshake")
+		}
+		if err != nil {
+			break
+		}
+	}
+	_ = raw.Close()
 	e.nothingLeft(t, b)
 }
 
