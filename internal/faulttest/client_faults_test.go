@@ -3,6 +3,7 @@ package faulttest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/admission"
+	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/liveness"
@@ -302,6 +304,59 @@ func TestOverloadIsShed(t *testing.T) {
 	if ok < 4 || shed == 0 || len(unexpected) > 0 {
 		t.Errorf("%d answered, %d shed, unexpected %v; want at least 4 answered and some shed with a retry hint", ok, shed, unexpected)
 	}
+	e.nothingLeft(t, b)
+}
+
+// TestOneConnectionCannotTakeEverySlot: a QS connection opens as many queries as the proxy
+// admits, and they hang (as a SearchStream to a client that does not read holds its slot until
+// the send watchdog ends it). With the proxy's default stream cap (config: half of
+// max_in_flight) the connection gets half the slots and its other queries wait in its own
+// client, so a query from another connection is admitted at once rather than shed until the
+// first connection's queries end.
+func TestOneConnectionCannotTakeEverySlot(t *testing.T) {
+	const slots = 8
+	cfg := config.Proxy{MaxInFlight: slots}
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{
+		fan:        fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute},
+		admission:  admission.Config{MaxInFlight: slots, MaxWait: 50 * time.Millisecond},
+		serverOpts: []grpc.ServerOption{grpc.MaxConcurrentStreams(cfg.MaxStreams())},
+	}, hang)
+	b := e.takeBaseline(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	hogConn := dial(t, e.addr)
+	hog := queryv1.NewQueryServiceClient(hogConn)
+	var wg sync.WaitGroup
+	for range slots {
+		wg.Go(func() { _, _ = hog.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10}) })
+	}
+	shard := e.shards[0]
+	eventually(t, 10*time.Second, func() string {
+		if n := shard.Active(); n < int64(cfg.MaxStreams()) {
+			return fmt.Sprintf("%d of the hog's queries running", n)
+		}
+		return ""
+	})
+	other := make(chan error, 1)
+	go func() {
+		_, err := e.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
+		other <- err
+	}()
+	eventually(t, 10*time.Second, func() string {
+		select {
+		case err := <-other:
+			t.Fatalf("the other connection's query ended while the hog's ran: %v", err)
+		default:
+		}
+		if n := shard.Active(); n != int64(cfg.MaxStreams())+1 {
+			return fmt.Sprintf("%d queries running, want the hog's %d and the other connection's", n, cfg.MaxStreams())
+		}
+		return ""
+	})
+	cancel()
+	wg.Wait()
+	<-other
+	_ = hogConn.Close()
 	e.nothingLeft(t, b)
 }
 
