@@ -112,7 +112,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	p, err := startProxy(cfg, newObservability(tracing), log, *lf.queryText)
+	p, err := startProxy(cfg, newObservability(tracing), log, *lf.queryText, callerInterceptors{})
 	if err != nil {
 		return err
 	}
@@ -132,9 +132,16 @@ type proxyServer struct {
 	admin *adminServer
 }
 
+// callerInterceptors name a call's caller before admission control shares the slots among
+// callers (see peerid); only the demo has any.
+type callerInterceptors struct {
+	unary  []grpc.UnaryServerInterceptor
+	stream []grpc.StreamServerInterceptor
+}
+
 // startProxy starts the QueryService and the admin endpoint, instrumented by o. log gets the
 // process's messages and one access-log line per query.
-func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool) (*proxyServer, error) {
+func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool, callers callerInterceptors) (*proxyServer, error) {
 	fcfg := cfg.Fanout()
 	fcfg.Tracer = o.tracing.Tracer()
 	fcfg.DialOptions = append(fcfg.DialOptions, o.dialOptions()...)
@@ -150,8 +157,8 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	opts := append(cfg.Keepalive.ServerOptions(), grpc.MaxConcurrentStreams(cfg.MaxStreams()))
 	// RED metrics and lifecycle first, so that shed calls are recorded too.
 	opts = append(opts, o.serverOptions(o.tracing,
-		[]grpc.UnaryServerInterceptor{adm.UnaryServerInterceptor(queryService)},
-		[]grpc.StreamServerInterceptor{adm.StreamServerInterceptor(queryService)})...)
+		append(callers.unary, adm.UnaryServerInterceptor(queryService)),
+		append(callers.stream, adm.StreamServerInterceptor(queryService)))...)
 	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { queryv1.RegisterQueryServiceServer(s, svc) }, queryService)
 	if err != nil {
 		_ = fan.Close()
