@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/peer"
 
 	"github.com/gatherproxy/gather/internal/admission"
@@ -24,12 +23,12 @@ type blockingService struct {
 	finish  chan struct{}
 }
 
-func (s *blockingService) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (s *blockingService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	p, _ := peer.FromContext(ctx)
 	s.started <- p.Addr.String()
 	select {
 	case <-s.finish:
-		return &testpb.SimpleResponse{}, nil
+		return &testgrpc.SimpleResponse{}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -82,7 +81,7 @@ func TestConnectionsShareFairly(t *testing.T) {
 	errs := make(chan error, 2*slots+1)
 	call := func(c testgrpc.TestServiceClient) {
 		go func() {
-			_, err := c.UnaryCall(t.Context(), &testpb.SimpleRequest{})
+			_, err := c.UnaryCall(t.Context(), &testgrpc.SimpleRequest{})
 			errs <- err
 		}()
 	}

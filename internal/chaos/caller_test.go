@@ -8,7 +8,6 @@ import (
 
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/gatherproxy/gather/internal/peerid"
@@ -19,12 +18,12 @@ type whoService struct {
 	testgrpc.UnimplementedTestServiceServer
 }
 
-func (whoService) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	return &testpb.SimpleResponse{Username: peerid.FromContext(ctx).String()}, nil
+func (whoService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{Username: peerid.FromContext(ctx).String()}, nil
 }
 
-func (whoService) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, ss testgrpc.TestService_StreamingOutputCallServer) error {
-	return ss.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: []byte(peerid.FromContext(ss.Context()).String())}})
+func (whoService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, ss testgrpc.TestService_StreamingOutputCallServer) error {
+	return ss.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte(peerid.FromContext(ss.Context()).String())}})
 }
 
 // TestCallerFromHeader: over a real loopback server, a call with CallerHeader is that caller, one
@@ -64,14 +63,14 @@ func TestCallerFromHeader(t *testing.T) {
 		if tc.header != "" {
 			ctx = metadata.AppendToOutgoingContext(ctx, CallerHeader, tc.header)
 		}
-		resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+		resp, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := resp.GetUsername(); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("%s, unary: caller %q, want %q", tc.name, got, tc.want)
 		}
-		st, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
+		st, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -355,7 +355,9 @@ func TestOneConnectionCannotTakeEverySlot(t *testing.T) {
 	})
 	cancel()
 	wg.Wait()
-	<-other
+	if err := <-other; status.Code(err) != codes.Canceled {
+		t.Errorf("the other connection's query: got %v, want Canceled when the test ended it", err)
+	}
 	_ = hogConn.Close()
 	e.nothingLeft(t, b)
 }
