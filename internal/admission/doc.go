@@ -43,9 +43,10 @@
 //
 // # Cost
 //
-// Admission takes one mutex acquisition and release frees the slot with another; a query that
-// is admitted at once allocates nothing beyond its release function and, for a caller that had
-// no demand, a recycled record. See BenchmarkAcquire.
+// A query admitted at once costs one mutex acquisition, and its release another; it allocates
+// its caller's name (peerid formats the connection's address) and its release function, and
+// caller records are recycled. A query that waits also allocates its place in the queue and a
+// timer. BenchmarkAcquire compares the path with the global semaphore it replaced.
 //
 // # Metrics
 //

@@ -34,9 +34,11 @@ const (
 	// stallQuery matches nearly every passage, so 1000 hits are far more than a 64 KiB window.
 	stallQuery = "people government country states nation congress"
 	stallTopK  = 1000
-	// hogTopK keeps the hog's answers (some 200 KB) well past the window while fetching a fifth
-	// of a staller's hits: hundreds of top-1000 searches at once would make the hog a CPU bomb on
-	// a small machine, which is not what it is there to show.
+	// hogTopK keeps the hog's answers (some 170 KB) past what the proxy can hand to the transport
+	// for a stream nobody reads (the 64 KiB window plus grpc-go's 64 KiB write quota), so that its
+	// sends block and the watchdog ends it, while fetching a fifth of a staller's hits: hundreds of
+	// top-1000 searches would make the hog a CPU bomb in the demo, which is not what it is there
+	// to show.
 	hogTopK = 200
 	// smallWindow is the stallers' fixed HTTP/2 window (grpc-go grows it with BDP estimation
 	// unless it is set).
@@ -352,6 +354,10 @@ func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu
 
 // hog is one connection with cfg.Hog streams it never reads: cfg.Hog stall loops on one
 // connection, each opening a new stream when the last one is done, while the incident lasts.
+// The loops start one after another over one StallHold, the pace at which they open streams
+// from then on: opened in one instant, the first streams would be a hundred searches at once in
+// the demo's shards, which share the proxy's process and CPU (in production they would not), a
+// CPU spike rather than the slot hog the run is there to show.
 // The connection's streams beyond the proxy's max_concurrent_streams wait in this client until
 // one of its streams ends. It records into s under mu.
 func hog(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sync.Mutex, s *StallStats) {
@@ -366,8 +372,12 @@ func hog(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sy
 	defer func() { _ = conn.Close() }()
 	client := queryv1.NewQueryServiceClient(conn)
 	var wg sync.WaitGroup
-	for range cfg.Hog {
-		wg.Go(func() { stallLoop(ctx, hardCtx, cfg, client, stallQuery, hogTopK, incidentEnd, mu, s) })
+	for i := range cfg.Hog {
+		wg.Go(func() {
+			if sleep(ctx, time.Duration(i)*cfg.StallHold/time.Duration(cfg.Hog)) {
+				stallLoop(ctx, hardCtx, cfg, client, stallQuery, hogTopK, incidentEnd, mu, s)
+			}
+		})
 	}
 	wg.Wait()
 }
