@@ -12,7 +12,7 @@ import (
 // runChaos replays the old incident against a running `gather demo` and prints the verdict; it
 // fails unless the verdict is clean.
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("chaos", "[--addr ADDR] [--admin ADDR] [--duration D] [--timeout D] [--workers N] [--slow-shards NAMES] [--slow D] [--stallers N] [--vanishers N]", stderr)
+	fs := newFlags("chaos", "[--addr ADDR] [--admin ADDR] [--duration D] [--timeout D] [--workers N] [--slow-shards NAMES] [--slow D] [--stallers N] [--hog N] [--vanishers N]", stderr)
 	def := chaos.Config{}.Defaults()
 	addr := fs.String("addr", def.Addr, "the demo's QueryService `address` (loopback only)")
 	admin := fs.String("admin", def.Admin, "the demo's admin HTTP `address`, with /metrics and /debug/fault (loopback only)")
@@ -23,6 +23,8 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	slow := fs.Duration("slow", def.Slow, "delay injected into every call of the slow shards; longer than --timeout")
 	stallers := fs.Int("stallers", chaos.DefaultStallers, "clients that open a SearchStream for 1000 hits and never read it")
 	stallHold := fs.Duration("stall-hold", def.StallHold, "how long a staller leaves its stream unread; longer than the proxy's time to its first hits plus its send watchdog (5s unless the demo's --send-timeout says otherwise)")
+	hog := fs.Int("hog", chaos.DefaultHog, "SearchStreams the hog keeps open and unread on its one connection (0: no hog)")
+	workerCaller := fs.String("worker-caller", chaos.DefaultWorkerCaller, "caller `name` the workers give the demo, so that admission control sees them as one service, as with one client certificate (empty: each worker connection is its own caller)")
 	vanishers := fs.Int("vanishers", chaos.DefaultVanishers, "clients that go silent mid-query behind a relay, like a pulled cable")
 	vanishWait := fs.Duration("vanish-wait", def.VanishWait, "how long the proxy may take to close a vanished connection; longer than its keepalive time plus timeout (10s + 5s unless the demo's --keepalive-* flags say otherwise)")
 	recovery := fs.Duration("recovery-timeout", def.RecoveryTimeout, "give up waiting for the proxy to be clean after this long")
@@ -35,7 +37,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg := chaos.Config{
 		Addr: *addr, Admin: *admin, Duration: *duration, Timeout: *timeout, Workers: *workers,
 		SlowShards: splitList(*slowShards), Slow: *slow, Stallers: *stallers, StallHold: *stallHold,
-		Vanishers: *vanishers, VanishWait: *vanishWait, RecoveryTimeout: *recovery,
+		Hog: *hog, WorkerCaller: *workerCaller, Vanishers: *vanishers, VanishWait: *vanishWait, RecoveryTimeout: *recovery,
 		Progress: stderr,
 	}
 	if err := cfg.Validate(); err != nil {

@@ -14,10 +14,9 @@ var demoAdmin = regexp.MustCompile(`admin\s+http://(\S+)/metrics`)
 
 // TestChaosAgainstDemo runs `gather chaos` against `gather demo` in a short version: the demo
 // admits 32 queries at once so that 40 workers overload it about as much as the default run's
-// 320 overload 256 (the probe competes with the excess for the slots that free up, so a harsher
-// ratio would starve it), its send watchdog and keepalive are at 1s so that stalled and vanished
-// clients are dealt with within the run (the defaults, 5s and 10s + 5s, would need a minute), and
-// chaos's timeouts are scaled to match. It is not run in parallel with the other end-to-end
+// 320 overload 256, a hog of 64 streams stands for the default's 256, its send watchdog and
+// keepalive are at 1s so that stalled and vanished clients are dealt with within the run (the
+// defaults, 5s and 10s + 5s, would need a minute), and chaos's timeouts are scaled to match. It is not run in parallel with the other end-to-end
 // tests: the verdict judges a whole process and the probe's answers, which other load on the
 // machine would only blur. Only the checks that do not depend on speed gate the test.
 func TestChaosAgainstDemo(t *testing.T) {
@@ -34,7 +33,7 @@ func TestChaosAgainstDemo(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, gatherBin, "chaos", "--addr", addr, "--admin", admin,
 		"--duration", "12s", "--timeout", "2s", "--slow", "4s", "--workers", "40",
-		"--stallers", "2", "--stall-hold", "4s", "--vanishers", "2", "--vanish-wait", "6s",
+		"--stallers", "2", "--stall-hold", "4s", "--hog", "64", "--vanishers", "2", "--vanish-wait", "6s",
 		"--recovery-timeout", "20s")
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -57,11 +56,14 @@ func TestChaosAgainstDemo(t *testing.T) {
 			t.Errorf("no PASS for %q", check)
 		}
 	}
-	// The two checks about time (probe answered every second, no QS timeout) depend on how busy
-	// the machine is, and tests do not assert speed: on a shared 2-core machine running the rest of
-	// the suite they can fail by a few queries. They are reported, and judged by a real
-	// `gather chaos` run against `make demo` (see the README), not here.
-	for _, check := range []string{"healthy queries answered throughout", "answered before the QS timeout"} {
+	// The checks about time (probe answered every second, probe admitted within its budget, no
+	// QS timeout) depend on how busy the machine is, and tests do not assert speed: on a shared
+	// 2-core machine running the rest of the suite they can fail by a few queries (a probe query
+	// is admitted as soon as a slot frees, but slots free only as fast as queries end). They are
+	// reported, and judged by a real `gather chaos` run against `make demo` (see the README), not
+	// here; fair admission itself is tested in internal/admission.
+	for _, check := range []string{"healthy queries answered throughout", "probe never shed for its whole budget",
+		"answered before the QS timeout"} {
 		if m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(check) + `\s+(PASS|FAIL)\s.*$`).FindString(out); m == "" {
 			t.Errorf("no line for %q", check)
 		} else if strings.Contains(m, "FAIL") {

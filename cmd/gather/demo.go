@@ -160,7 +160,11 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo config:\n%w", err)
 	}
-	p, err := startProxy(cfg, o, log, *lf.queryText)
+	// Demo only, never on `gather proxy`: the caller names gather chaos sends stand in for client
+	// certificates, so that admission control sees its workers as one service.
+	unary, stream := chaos.CallerFromHeader()
+	p, err := startProxy(cfg, o, log, *lf.queryText, callerInterceptors{
+		unary: []grpc.UnaryServerInterceptor{unary}, stream: []grpc.StreamServerInterceptor{stream}})
 	if err != nil {
 		return err
 	}

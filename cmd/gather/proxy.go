@@ -133,7 +133,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	p, err := startProxy(cfg, newObservability(tracing, log), log, *lf.queryText)
+	p, err := startProxy(cfg, newObservability(tracing, log), log, *lf.queryText, callerInterceptors{})
 	if err != nil {
 		return err
 	}
@@ -182,9 +182,16 @@ type proxyServer struct {
 	guard *access.Guard
 }
 
+// callerInterceptors name a call's caller before admission control shares the slots among
+// callers (see peerid); only the demo has any.
+type callerInterceptors struct {
+	unary  []grpc.UnaryServerInterceptor
+	stream []grpc.StreamServerInterceptor
+}
+
 // startProxy starts the QueryService and the admin endpoint, instrumented by o. log gets the
 // process's messages and one access-log line per query.
-func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool) (_ *proxyServer, err error) {
+func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool, callers callerInterceptors) (_ *proxyServer, err error) {
 	fcfg := cfg.Fanout()
 	fcfg.Tracer, fcfg.Registerer = o.tracing.Tracer(), o.reg
 	fcfg.DialOptions = append(fcfg.DialOptions, o.dialOptions()...)
@@ -229,10 +236,11 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 		grpc.Creds(flow.Credentials(creds)))
 	opts = append(opts, scfg.ServerOptions()...) // receive, header and send limits
 	// RED metrics and lifecycle first, so that refused and shed calls are recorded too; then
-	// authentication and authorization, so that a refused caller takes no query slot.
+	// authentication and authorization, so that a refused caller takes no query slot; then the
+	// demo's caller names, and admission, which shares the slots among callers.
 	unary, stream := withAccess(guard,
-		[]grpc.UnaryServerInterceptor{adm.UnaryServerInterceptor(queryService)},
-		[]grpc.StreamServerInterceptor{adm.StreamServerInterceptor(queryService)})
+		append(callers.unary, adm.UnaryServerInterceptor(queryService)),
+		append(callers.stream, adm.StreamServerInterceptor(queryService)))
 	opts = append(opts, o.serverOptions(o.tracing, unary, stream)...)
 	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { svc.Register(s) }, queryService)
 	if err != nil {

@@ -1,29 +1,29 @@
-// Package admission bounds the queries a proxy works on at once. A query that finds every slot
-// taken waits a short, bounded time for one; past that it is shed at once with
-// RESOURCE_EXHAUSTED and a retry hint, so overload shows up as fast, explicit refusals instead of
-// a growing queue of callers that have long given up (the listen-queue overflows of the old
-// system).
 package admission
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"golang.org/x/sync/semaphore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gatherproxy/gather/internal/peerid"
 )
+
+// DefaultMaxInFlight is MaxInFlight when it is not set.
+const DefaultMaxInFlight = 256
 
 // Config sets the bound. The zero value of a field means its default.
 type Config struct {
-	// MaxInFlight is how many queries may run at once. Default 256.
+	// MaxInFlight is how many queries may run at once, shared fairly among callers. Default 256.
 	MaxInFlight int
 	// MaxWait is how long a query may wait for a slot before it is shed. Default 50ms.
 	MaxWait time.Duration
@@ -33,7 +33,7 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 256
+		c.MaxInFlight = DefaultMaxInFlight
 	}
 	if c.MaxWait <= 0 {
 		c.MaxWait = 50 * time.Millisecond
@@ -44,134 +44,317 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// ErrShed is wrapped by the error of a query refused for lack of a slot.
+// ErrShed is wrapped by the error of every query refused for lack of a slot.
 var ErrShed = errors.New("proxy at capacity")
+
+// ErrOverShare is also wrapped by the error of a query shed because its caller held its fair
+// share or more while callers holding fewer waited.
+var ErrOverShare = errors.New("caller over its fair share")
+
+// The values of the reason label of gather_admission_shed_total.
+const (
+	ReasonFull      = "full"       // the caller was under its share; no slot freed within MaxWait
+	ReasonOverShare = "over_share" // the caller held its share or more; freed slots went to others
+)
 
 // Limiter admits queries. Create it with New; it is safe for concurrent use.
 type Limiter struct {
-	cfg      Config
-	sem      *semaphore.Weighted
-	inFlight prometheus.Gauge
-	shed     prometheus.Counter
-	wait     prometheus.Histogram
-	limit    prometheus.Gauge
+	cfg  Config
+	shed map[string]prometheus.Counter // by reason
+	wait prometheus.Histogram
+
+	mu       sync.Mutex
+	inFlight int                   // slots held
+	waiting  int                   // queries waiting for a slot
+	callers  map[peerid.ID]*caller // callers with demand: holding a slot or waiting for one
+	queue    callerQueue           // callers with a query waiting, fewest slots held first
+	seq      uint64                // arrival order of waiting queries
+	spare    []*caller             // records of callers whose demand ended, for reuse
+}
+
+// caller is one caller with demand.
+type caller struct {
+	id    peerid.ID
+	held  int
+	first *waiter // its waiting queries, oldest first
+	last  *waiter
+	index int // in Limiter.queue; -1 when it has no query waiting
+}
+
+// waiter is one query waiting for a slot.
+type waiter struct {
+	c          *caller
+	seq        uint64
+	ready      chan struct{} // closed when granted
+	granted    bool
+	prev, next *waiter
 }
 
 // New returns a Limiter whose metrics are registered with reg.
 func New(cfg Config, reg prometheus.Registerer) *Limiter {
 	cfg = cfg.withDefaults()
+	l := &Limiter{cfg: cfg, callers: make(map[peerid.ID]*caller)}
 	f := promauto.With(reg)
-	l := &Limiter{
-		cfg: cfg,
-		sem: semaphore.NewWeighted(int64(cfg.MaxInFlight)),
-		inFlight: f.NewGauge(prometheus.GaugeOpts{
-			Name: "gather_admission_in_flight_queries", Help: "Queries admitted and running now.",
-		}),
-		limit: f.NewGauge(prometheus.GaugeOpts{
-			Name: "gather_admission_max_in_flight_queries", Help: "The configured bound on queries running at once.",
-		}),
-		shed: f.NewCounter(prometheus.CounterOpts{
-			Name: "gather_admission_shed_total", Help: "Queries refused with RESOURCE_EXHAUSTED because every slot stayed taken.",
-		}),
-		wait: f.NewHistogram(prometheus.HistogramOpts{
-			Name:    "gather_admission_wait_seconds",
-			Help:    "How long admitted or shed queries waited for a slot.",
-			Buckets: []float64{.00001, .0001, .001, .005, .01, .025, .05, .1, .25},
-		}),
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gather_admission_in_flight_queries", Help: "Queries admitted and running now.",
+	}, l.locked(func() float64 { return float64(l.inFlight) }))
+	f.NewGauge(prometheus.GaugeOpts{
+		Name: "gather_admission_max_in_flight_queries", Help: "The configured bound on queries running at once.",
+	}).Set(float64(cfg.MaxInFlight))
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gather_admission_waiting_queries", Help: "Queries waiting for a slot now (each for at most admission_wait).",
+	}, l.locked(func() float64 { return float64(l.waiting) }))
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gather_admission_callers",
+		Help: "Callers with demand (holding a slot or waiting for one). Each caller's fair share is max_in_flight_queries divided by this.",
+	}, l.locked(func() float64 { return float64(len(l.callers)) }))
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gather_admission_largest_caller_queries",
+		Help: "The most slots one caller holds now; near max_in_flight_queries while others are shed means one caller has the proxy to itself.",
+	}, l.locked(func() float64 {
+		most := 0
+		for _, c := range l.callers {
+			most = max(most, c.held)
+		}
+		return float64(most)
+	}))
+	shed := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "gather_admission_shed_total",
+		Help: "Queries refused with RESOURCE_EXHAUSTED, by reason: full (no slot freed within admission_wait) or over_share (the caller held its fair share or more while callers holding fewer waited).",
+	}, []string{"reason"})
+	l.shed = map[string]prometheus.Counter{
+		ReasonFull: shed.WithLabelValues(ReasonFull), ReasonOverShare: shed.WithLabelValues(ReasonOverShare),
 	}
-	l.limit.Set(float64(cfg.MaxInFlight))
+	l.wait = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "gather_admission_wait_seconds",
+		Help:    "How long admitted or shed queries waited for a slot (0 for those admitted at once).",
+		Buckets: []float64{.00001, .0001, .001, .005, .01, .025, .05, .1, .25},
+	})
 	return l
 }
 
-// Acquire waits for a slot, at most MaxWait, and returns the function that frees it. It fails
-// with a RESOURCE_EXHAUSTED status (wrapping ErrShed, with RetryInfo) when no slot frees in time,
-// or with the caller's context error.
-func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
-	start := time.Now()
-	if !l.sem.TryAcquire(1) {
-		wctx, cancel := context.WithTimeout(ctx, l.cfg.MaxWait)
-		err := l.sem.Acquire(wctx, 1)
-		cancel()
-		if err != nil {
-			l.wait.Observe(time.Since(start).Seconds())
-			if ctx.Err() != nil {
-				return nil, status.FromContextError(ctx.Err()).Err()
-			}
-			l.shed.Inc()
-			return nil, l.shedError()
-		}
+func (l *Limiter) locked(f func() float64) func() float64 {
+	return func() float64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return f()
 	}
-	l.wait.Observe(time.Since(start).Seconds())
-	l.inFlight.Inc()
-	return func() {
-		l.inFlight.Dec()
-		l.sem.Release(1)
-	}, nil
 }
 
-// shedError is a RESOURCE_EXHAUSTED status that also wraps ErrShed.
-func (l *Limiter) shedError() error {
-	st := status.New(codes.ResourceExhausted, fmt.Sprintf("%v: %d queries in flight, none finished within %s; retry after %s",
-		ErrShed, l.cfg.MaxInFlight, l.cfg.MaxWait, l.cfg.RetryAfter))
-	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(l.cfg.RetryAfter)}); err == nil {
+// Acquire waits for a slot for the caller of ctx (peerid.FromContext), at most MaxWait, and
+// returns the function that frees it; calling that function more than once frees the slot once.
+// It fails with a RESOURCE_EXHAUSTED status (wrapping ErrShed, and ErrOverShare when the caller
+// was over its share, with RetryInfo) when no slot came to the caller in time, or with the
+// status of ctx's error when ctx ends first. It can be called from an interceptor or from a
+// handler that holds its slot beyond the handler's return, as long as release is called.
+func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
+	id := peerid.FromContext(ctx)
+	l.mu.Lock()
+	c := l.callers[id]
+	if c == nil {
+		c = l.newCallerLocked(id)
+	}
+	if l.waiting == 0 && l.inFlight < l.cfg.MaxInFlight {
+		c.held++
+		l.inFlight++
+		l.mu.Unlock()
+		l.wait.Observe(0)
+		return l.releaser(c), nil
+	}
+	w := &waiter{c: c, seq: l.seq, ready: make(chan struct{})}
+	l.seq++
+	l.enqueueLocked(w)
+	l.mu.Unlock()
+
+	start := time.Now()
+	timer := time.NewTimer(l.cfg.MaxWait)
+	select {
+	case <-w.ready:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	timer.Stop()
+	waited := time.Since(start)
+	l.wait.Observe(waited.Seconds())
+
+	l.mu.Lock()
+	if w.granted { // possibly just as the timer fired: a slot is a slot
+		l.mu.Unlock()
+		release = l.releaser(c)
+		if ctx.Err() != nil {
+			release()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		return release, nil
+	}
+	l.dequeueLocked(w)
+	held, callers := c.held, len(l.callers)
+	l.forgetIfIdleLocked(c)
+	l.mu.Unlock()
+	if ctx.Err() != nil {
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return nil, l.shedError(id, held, callers)
+}
+
+// releaser returns the function that frees one slot of c, once.
+func (l *Limiter) releaser(c *caller) func() {
+	var once sync.Once
+	return func() { once.Do(func() { l.release(c) }) }
+}
+
+// release frees one slot of c: it goes to the waiting caller holding the fewest slots, if any.
+func (l *Limiter) release(c *caller) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.releaseLocked(c)
+}
+
+func (l *Limiter) releaseLocked(c *caller) {
+	c.held--
+	if c.index >= 0 {
+		heap.Fix(&l.queue, c.index)
+	}
+	if len(l.queue) == 0 {
+		l.inFlight--
+		l.forgetIfIdleLocked(c)
+		return
+	}
+	next := l.queue[0]
+	w := next.first
+	next.held++ // before dequeueLocked, which re-sorts next if it has other queries waiting
+	l.dequeueLocked(w)
+	w.granted = true
+	close(w.ready)
+	l.forgetIfIdleLocked(c)
+}
+
+func (l *Limiter) newCallerLocked(id peerid.ID) *caller {
+	var c *caller
+	if n := len(l.spare); n > 0 {
+		c, l.spare = l.spare[n-1], l.spare[:n-1]
+	} else {
+		c = &caller{}
+	}
+	*c = caller{id: id, index: -1}
+	l.callers[id] = c
+	return c
+}
+
+// forgetIfIdleLocked drops c once it neither holds a slot nor waits for one.
+func (l *Limiter) forgetIfIdleLocked(c *caller) {
+	if c.held > 0 || c.first != nil {
+		return
+	}
+	delete(l.callers, c.id)
+	if len(l.spare) < 64 {
+		*c = caller{index: -1}
+		l.spare = append(l.spare, c)
+	}
+}
+
+// enqueueLocked appends w to its caller's queue and queues the caller if it was not.
+func (l *Limiter) enqueueLocked(w *waiter) {
+	c := w.c
+	w.prev = c.last
+	if c.last != nil {
+		c.last.next = w
+	} else {
+		c.first = w
+	}
+	c.last = w
+	l.waiting++
+	if c.index < 0 {
+		heap.Push(&l.queue, c)
+	}
+}
+
+// dequeueLocked removes w from its caller's queue, and the caller from l.queue when it has no
+// other query waiting.
+func (l *Limiter) dequeueLocked(w *waiter) {
+	c := w.c
+	wasFirst := c.first == w
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		c.first = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		c.last = w.prev
+	}
+	w.prev, w.next = nil, nil
+	l.waiting--
+	switch {
+	case c.first == nil:
+		heap.Remove(&l.queue, c.index)
+	case wasFirst:
+		heap.Fix(&l.queue, c.index) // its oldest query changed
+	}
+}
+
+// shedError is a RESOURCE_EXHAUSTED status, with RetryInfo, that wraps ErrShed (and
+// ErrOverShare). held and callers are the caller's slots and the callers with demand when it
+// gave up.
+func (l *Limiter) shedError(id peerid.ID, held, callers int) error {
+	cfg := l.cfg
+	reason, msg := ReasonFull, fmt.Sprintf("%v: all %d query slots busy and none freed within %s; retry after %s",
+		ErrShed, cfg.MaxInFlight, cfg.MaxWait, cfg.RetryAfter)
+	// At or over the share (held >= max/callers, in integers); a caller alone is never over it.
+	if callers > 1 && held*callers >= cfg.MaxInFlight {
+		reason = ReasonOverShare
+		msg = fmt.Sprintf("%v: %v: %s holds %d of the %d query slots, its fair share while %d callers want slots is %.1f, "+
+			"and the slots that freed within %s went to callers holding fewer; retry after %s",
+			ErrShed, ErrOverShare, id, held, cfg.MaxInFlight, callers, float64(cfg.MaxInFlight)/float64(callers), cfg.MaxWait, cfg.RetryAfter)
+	}
+	l.shed[reason].Inc()
+	st := status.New(codes.ResourceExhausted, msg)
+	if d, err := st.WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(cfg.RetryAfter)}); err == nil {
 		st = d
 	}
-	return &shedError{st: st}
+	return &shedError{st: st, overShare: reason == ReasonOverShare}
 }
 
-type shedError struct{ st *status.Status }
+type shedError struct {
+	st        *status.Status
+	overShare bool
+}
 
-func (e *shedError) Error() string              { return e.st.Message() }
-func (e *shedError) Unwrap() error              { return ErrShed }
+func (e *shedError) Error() string { return e.st.Message() }
+func (e *shedError) Unwrap() []error {
+	if e.overShare {
+		return []error{ErrShed, ErrOverShare}
+	}
+	return []error{ErrShed}
+}
 func (e *shedError) GRPCStatus() *status.Status { return e.st }
 
-// UnaryServerInterceptor admits the unary calls of the given services (full names, such as
-// gather.query.v1.QueryService); other services, like health and reflection, are never shed.
-func (l *Limiter) UnaryServerInterceptor(services ...string) grpc.UnaryServerInterceptor {
-	guarded := set(services)
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		if !guarded[service(info.FullMethod)] {
-			return handler(ctx, req)
-		}
-		release, err := l.Acquire(ctx)
-		if err != nil {
-			return nil, err
-		}
-		defer release()
-		return handler(ctx, req)
-	}
-}
+// callerQueue is a heap of the callers with a query waiting: the fewest slots held first, ties
+// to the caller whose oldest waiting query came first.
+type callerQueue []*caller
 
-// StreamServerInterceptor admits the streaming calls of the given services.
-func (l *Limiter) StreamServerInterceptor(services ...string) grpc.StreamServerInterceptor {
-	guarded := set(services)
-	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if !guarded[service(info.FullMethod)] {
-			return handler(srv, ss)
-		}
-		release, err := l.Acquire(ss.Context())
-		if err != nil {
-			return err
-		}
-		defer release()
-		return handler(srv, ss)
+func (q callerQueue) Len() int { return len(q) }
+func (q callerQueue) Less(i, j int) bool {
+	if q[i].held != q[j].held {
+		return q[i].held < q[j].held
 	}
+	return q[i].first.seq < q[j].first.seq
 }
-
-func set(names []string) map[string]bool {
-	m := make(map[string]bool, len(names))
-	for _, n := range names {
-		m[n] = true
-	}
-	return m
+func (q callerQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
 }
-
-// service returns the service part of "/pkg.Service/Method".
-func service(fullMethod string) string {
-	for i := len(fullMethod) - 1; i > 0; i-- {
-		if fullMethod[i] == '/' {
-			return fullMethod[1:i]
-		}
-	}
-	return fullMethod
+func (q *callerQueue) Push(x any) {
+	c := x.(*caller)
+	c.index = len(*q)
+	*q = append(*q, c)
+}
+func (q *callerQueue) Pop() any {
+	old := *q
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	c.index = -1
+	return c
 }

@@ -9,10 +9,13 @@ import (
 	"time"
 )
 
-// The command's defaults for the counts whose zero means none.
+// The command's defaults for the settings whose zero means none.
 const (
 	DefaultStallers  = 2
 	DefaultVanishers = 2
+	DefaultHog       = 256
+	// DefaultWorkerCaller is the name the workers give the demo as their caller (CallerHeader).
+	DefaultWorkerCaller = "chaos-qs"
 )
 
 // Config sets up a run. The zero value of a field means its default; Validate reports what
@@ -48,6 +51,17 @@ type Config struct {
 	// Vanishers is how many clients go silent mid-query behind a Relay. 0 means none
 	// (DefaultVanishers is the command's default).
 	Vanishers int
+	// Hog is how many SearchStreams the hog keeps open, unread, on its one connection (with the
+	// stallers' small window) while the incident lasts: each is left unread for StallHold, then
+	// read to its end and replaced. At most 5000; 0 means no hog (DefaultHog is the command's
+	// default).
+	Hog int
+	// WorkerCaller is the caller name the workers send in CallerHeader, which the demo takes for
+	// their identity, so that admission control sees them as one service, the way the connections
+	// of a QS fleet with one client certificate are; the probe and the hog are callers of their
+	// own. Empty: no header, each worker connection is a caller (DefaultWorkerCaller is the
+	// command's default).
+	WorkerCaller string
 	// VanishWait is how long a vanished connection may stay open before chaos counts it as not
 	// dropped by the proxy and closes it itself. It must exceed the proxy's keepalive time plus
 	// timeout (10s + 5s by default). Default 20s.
@@ -149,14 +163,15 @@ func (c Config) Validate() error {
 	for _, n := range []struct {
 		name string
 		n    int
-	}{{"workers", c.Workers}, {"stallers", c.Stallers}, {"vanishers", c.Vanishers},
+	}{{"workers", c.Workers}, {"stallers", c.Stallers}, {"vanishers", c.Vanishers}, {"hog", c.Hog},
 		{"goroutine-slack", c.GoroutineSlack}, {"reconnect-every", c.ReconnectEvery}} {
 		if n.n < 0 {
 			errs = append(errs, fmt.Errorf("%s %d: negative", n.name, n.n))
 		}
 	}
-	if c.Workers > 5000 || c.Stallers > 100 || c.Vanishers > 100 {
-		errs = append(errs, fmt.Errorf("%d workers, %d stallers, %d vanishers: at most 5000, 100 and 100", c.Workers, c.Stallers, c.Vanishers))
+	if c.Workers > 5000 || c.Stallers > 100 || c.Vanishers > 100 || c.Hog > 5000 {
+		errs = append(errs, fmt.Errorf("%d workers, %d stallers, %d vanishers, %d hog streams: at most 5000, 100, 100 and 5000",
+			c.Workers, c.Stallers, c.Vanishers, c.Hog))
 	}
 	if len(c.SlowShards) == 0 {
 		errs = append(errs, errors.New("slow-shards: name at least one shard to slow"))

@@ -28,6 +28,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Duration: 2 * time.Second}, "give at least 5s"},
 		{Config{Timeout: 5 * time.Second}, "slower than the QS timeout"},
 		{Config{Workers: -1}, "workers -1: negative"},
+		{Config{Hog: -1}, "hog -1: negative"},
+		{Config{Hog: 5001}, "5001 hog streams"},
 		{Config{SlowShards: []string{}}, "name at least one shard"},
 		{Config{ProbeEvery: 2 * time.Second}, "shorter than the longest allowed gap"},
 	} {

@@ -10,9 +10,11 @@
 //     read for the baseline (sockets by state, goroutines, heap);
 //   - incident: the chosen shards are slowed past the QS timeout through the demo's fault
 //     control (POST /debug/fault, see [FaultHandler]) while workers query in a loop with the QS
-//     timeout, more of them than the proxy admits; stallers open SearchStreams they never read, and
-//     vanishers reach the proxy through a [Relay] that goes silent mid-query, as a pulled cable does;
-//     the probe keeps asking, retrying after the proxy's RetryInfo hint when shed;
+//     timeout, more of them than the proxy admits, all as one caller (see [CallerHeader]);
+//     stallers open SearchStreams they never read, a hog keeps hundreds of them open on one
+//     connection, and vanishers reach the proxy through a [Relay] that goes silent mid-query, as a
+//     pulled cable does; the probe keeps asking, retrying after the proxy's RetryInfo hint when
+//     shed, and counts how often it was shed before being admitted;
 //   - recovery: the shards are healed, the load stops, every connection chaos opened except the
 //     probe's is closed, and the proxy is polled until it is clean again.
 //

@@ -13,7 +13,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
@@ -32,6 +34,12 @@ const (
 	// stallQuery matches nearly every passage, so 1000 hits are far more than a 64 KiB window.
 	stallQuery = "people government country states nation congress"
 	stallTopK  = 1000
+	// hogTopK keeps the hog's answers (some 170 KB) past what the proxy can hand to the transport
+	// for a stream nobody reads (the 64 KiB window plus grpc-go's 64 KiB write quota), so that its
+	// sends block and the watchdog ends it, while fetching a fifth of a staller's hits: hundreds of
+	// top-1000 searches would make the hog a CPU bomb in the demo, which is not what it is there
+	// to show.
+	hogTopK = 200
 	// smallWindow is the stallers' fixed HTTP/2 window (grpc-go grows it with BDP estimation
 	// unless it is set).
 	smallWindow = 64 << 10
@@ -162,7 +170,8 @@ func dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 }
 
 // worker queries in a loop, with the QS timeout, until ctx ends. It closes its connection and
-// dials a new one every cfg.ReconnectEvery queries and after a query that hit its timeout.
+// dials a new one every cfg.ReconnectEvery queries and after a query that hit its timeout. Its
+// queries name cfg.WorkerCaller as their caller (CallerHeader), if set.
 func worker(ctx context.Context, cfg Config, id int, t *tally) {
 	var conn *grpc.ClientConn
 	defer func() {
@@ -184,6 +193,9 @@ func worker(ctx context.Context, cfg Config, id int, t *tally) {
 			sent = 0
 		}
 		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		if cfg.WorkerCaller != "" {
+			qctx = metadata.AppendToOutgoingContext(qctx, CallerHeader, cfg.WorkerCaller)
+		}
 		resp, err := queryv1.NewQueryServiceClient(conn).Search(qctx,
 			&queryv1.SearchRequest{Query: queries[n%len(queries)], TopK: 10})
 		cancel()
@@ -210,7 +222,8 @@ type probeResult struct {
 	start, end time.Time
 	answered   bool // ok or degraded, possibly after being shed
 	full       bool // answered with every shard
-	afterShed  bool // answered on a retry after being shed
+	sheds      int  // how many tries admission control shed
+	shedOut    bool // shed on every try until the QS timeout
 	err        string
 }
 
@@ -267,7 +280,7 @@ func (p *probe) query(ctx context.Context, start time.Time) {
 		}
 		if err == nil {
 			p.record(probeResult{start: start, end: time.Now(), answered: true,
-				full: !resp.GetCoverage().GetDegraded(), afterShed: sheds > 0})
+				full: !resp.GetCoverage().GetDegraded(), sheds: sheds})
 			return
 		}
 		st := status.Convert(err)
@@ -277,13 +290,14 @@ func (p *probe) query(ctx context.Context, start time.Time) {
 				msg = fmt.Sprintf("%s (after %d sheds, on a try with %s of the %s left)", msg, sheds,
 					left.Round(time.Millisecond), p.timeout)
 			}
-			p.record(probeResult{start: start, end: time.Now(), err: msg})
+			// A try that ran into the QS timeout may have been waiting for a slot: not admitted.
+			p.record(probeResult{start: start, end: time.Now(), err: msg, sheds: sheds})
 			return
 		}
 		sheds++
 		if !sleep(qctx, retryDelay(st)) {
 			if ctx.Err() == nil {
-				p.record(probeResult{start: start, end: time.Now(),
+				p.record(probeResult{start: start, end: time.Now(), sheds: sheds, shedOut: true,
 					err: fmt.Sprintf("shed %d times until the QS timeout: %v", sheds, err)})
 			}
 			return
@@ -304,7 +318,7 @@ func (p *probe) snapshot() []probeResult {
 	return append([]probeResult(nil), p.results...)
 }
 
-// StallStats are the stallers' streams.
+// StallStats are the streams of the stallers, or of the hog.
 type StallStats struct {
 	// Held is how many streams the proxy started sending on and the staller left unread.
 	Held int64
@@ -330,7 +344,28 @@ type StallStats struct {
 // stream while the incident (ctx) lasts and leaves room for one more hold; its first hold may
 // run past the incident, bounded by hardCtx and the hold. It records into s under mu.
 func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sync.Mutex, s *StallStats) {
-	conn, err := dial(cfg.Addr, grpc.WithInitialWindowSize(smallWindow), grpc.WithInitialConnWindowSize(smallWindow))
+	conn, err := dialStaller(cfg.Addr)
+	if err != nil {
+		mu.Lock()
+		s.Other++
+		s.Example = err.Error()
+		mu.Unlock()
+		return
+	}
+	defer func() { _ = conn.Close() }()
+	stallLoop(ctx, hardCtx, cfg, queryv1.NewQueryServiceClient(conn), stallQuery, stallTopK, incidentEnd, mu, s)
+}
+
+// hog is one connection with cfg.Hog streams it never reads: cfg.Hog stall loops on one
+// connection, each opening a new stream when the last one is done, while the incident lasts.
+// The loops start one after another over one StallHold, the pace at which they open streams
+// from then on: opened in one instant, the first streams would be a hundred searches at once in
+// the demo's shards, which share the proxy's process and CPU (in production they would not), a
+// CPU spike rather than the slot hog the run is there to show.
+// The connection's streams beyond the proxy's max_concurrent_streams wait in this client until
+// one of its streams ends. It records into s under mu.
+func hog(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sync.Mutex, s *StallStats) {
+	conn, err := dialStaller(cfg.Addr)
 	if err != nil {
 		mu.Lock()
 		s.Other++
@@ -340,12 +375,33 @@ func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu
 	}
 	defer func() { _ = conn.Close() }()
 	client := queryv1.NewQueryServiceClient(conn)
+	var wg sync.WaitGroup
+	for i := range cfg.Hog {
+		wg.Go(func() {
+			if sleep(ctx, time.Duration(i)*cfg.StallHold/time.Duration(cfg.Hog)) {
+				stallLoop(ctx, hardCtx, cfg, client, stallQuery, hogTopK, incidentEnd, mu, s)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// dialStaller dials a connection with a small fixed window, which a stream fills soon when it
+// is not read.
+func dialStaller(addr string) (*grpc.ClientConn, error) {
+	return dial(addr, grpc.WithInitialWindowSize(smallWindow), grpc.WithInitialConnWindowSize(smallWindow))
+}
+
+// stallLoop runs stallOnce (query, for topK hits) on client while the incident (ctx) lasts and leaves room for one more
+// hold, and records each stream into s under mu.
+func stallLoop(ctx, hardCtx context.Context, cfg Config, client queryv1.QueryServiceClient, query string, topK uint32,
+	incidentEnd time.Time, mu *sync.Mutex, s *StallStats) {
 	held := 0
 	for hardCtx.Err() == nil {
 		if ctx.Err() != nil || (held > 0 && time.Until(incidentEnd) < cfg.StallHold+cfg.Timeout) {
 			return
 		}
-		res, delay, err := stallOnce(hardCtx, client, cfg.StallHold)
+		res, delay, err := stallOnce(hardCtx, client, query, topK, cfg.StallHold)
 		mu.Lock()
 		switch res {
 		case stallWatchdog:
@@ -388,13 +444,13 @@ const (
 	stallOther                         // anything else
 )
 
-// stallOnce opens one stream, waits for the proxy to start sending, leaves it unread for hold
+// stallOnce opens one stream for query's topK hits, waits for the proxy to start sending, leaves it unread for hold
 // and then reads it to its end. The stream has no deadline of the QS kind, so that only the
 // proxy's send watchdog can end it early; it is cancelled at the latest some time after hold.
-func stallOnce(ctx context.Context, client queryv1.QueryServiceClient, hold time.Duration) (stallResult, time.Duration, error) {
+func stallOnce(ctx context.Context, client queryv1.QueryServiceClient, query string, topK uint32, hold time.Duration) (stallResult, time.Duration, error) {
 	sctx, cancel := context.WithTimeout(ctx, hold+30*time.Second)
 	defer cancel()
-	stream, err := client.SearchStream(sctx, &queryv1.SearchStreamRequest{Query: stallQuery, TopK: stallTopK})
+	stream, err := client.SearchStream(sctx, &queryv1.SearchStreamRequest{Query: query, TopK: topK})
 	if err != nil {
 		return stallOther, 0, err
 	}
@@ -438,8 +494,10 @@ func stallOnce(ctx context.Context, client queryv1.QueryServiceClient, hold time
 // VanishStats are the vanishers' connections.
 type VanishStats struct {
 	// Vanished is how many connections went silent; MidQuery how many of them while their query
-	// was still unanswered.
-	Vanished, MidQuery int64
+	// was still unanswered; BeforeReady how many of those before the connection was ready (the
+	// proxy's HTTP/2 settings had not reached the client: the proxy was still accepting or
+	// handshaking it, and the query had not left the client).
+	Vanished, MidQuery, BeforeReady int64
 	// Dropped is how many the proxy closed (its FIN reached the relay) within VanishWait;
 	// NotDropped how many it did not.
 	Dropped, NotDropped int64
@@ -514,12 +572,16 @@ func vanishOnce(ctx context.Context, cfg Config, query string, mu *sync.Mutex, s
 			midQuery = true
 		}
 	}
+	ready := conn.GetState() == connectivity.Ready
 	relay.Blackhole()
 	at := time.Now()
 	mu.Lock()
 	s.Vanished++
 	if midQuery {
 		s.MidQuery++
+		if !ready {
+			s.BeforeReady++
+		}
 	}
 	mu.Unlock()
 
@@ -541,6 +603,9 @@ func vanishOnce(ctx context.Context, cfg Config, query string, mu *sync.Mutex, s
 		s.Vanished-- // interrupted: neither dropped nor kept
 		if midQuery {
 			s.MidQuery--
+			if !ready {
+				s.BeforeReady--
+			}
 		}
 		mu.Unlock()
 	}

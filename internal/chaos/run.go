@@ -11,6 +11,7 @@ import (
 	"time"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/sockdiag"
 )
@@ -56,8 +57,9 @@ type runner struct {
 
 	probe   *probe
 	workers tally
-	mu      sync.Mutex // guards stalls and vanish
+	mu      sync.Mutex // guards stalls, hog and vanish
 	stalls  StallStats
+	hog     StallStats
 	vanish  VanishStats
 
 	stopLoad       context.CancelFunc // ends the workers and the stallers' and vanishers' rounds
@@ -205,6 +207,9 @@ func (r *runner) incident(ctx context.Context, rep *Report) error {
 	for i := range cfg.Vanishers {
 		r.sideWG.Go(func() { vanisher(loadCtx, ctx, cfg, i, end, &r.mu, &r.vanish) })
 	}
+	if cfg.Hog > 0 {
+		r.sideWG.Go(func() { hog(loadCtx, ctx, cfg, end, &r.mu, &r.hog) })
+	}
 
 	tick := time.NewTicker(cfg.ProgressEvery)
 	defer tick.Stop()
@@ -336,7 +341,7 @@ func (r *runner) unclean(st State, err, healErr error, sideDone <-chan struct{},
 func (r *runner) finish(rep *Report) {
 	rep.Workers = r.workers.counts()
 	r.mu.Lock()
-	rep.Stalls, rep.Vanish = r.stalls, r.vanish
+	rep.Stalls, rep.Hog, rep.Vanish = r.stalls, r.hog, r.vanish
 	r.mu.Unlock()
 	rep.Probe = probeStats(r.probe.snapshot(), rep.Start)
 	b, a := rep.Before.Page, rep.After.Page
@@ -345,6 +350,7 @@ func (r *runner) finish(rep *Report) {
 	}
 	delta := func(name string, match ...string) int64 { return a.count(name, match...) - b.count(name, match...) }
 	rep.ShedByProxy = delta(metricShed)
+	rep.ShedOverShare = delta(metricShed, "reason", admission.ReasonOverShare)
 	rep.SendStalledByProxy = delta(metricEnds, "side", "server", "method", methodSearchStrm, "reason", lifecycle.SendStalled)
 	rep.ShardCalls = map[string]int64{}
 	for _, reason := range []string{lifecycle.Completed, lifecycle.Failed, lifecycle.Canceled, lifecycle.DeadlineExceeded,
@@ -366,16 +372,19 @@ func (r *runner) progress(phase string, rep *Report, force bool) {
 	r.lastProgress = time.Now()
 	c := r.workers.counts()
 	r.mu.Lock()
-	s, v := r.stalls, r.vanish
+	s, h, v := r.stalls, r.hog, r.vanish
 	r.mu.Unlock()
-	var answered, probed int
+	var answered, probed, shedOut int
 	for _, p := range r.probe.snapshot() {
 		probed++
 		if p.answered {
 			answered++
 		}
+		if p.shedOut {
+			shedOut++
+		}
 	}
-	fmt.Fprintf(w, "chaos %-8s %5.1fs  ok %d  degraded %d  shed %d  failed %d (qs timeout %d)  stalled %d/%d  vanished %d dropped %d  probe %d/%d answered  CLOSE_WAIT %d  goroutines %d\n",
+	fmt.Fprintf(w, "chaos %-8s %5.1fs  ok %d  degraded %d  shed %d  failed %d (qs timeout %d)  stalled %d/%d  hog %d/%d  vanished %d dropped %d  probe %d/%d answered, %d shed out  CLOSE_WAIT %d  goroutines %d\n",
 		phase, time.Since(rep.Start).Seconds(), c.OK, c.Degraded, c.Shed, c.Failed(), c.QSTimeout,
-		s.EndedByWatchdog+s.ConnClosed, s.Held, v.Vanished, v.Dropped, answered, probed, r.last.CloseWait(), r.last.Goroutines)
+		s.EndedByWatchdog+s.ConnClosed, s.Held, h.EndedByWatchdog+h.ConnClosed, h.Held, v.Vanished, v.Dropped, answered, probed, shedOut, r.last.CloseWait(), r.last.Goroutines)
 }

@@ -22,10 +22,11 @@ type Report struct {
 	Start                  time.Time
 	BeforeLen, IncidentLen time.Duration
 
-	// Workers, Probe, Stalls and Vanish are what the clients saw.
+	// Workers, Probe, Stalls, Hog and Vanish are what the clients saw.
 	Workers Counts
 	Probe   ProbeStats
 	Stalls  StallStats
+	Hog     StallStats
 	Vanish  VanishStats
 
 	// Before is the proxy at its baseline: the scrape of the before phase with the fewest
@@ -52,6 +53,7 @@ type Report struct {
 
 	// The proxy's own counts over the run, from its metrics (After minus Before).
 	ShedByProxy        int64            // gather_admission_shed_total
+	ShedOverShare      int64            // ... of them with reason over_share
 	SendStalledByProxy int64            // SearchStreams ended as send_stalled (watchdog or flow guard)
 	ShardCalls         map[string]int64 // the proxy's shard calls, by how they ended
 	// PeerGoneAfter is gather_grpc_peer_gone_calls in After: calls whose client is gone and
@@ -67,6 +69,11 @@ type ProbeStats struct {
 	// Queries is how many resolved; OK, Degraded and Failed split them; AfterShed counts the
 	// answered ones (OK or Degraded) that were shed first and answered on a retry.
 	Queries, OK, Degraded, AfterShed, Failed int64
+	// How admission control treated them: admitted on the first try, admitted on a retry after
+	// being shed (MostSheds is the most sheds before an admission), or shed on every try until
+	// the QS timeout (ShedOut). A query that failed otherwise counts as admitted.
+	AdmittedFirst, AdmittedAfterShed, ShedOut int64
+	MostSheds                                 int
 	// LongestGap is the longest stretch of time in which no query the probe started was
 	// answered, measured between the starts of answered queries (and from the probe's first
 	// start to its last); GapAt is when it began, relative to the start of the run.
@@ -96,8 +103,17 @@ func probeStats(results []probeResult, start time.Time) ProbeStats {
 		default:
 			ps.Degraded++
 		}
-		if r.answered && r.afterShed {
+		if r.answered && r.sheds > 0 {
 			ps.AfterShed++
+		}
+		switch {
+		case r.shedOut:
+			ps.ShedOut++
+		case r.sheds == 0:
+			ps.AdmittedFirst++
+		default:
+			ps.AdmittedAfterShed++
+			ps.MostSheds = max(ps.MostSheds, r.sheds)
 		}
 		if r.answered {
 			ps.SlowestAnswer = max(ps.SlowestAnswer, r.end.Sub(r.start))
@@ -140,9 +156,10 @@ type Check struct {
 
 // Checks returns the verdict's rules, in order: no CLOSE_WAIT at the end, goroutines back to
 // the baseline, the heap back near it (only when both were read just after a GC), healthy
-// queries answered throughout, recovered at all, answered before the QS timeout, overload shed,
-// stalled streams ended by the proxy and vanished connections dropped by the proxy (each
-// left out when there were no stallers or vanishers).
+// queries answered throughout, no probe query shed for its whole budget, recovered at all,
+// answered before the QS timeout, overload shed, stalled streams ended by the proxy (the
+// stallers' and the hog's, by the send watchdog or the flow guard) and vanished connections
+// dropped by the proxy (each left out when there were no such clients).
 func (r *Report) Checks() []Check {
 	cfg := r.Config
 	var cs []Check
@@ -174,6 +191,10 @@ func (r *Report) Checks() []Check {
 		r.Probe.LongestGap.Round(time.Millisecond), r.Probe.GapAt.Round(100*time.Millisecond), cfg.MaxProbeGap,
 		answered, r.Probe.Queries)
 
+	add("probe never shed for its whole budget", r.Probe.Queries > 0 && r.Probe.ShedOut == 0,
+		"%d probe queries shed on every try until their %s timeout; %d admitted on the first try, %d after being shed (at most %d times)",
+		r.Probe.ShedOut, cfg.Timeout, r.Probe.AdmittedFirst, r.Probe.AdmittedAfterShed, r.Probe.MostSheds)
+
 	if r.Recovered {
 		add("recovered", true, "clean %s after the shards were healed and the load stopped (bound %s)",
 			r.TimeToRecover.Round(10*time.Millisecond), cfg.RecoveryTimeout)
@@ -188,13 +209,15 @@ func (r *Report) Checks() []Check {
 		"%d worker queries shed with RESOURCE_EXHAUSTED; the proxy counted %d sheds%s",
 		r.Workers.Shed, r.ShedByProxy, map[bool]string{true: " (none: the load never exceeded admission; raise --workers)"}[r.ShedByProxy == 0])
 
-	if cfg.Stallers > 0 {
-		s := r.Stalls
-		ended := s.EndedByWatchdog + s.ConnClosed
+	if cfg.Stallers > 0 || cfg.Hog > 0 {
+		s, h := r.Stalls, r.Hog
+		held := s.Held + h.Held
+		watchdog, closed := s.EndedByWatchdog+h.EndedByWatchdog, s.ConnClosed+h.ConnClosed
+		ended := watchdog + closed
 		add("stalled streams ended by the proxy",
-			s.Held > 0 && ended == s.Held && r.SendStalledByProxy >= ended,
-			"%d streams left unread: %d ended with RESOURCE_EXHAUSTED (send stalled), %d with their connection closed by the flow guard, %d completed unread; the proxy counted %d",
-			s.Held, s.EndedByWatchdog, s.ConnClosed, s.Completed, r.SendStalledByProxy)
+			held > 0 && ended == held && r.SendStalledByProxy >= ended,
+			"%d streams left unread (stallers %d, hog %d): %d ended with RESOURCE_EXHAUSTED (send stalled), %d with their connection closed by the flow guard, %d completed unread; the proxy counted %d",
+			held, s.Held, h.Held, watchdog, closed, s.Completed+h.Completed, r.SendStalledByProxy)
 	}
 	if cfg.Vanishers > 0 {
 		v := r.Vanish
@@ -240,8 +263,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(&buf, "gather chaos against %s (admin %s): %s before, %s incident\n", cfg.Addr, cfg.Admin,
 		r.BeforeLen.Round(100*time.Millisecond), r.IncidentLen.Round(100*time.Millisecond))
-	fmt.Fprintf(&buf, "incident: %s slowed by %s, %d workers with a %s timeout, %d stallers, %d vanishers\n\n",
-		strings.Join(cfg.SlowShards, ","), cfg.Slow, cfg.Workers, cfg.Timeout, cfg.Stallers, cfg.Vanishers)
+	workersAs := "each connection its own caller"
+	if cfg.WorkerCaller != "" {
+		workersAs = fmt.Sprintf("one caller, %q", cfg.WorkerCaller)
+	}
+	fmt.Fprintf(&buf, "incident: %s slowed by %s, %d workers (%s) with a %s timeout, %d stallers, a hog with %d streams, %d vanishers\n\n",
+		strings.Join(cfg.SlowShards, ","), cfg.Slow, cfg.Workers, workersAs, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
 
 	section(func(printf func(string, ...any)) {
 		c := r.Workers
@@ -274,8 +301,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		printf("\n")
 		printf("slowest answer\t%s\n", p.SlowestAnswer.Round(time.Millisecond))
 		printf("longest stretch without an answer\t%s\n", p.LongestGap.Round(time.Millisecond))
-		if cfg.Stallers > 0 {
-			printf("STALLERS\tCOUNT\n")
+		printf("admitted on the first try\t%d\n", p.AdmittedFirst)
+		printf("admitted after being shed\t%d", p.AdmittedAfterShed)
+		if p.AdmittedAfterShed > 0 {
+			printf("\tat most %d sheds before admission", p.MostSheds)
+		}
+		printf("\n")
+		printf("shed for its whole budget\t%d\n", p.ShedOut)
+		streams := func(title string, s StallStats) {
+			printf("%s\tCOUNT\n", title)
 			printf("streams left unread\t%d\n", s.Held)
 			printf("  ended by the send watchdog\t%d\n", s.EndedByWatchdog)
 			printf("  connection closed by the flow guard\t%d\n", s.ConnClosed)
@@ -287,10 +321,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 			}
 			printf("\n")
 		}
+		if cfg.Stallers > 0 {
+			streams("STALLERS", s)
+		}
+		if cfg.Hog > 0 {
+			streams(fmt.Sprintf("HOG (%d streams on one connection)", cfg.Hog), r.Hog)
+		}
 		if cfg.Vanishers > 0 {
 			printf("VANISHERS\tCOUNT\n")
 			printf("connections gone silent\t%d\n", v.Vanished)
 			printf("  mid-query\t%d\n", v.MidQuery)
+			printf("    before the connection was ready\t%d\n", v.BeforeReady)
 			printf("  closed by the proxy\t%d\n", v.Dropped)
 			printf("  longest until closed\t%s\n", v.LongestDrop.Round(100*time.Millisecond))
 			printf("  still open after %s\t%d\n", cfg.VanishWait, v.NotDropped)
@@ -302,6 +343,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	section(func(printf func(string, ...any)) {
 		printf("THE PROXY, FROM ITS /metrics\tCOUNT\n")
 		printf("queries shed (gather_admission_shed_total)\t%d\n", r.ShedByProxy)
+		printf("  callers over their fair share\t%d\n", r.ShedOverShare)
 		printf("streams ended as send stalled\t%d\n", r.SendStalledByProxy)
 		for _, reason := range slices.Sorted(maps.Keys(r.ShardCalls)) {
 			printf("shard calls %s\t%d\n", strings.ReplaceAll(reason, "_", " "), r.ShardCalls[reason])

@@ -11,7 +11,7 @@ import (
 
 // cleanReport is the report of a run that came through clean.
 func cleanReport() *Report {
-	cfg := Config{Stallers: 2, Vanishers: 2}.withDefaults()
+	cfg := Config{Stallers: 2, Vanishers: 2, Hog: 256, WorkerCaller: DefaultWorkerCaller}.withDefaults()
 	snap := func(established int) sockdiag.Snapshot {
 		s := sockdiag.Snapshot{Available: true}
 		s.Sockets[sockdiag.Established] = established
@@ -24,15 +24,17 @@ func cleanReport() *Report {
 		Start:     start,
 		BeforeLen: 5 * time.Second, IncidentLen: 55 * time.Second,
 		Workers: Counts{Degraded: 9000, Shed: 20000},
-		Probe:   ProbeStats{Queries: 600, OK: 100, Degraded: 500, LongestGap: 150 * time.Millisecond},
-		Stalls:  StallStats{Held: 8, EndedByWatchdog: 8},
-		Vanish:  VanishStats{Vanished: 6, MidQuery: 6, Dropped: 6, LongestDrop: 15 * time.Second},
-		Before:  State{Sockets: snap(9), Goroutines: 60, HeapInuse: 4 << 20, HeapCollected: true},
-		After:   State{Sockets: snap(9), Goroutines: 60, HeapInuse: 6 << 20, HeapCollected: true, Time: start.Add(61 * time.Second)},
-		Peak:    State{Sockets: snap(330), Goroutines: 3000},
+		Probe: ProbeStats{Queries: 600, OK: 100, Degraded: 500, LongestGap: 150 * time.Millisecond,
+			AdmittedFirst: 590, AdmittedAfterShed: 10, MostSheds: 2},
+		Stalls: StallStats{Held: 8, EndedByWatchdog: 8},
+		Hog:    StallStats{Held: 900, EndedByWatchdog: 900, Shed: 3000},
+		Vanish: VanishStats{Vanished: 6, MidQuery: 6, Dropped: 6, LongestDrop: 15 * time.Second},
+		Before: State{Sockets: snap(9), Goroutines: 60, HeapInuse: 4 << 20, HeapCollected: true},
+		After:  State{Sockets: snap(9), Goroutines: 60, HeapInuse: 6 << 20, HeapCollected: true, Time: start.Add(61 * time.Second)},
+		Peak:   State{Sockets: snap(330), Goroutines: 3000},
 
 		Recovered: true, TimeToRecover: time.Second,
-		ShedByProxy: 20500, SendStalledByProxy: 8,
+		ShedByProxy: 20500, ShedOverShare: 19000, SendStalledByProxy: 908,
 		ShardCalls: map[string]int64{"completed": 10, "canceled": 5},
 	}
 }
@@ -56,15 +58,20 @@ func TestChecks(t *testing.T) {
 		{"probe gap just under", func(r *Report) { r.Probe.LongestGap = 999 * time.Millisecond }, ""},
 		{"probe gap 1s", func(r *Report) { r.Probe.LongestGap = time.Second }, "healthy queries answered throughout"},
 		{"probe never answered", func(r *Report) { r.Probe = ProbeStats{Queries: 10, Failed: 10} }, "healthy queries answered throughout"},
+		{"probe shed out", func(r *Report) { r.Probe.ShedOut, r.Probe.Failed = 1, 1 }, "probe never shed for its whole budget"},
+		{"probe failed otherwise", func(r *Report) { r.Probe.Failed = 3 }, ""},
 		{"not recovered", func(r *Report) { r.Recovered, r.NotRecovered = false, "3 sockets in CLOSE_WAIT" }, "recovered"},
 		{"qs timeout", func(r *Report) { r.Workers.QSTimeout = 1 }, "answered before the QS timeout"},
 		{"unavailable is no timeout", func(r *Report) { r.Workers.Unavailable = 3 }, ""},
 		{"nothing shed", func(r *Report) { r.Workers.Shed, r.ShedByProxy = 0, 0 }, "overload shed, not queued"},
 		{"stall completed", func(r *Report) { r.Stalls.EndedByWatchdog, r.Stalls.Completed = 7, 1 }, "stalled streams ended by the proxy"},
-		{"stall not seen by the proxy", func(r *Report) { r.SendStalledByProxy = 7 }, "stalled streams ended by the proxy"},
-		{"no stream held", func(r *Report) { r.Stalls = StallStats{Shed: 40} }, "stalled streams ended by the proxy"},
+		{"stall not seen by the proxy", func(r *Report) { r.SendStalledByProxy = 907 }, "stalled streams ended by the proxy"},
+		{"hog stream completed", func(r *Report) { r.Hog.EndedByWatchdog, r.Hog.Completed = 899, 1 }, "stalled streams ended by the proxy"},
+		{"no hog", func(r *Report) { r.Config.Hog, r.Hog, r.SendStalledByProxy = 0, StallStats{}, 8 }, ""},
+		{"no stream held", func(r *Report) { r.Stalls, r.Hog = StallStats{Shed: 40}, StallStats{Shed: 40} }, "stalled streams ended by the proxy"},
 		{"stall ended by a connection the guard closed", func(r *Report) { r.Stalls.EndedByWatchdog, r.Stalls.ConnClosed = 5, 3 }, ""},
 		{"no stallers asked", func(r *Report) { r.Config.Stallers, r.Stalls = 0, StallStats{} }, ""},
+		{"neither stallers nor hog", func(r *Report) { r.Config.Stallers, r.Config.Hog, r.Stalls, r.Hog = 0, 0, StallStats{}, StallStats{} }, ""},
 		{"vanished not dropped", func(r *Report) { r.Vanish.Dropped, r.Vanish.NotDropped = 5, 1 }, "vanished connections dropped by the proxy"},
 		{"no vanishers asked", func(r *Report) { r.Config.Vanishers, r.Vanish = 0, VanishStats{} }, ""},
 		{"heap back", func(r *Report) { r.After.HeapInuse = r.Before.HeapInuse + 16<<20 }, ""},
@@ -107,9 +114,13 @@ func TestWriteTable(t *testing.T) {
 		"degraded        9000", "shed            20000",
 		"CLOSE_WAIT", "ESTABLISHED", "TIME_WAIT",
 		"goroutines", "time to recover", "longest probe gap",
-		"no CLOSE_WAIT at the end                   PASS",
-		"goroutines back to baseline                PASS",
-		"healthy queries answered throughout        PASS",
+		"no CLOSE_WAIT at the end                    PASS",
+		"goroutines back to baseline                 PASS",
+		"healthy queries answered throughout         PASS",
+		"probe never shed for its whole budget       PASS",
+		"admitted on the first try            590",
+		"HOG (256 streams on one connection)",
+		`320 workers (one caller, "chaos-qs")`,
 		"verdict: CLEAN\n",
 	} {
 		if !strings.Contains(out, want) {
@@ -170,14 +181,19 @@ func TestProbeStats(t *testing.T) {
 		start := t0.Add(time.Duration(i) * 100 * time.Millisecond)
 		r := probeResult{start: start, end: start.Add(5 * time.Millisecond), answered: true, full: true}
 		if i >= 10 { // shards slowed: every answer takes a second, some after a shed
-			r.end, r.full, r.afterShed = start.Add(time.Second), false, i%3 == 0
+			r.end, r.full = start.Add(time.Second), false
+			if i%3 == 0 {
+				r.sheds = 1 + i%2
+			}
 		}
 		rs = append(rs, r)
 	}
 	rs[20] = probeResult{start: rs[20].start, end: rs[20].start.Add(3 * time.Second), err: "deadline"}
+	rs[25] = probeResult{start: rs[25].start, end: rs[25].start.Add(3 * time.Second), sheds: 20, shedOut: true, err: "shed 20 times"}
 	ps := probeStats(rs, t0)
-	want := ProbeStats{Queries: 30, OK: 10, Degraded: 19, AfterShed: 6, Failed: 1, LongestGap: 200 * time.Millisecond,
-		GapAt: 1900 * time.Millisecond, SlowestAnswer: time.Second, FailExample: "deadline"}
+	want := ProbeStats{Queries: 30, OK: 10, Degraded: 18, AfterShed: 6, Failed: 2,
+		AdmittedFirst: 23, AdmittedAfterShed: 6, ShedOut: 1, MostSheds: 2,
+		LongestGap: 200 * time.Millisecond, GapAt: 1900 * time.Millisecond, SlowestAnswer: time.Second, FailExample: "deadline"}
 	if ps != want {
 		t.Errorf("probeStats =\n %+v\nwant\n %+v", ps, want)
 	}

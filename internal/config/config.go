@@ -52,7 +52,8 @@ type Proxy struct {
 	AdmissionWait time.Duration `yaml:"admission_wait"`
 	RetryAfter    time.Duration `yaml:"retry_after"`
 	// MaxConcurrentStreams bounds the calls one QS connection may have open at once (HTTP/2
-	// SETTINGS_MAX_CONCURRENT_STREAMS). Default 1000.
+	// SETTINGS_MAX_CONCURRENT_STREAMS), and so the query slots it can hold. Default: half of
+	// MaxInFlight, so that no single connection can take every slot (see MaxStreams).
 	MaxConcurrentStreams uint32 `yaml:"max_concurrent_streams"`
 	// Keepalive is the QueryService's server keepalive toward QS.
 	Keepalive liveness.Server `yaml:"keepalive"`
@@ -224,12 +225,23 @@ func (c Proxy) Admission() admission.Config {
 	return admission.Config{MaxInFlight: c.MaxInFlight, MaxWait: c.AdmissionWait, RetryAfter: c.RetryAfter}
 }
 
-// MaxStreams returns MaxConcurrentStreams or its default.
+// MaxStreams returns MaxConcurrentStreams or its default, half of the admission bound (at least
+// 1). Slots cannot be taken back from a query, and one that streams to a client that does not
+// read holds its slot until the send watchdog ends it (shard timeout plus send timeout, 7s by
+// default), so a connection allowed every slot could leave callers arriving after it nothing to
+// be admitted to for that long, fair sharing or not. With the cap, a connection's streams beyond
+// it wait in the client (grpc-go queues them until one ends or the call's deadline passes)
+// instead of costing the proxy a goroutine and a shed each, and the other half of the slots
+// stays within reach of everyone else.
 func (c Proxy) MaxStreams() uint32 {
-	if c.MaxConcurrentStreams == 0 {
-		return 1000
+	if c.MaxConcurrentStreams != 0 {
+		return c.MaxConcurrentStreams
 	}
-	return c.MaxConcurrentStreams
+	n := c.MaxInFlight
+	if n <= 0 {
+		n = admission.DefaultMaxInFlight
+	}
+	return uint32(max(1, n/2))
 }
 
 // EnvPrefix starts the environment variables ApplyEnv reads.

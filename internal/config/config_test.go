@@ -117,3 +117,21 @@ func TestApplyEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxStreamsDefault(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg  Proxy
+		want uint32
+	}{
+		{Proxy{}, 128}, // half of admission's default 256
+		{Proxy{MaxInFlight: 32}, 16},
+		{Proxy{MaxInFlight: 1}, 1},
+		{Proxy{MaxInFlight: 32, MaxConcurrentStreams: 500}, 500},
+	} {
+		if got := tc.cfg.MaxStreams(); got != tc.want {
+			t.Errorf("max_in_flight %d, max_concurrent_streams %d: got %d, want %d",
+				tc.cfg.MaxInFlight, tc.cfg.MaxConcurrentStreams, got, tc.want)
+		}
+	}
+}

@@ -2,8 +2,10 @@ package faulttest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,9 +20,11 @@ import (
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/admission"
+	"github.com/gatherproxy/gather/internal/config"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/flowguard/flowtest"
 	"github.com/gatherproxy/gather/internal/lifecycle"
+	"github.com/gatherproxy/gather/internal/liveness"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/shardtest"
 )
@@ -153,7 +157,7 @@ func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
 		return shardtest.Behavior{Hits: hs, Batch: 5}
 	}
 	const (
-		queries     = 60
+		queries = 60
 		// Longer than the default (5s): the 60 answers must all be built and queued before the
 		// first has waited this long, which on a loaded CI machine took more than 5s.
 		sendTimeout = 15 * time.Second
@@ -327,6 +331,38 @@ func TestVanishedQS(t *testing.T) {
 	e.nothingLeft(t, b)
 }
 
+// TestQSVanishesBeforeHandshake: QS's TCP connection is accepted, then QS vanishes before its
+// HTTP/2 preface arrives, as when a cable is pulled while the proxy works through a backlog of
+// new connections (found by gather chaos: such connections stayed open for 120s, grpc-go's
+// default handshake timeout, because keepalive starts only after the handshake). The proxy,
+// with its own keepalive settings (internal/liveness), must close the connection and forget it.
+func TestQSVanishesBeforeHandshake(t *testing.T) {
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{serverOpts: liveness.Server{Time: time.Second, Timeout: time.Second}.ServerOptions()}, hang)
+	b := e.takeBaseline(t)
+	raw, err := net.Dial("tcp", e.addr) // and then not a byte: the peer is gone
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = raw.Close() }()
+	// Bounded well above the proxy's 2s (Time + Timeout) and well below grpc-go's default 120s.
+	if err := raw.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	for {
+		_, err := raw.Read(buf) // the proxy's SETTINGS, then its FIN
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the proxy still held the connection 20s after the peer went silent before its handshake")
+		}
+		if err != nil {
+			break
+		}
+	}
+	_ = raw.Close()
+	e.nothingLeft(t, b)
+}
+
 // TestOverloadIsShed: more queries than the proxy admits. The excess is refused at once with
 // RESOURCE_EXHAUSTED and a retry hint; the admitted ones are answered.
 func TestOverloadIsShed(t *testing.T) {
@@ -359,6 +395,61 @@ func TestOverloadIsShed(t *testing.T) {
 	if ok < 4 || shed == 0 || len(unexpected) > 0 {
 		t.Errorf("%d answered, %d shed, unexpected %v; want at least 4 answered and some shed with a retry hint", ok, shed, unexpected)
 	}
+	e.nothingLeft(t, b)
+}
+
+// TestOneConnectionCannotTakeEverySlot: a QS connection opens as many queries as the proxy
+// admits, and they hang (as a SearchStream to a client that does not read holds its slot until
+// the send watchdog ends it). With the proxy's default stream cap (config: half of
+// max_in_flight) the connection gets half the slots and its other queries wait in its own
+// client, so a query from another connection is admitted at once rather than shed until the
+// first connection's queries end.
+func TestOneConnectionCannotTakeEverySlot(t *testing.T) {
+	const slots = 8
+	cfg := config.Proxy{MaxInFlight: slots}
+	hang := shardtest.Behavior{Hang: true}
+	e := newEnv(t, options{
+		fan:        fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute},
+		admission:  admission.Config{MaxInFlight: slots, MaxWait: 50 * time.Millisecond},
+		serverOpts: []grpc.ServerOption{grpc.MaxConcurrentStreams(cfg.MaxStreams())},
+	}, hang)
+	b := e.takeBaseline(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	hogConn := dial(t, e.addr)
+	hog := queryv1.NewQueryServiceClient(hogConn)
+	var wg sync.WaitGroup
+	for range slots {
+		wg.Go(func() { _, _ = hog.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10}) })
+	}
+	shard := e.shards[0]
+	eventually(t, 10*time.Second, func() string {
+		if n := shard.Active(); n < int64(cfg.MaxStreams()) {
+			return fmt.Sprintf("%d of the hog's queries running", n)
+		}
+		return ""
+	})
+	other := make(chan error, 1)
+	go func() {
+		_, err := e.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
+		other <- err
+	}()
+	eventually(t, 10*time.Second, func() string {
+		select {
+		case err := <-other:
+			t.Fatalf("the other connection's query ended while the hog's ran: %v", err)
+		default:
+		}
+		if n := shard.Active(); n != int64(cfg.MaxStreams())+1 {
+			return fmt.Sprintf("%d queries running, want the hog's %d and the other connection's", n, cfg.MaxStreams())
+		}
+		return ""
+	})
+	cancel()
+	wg.Wait()
+	if err := <-other; status.Code(err) != codes.Canceled {
+		t.Errorf("the other connection's query: got %v, want Canceled when the test ended it", err)
+	}
+	_ = hogConn.Close()
 	e.nothingLeft(t, b)
 }
 

@@ -13,7 +13,8 @@ import (
 // Keepalive defaults. They agree with each other: a client of a gather server pings at most every
 // DefaultClientTime, which is above the DefaultMinTime the server enforces, so a gather server never
 // answers a gather client with GOAWAY too_many_pings. A peer whose packets silently vanish is found
-// within Time + Timeout on either side: 15s for a QS connection, 13s for a shard connection.
+// within Time + Timeout on either side: 15s for a QS connection, 13s for a shard connection; on the
+// server also when it vanishes before its connection's handshake is done.
 const (
 	DefaultServerTime            = 10 * time.Second
 	DefaultServerTimeout         = 5 * time.Second
@@ -63,13 +64,17 @@ func (k Server) Params() keepalive.ServerParameters {
 	}
 }
 
-// ServerOptions returns the grpc.ServerOptions for k.
+// ServerOptions returns the grpc.ServerOptions for k. Besides keepalive and the ping policy they
+// bound a new connection's handshake (TLS, if any, and the HTTP/2 preface) to Time + Timeout:
+// keepalive starts only once the handshake is done, and until then grpc-go's default would hold
+// a peer that vanished after its TCP handshake for 120s, a socket and a goroutine each.
 func (k Server) ServerOptions() []grpc.ServerOption {
 	permit := true
 	if k.PermitWithoutStream != nil {
 		permit = *k.PermitWithoutStream
 	}
 	return []grpc.ServerOption{
+		grpc.ConnectionTimeout(or(k.Time, DefaultServerTime) + or(k.Timeout, DefaultServerTimeout)),
 		grpc.KeepaliveParams(k.Params()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
 			MinTime:             or(k.MinTime, DefaultMinTime),
