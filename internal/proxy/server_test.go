@@ -461,11 +461,15 @@ func TestSearchPartialPolicy(t *testing.T) {
 			info = d
 		}
 	}
-	if info.GetReason() != "SHARDS_UNAVAILABLE" || info.GetMetadata()["missing_shards"] != "s1" {
+	// Once s1 has failed the answer is lost, and the proxy cancels the shard calls still running:
+	// a healthy shard is OK or, if it had not finished by then, CANCELED (and missing too).
+	missing := strings.Split(info.GetMetadata()["missing_shards"], ",")
+	if info.GetReason() != "SHARDS_UNAVAILABLE" || !slices.Contains(missing, "s1") {
 		t.Errorf("ErrorInfo %v, want SHARDS_UNAVAILABLE naming s1", info)
 	}
-	if want := []queryv1.ShardStatus{ok, unavail, ok}; !slices.Equal(details, want) {
-		t.Errorf("error details %v, want %v", details, want)
+	healthy := func(s queryv1.ShardStatus) bool { return s == ok || s == queryv1.ShardStatus_SHARD_STATUS_CANCELED }
+	if len(details) != 3 || !healthy(details[0]) || details[1] != unavail || !healthy(details[2]) {
+		t.Errorf("error details %v, want [OK|CANCELED UNAVAILABLE OK|CANCELED]", details)
 	}
 	if !contains(st.Message(), "s1") {
 		t.Errorf("message %q does not name the missing shard", st.Message())
