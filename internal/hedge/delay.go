@@ -19,12 +19,12 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultPercentile = 95
-	DefaultWindow     = 30 * time.Second
-	DefaultRefresh    = 5 * time.Second
-	DefaultFloor      = time.Millisecond
-	DefaultInitial    = 50 * time.Millisecond
-	DefaultMinSamples = 20
+	DefaultPercentile   = 95
+	DefaultWindow       = 30 * time.Second
+	DefaultRefresh      = 5 * time.Second
+	DefaultFloor        = time.Millisecond
+	DefaultInitial      = 50 * time.Millisecond
+	DefaultMinSamples   = 20
 	DefaultBudget       = 0.05
 	DefaultBudgetCap    = 10
 	DefaultBudgetWindow = 10 * time.Second

@@ -199,7 +199,7 @@ type state struct {
 	// slow while late is at least half of sampled, and of slowMinSamples.
 	late, sampled float64
 	lateStamp     time.Duration
-	down      bool // Health was Down when Pick last looked
+	down          bool // Health was Down when Pick last looked
 
 	failures int // failed attempts in a row
 	ok, bad  int // attempts ended this success-rate interval
