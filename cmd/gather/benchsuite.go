@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,7 +26,7 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(args) > 0 && args[0] == "target" {
 		return runBenchTarget(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlags("benchsuite", "[--quick] [--markdown FILE] [--json FILE] [--gobench FILE] [--cpuprofile FILE] [--logs DIR] [--idle-conns N] [--quiet-wait D]\n"+
+	fs := newFlags("benchsuite", "[--quick] [--parts core,tail] [--tail-rate R] [--markdown FILE] [--json FILE] [--plot FILE] [--gobench FILE] [--cpuprofile FILE] [--logs DIR] [--idle-conns N] [--quiet-wait D]\n"+
 		"       gather benchsuite target --kind canned|naive --listen ADDR [--admin ADDR] [--shard NAME=ADDR ...]   (the suite's own helper)", stderr)
 	quick := fs.Bool("quick", false, "make every run short, for testing the suite (the numbers mean little)")
 	markdown := fs.String("markdown", "", "also write the report as Markdown to this `file`")
@@ -34,11 +36,22 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	logs := fs.String("logs", "", "`directory` for the processes' logs (default: a temporary one, removed after a clean run)")
 	quietWait := fs.Duration("quiet-wait", 0, "on a shared machine, wait up to this long in all, before the scenarios, for other processes to stop using the CPU")
 	idle := fs.Int("idle-conns", 0, "idle QS connections to open to the proxy (default 10000, 100 with --quick; -1 skips)")
+	parts := fs.String("parts", strings.Join(benchsuite.Parts, ","), "comma-separated `parts` to run: core (gather vs a raw hop vs naive, memory) and tail (hedging off vs on, issue 9)")
+	plotFile := fs.String("plot", "", "write the tail scenario's percentile plot to this PNG `file`")
+	tailRate := fs.Float64("tail-rate", 0, "the tail scenario's open-loop `rate` in queries per second (default: half the saturating rate)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("benchsuite: unexpected arguments %q", fs.Args())
+	}
+	var partList []string
+	for p := range strings.SplitSeq(*parts, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(benchsuite.Parts, p) {
+			return fmt.Errorf("--parts: no part %q: want a comma-separated list of %s", p, strings.Join(benchsuite.Parts, ", "))
+		}
+		partList = append(partList, p)
 	}
 	var gb []benchsuite.GoBench
 	if *gobench != "" {
@@ -58,12 +71,20 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	rep, runErr := benchsuite.Run(ctx, benchsuite.Config{
 		Binary: bin, Quick: *quick, LogDir: *logs, Progress: stderr, Live: isTerminal(stderr),
-		CPUProfile: *cpuprofile, IdleConns: *idle, QuietWait: *quietWait,
+		CPUProfile: *cpuprofile, IdleConns: *idle, QuietWait: *quietWait, Parts: partList, Plot: *plotFile, TailRate: *tailRate,
 	})
 	if rep == nil {
 		return fmt.Errorf("benchsuite: %w", runErr)
 	}
 	benchsuite.Judge(rep, gb)
+	if t := rep.Tail; t != nil && t.Plot != "" && *markdown != "" {
+		// The Markdown report links to the plot from where it is.
+		md, err1 := filepath.Abs(*markdown)
+		png, err2 := filepath.Abs(t.Plot)
+		if rel, err := filepath.Rel(filepath.Dir(md), png); err1 == nil && err2 == nil && err == nil {
+			t.PlotLink = filepath.ToSlash(rel)
+		}
+	}
 	fmt.Fprintln(stdout)
 	if err := rep.WriteText(stdout); err != nil {
 		return err

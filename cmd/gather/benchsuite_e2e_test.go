@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +30,7 @@ func TestBenchsuiteQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	jsonPath, mdPath, profPath := filepath.Join(dir, "report.json"), filepath.Join(dir, "report.md"), filepath.Join(dir, "cpu.pprof")
-	p := startGather(t, "benchsuite", "--quick", "--gobench", gobench, "--json", jsonPath, "--markdown", mdPath,
+	p := startGather(t, "benchsuite", "--quick", "--parts", "core", "--gobench", gobench, "--json", jsonPath, "--markdown", mdPath,
 		"--cpuprofile", profPath, "--logs", filepath.Join(dir, "logs"))
 	select {
 	case <-p.exited:
@@ -82,8 +83,11 @@ func TestBenchsuiteQuick(t *testing.T) {
 	if i := rep.Idle; i == nil || (i.Skipped == "" && (i.Ready != i.Requested || i.FDsAfter-i.FDsBefore < i.Ready*9/10)) {
 		t.Errorf("idle connections: %+v", i)
 	}
-	if len(rep.Targets) != 4 || rep.Targets[2].Status != benchsuite.Met {
-		t.Errorf("targets: %+v; want 4, the merge one met on the given benchmark lines", rep.Targets)
+	if len(rep.Targets) != 6 || rep.Targets[2].Status != benchsuite.Met || rep.Targets[4].Status != benchsuite.NotMeasured {
+		t.Errorf("targets: %+v; want 6, the merge one met on the given benchmark lines, the tail ones not measured", rep.Targets)
+	}
+	if rep.Tail != nil {
+		t.Errorf("--parts core ran the tail scenario: %+v", rep.Tail)
 	}
 
 	out := p.out()
@@ -106,5 +110,84 @@ func TestBenchsuiteQuick(t *testing.T) {
 	logs, err := os.ReadDir(filepath.Join(dir, "logs"))
 	if err != nil || len(logs) < 20 {
 		t.Errorf("%d log files (%v), want one per process", len(logs), err)
+	}
+}
+
+// TestBenchsuiteTailQuick runs `gather benchsuite --quick --parts tail`: the tail scenario with
+// every shard and proxy a real process, its table, the verdicts and the plot. It checks what
+// holds whatever the machine's speed: every setting measured in every round, the proxies' own
+// counters read, hedges only where hedging is on, the plot a PNG the Markdown links to.
+func TestBenchsuiteTailQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs about 25 processes")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	jsonPath, mdPath, plotPath := filepath.Join(dir, "report.json"), filepath.Join(dir, "report.md"), filepath.Join(dir, "img", "tail.png")
+	if err := os.Mkdir(filepath.Dir(plotPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := startGather(t, "benchsuite", "--quick", "--parts", "tail", "--json", jsonPath, "--markdown", mdPath,
+		"--plot", plotPath, "--logs", filepath.Join(dir, "logs"))
+	select {
+	case <-p.exited:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("gather benchsuite --quick --parts tail still running after 3 minutes")
+	}
+	if p.exitErr != nil {
+		t.Fatalf("gather benchsuite: %v\nstdout:\n%s\nstderr:\n%s", p.exitErr, p.out(), p.errOut())
+	}
+	var rep benchsuite.Report
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 0 || rep.Heap != nil {
+		t.Errorf("--parts tail ran the core scenarios: %d scenarios, heap %+v", len(rep.Scenarios), rep.Heap)
+	}
+	tail := rep.Tail
+	if tail == nil || tail.Rate <= 0 || tail.SaturationOff <= 0 || tail.SaturationOn <= 0 || len(tail.Settings) != 4 {
+		t.Fatalf("tail: %+v", tail)
+	}
+	for _, s := range tail.Settings {
+		if len(s.Rounds) != tail.Rounds || s.Latency.Count == 0 || s.Latency.HDR == "" || s.Queries < float64(s.Latency.Count) {
+			t.Errorf("%s: %d rounds (want %d), %d latencies, %v queries by the proxy's count", s.Label, len(s.Rounds), tail.Rounds, s.Latency.Count, s.Queries)
+		}
+		// Every query calls each of the 4 shards at least once.
+		if calls := s.CallsPerQuery(); calls < benchsuite.TailShards {
+			t.Errorf("%s: %.3f shard calls per query, want at least %d", s.Label, calls, benchsuite.TailShards)
+		}
+		hedging := s.Key == benchsuite.TailOn || s.Key == benchsuite.TailHung
+		if s.Hedges["won"]+s.Hedges["lost"]+s.Hedges["denied"] > 0 && !hedging {
+			t.Errorf("%s: hedges %v with hedging off", s.Label, s.Hedges)
+		}
+		if hung := s.HungAttempt > 0; hung != (s.Key == benchsuite.TailHung) {
+			t.Errorf("%s: %v attempts on hung replicas", s.Label, s.HungAttempt)
+		}
+	}
+	if _, ok := tail.Extra(benchsuite.TailOn); !ok {
+		t.Error("no extra shard calls for hedging on")
+	}
+	if len(rep.Targets) != 6 || rep.Targets[4].Status == benchsuite.NotMeasured || rep.Targets[5].Status == benchsuite.NotMeasured ||
+		rep.Targets[0].Status != benchsuite.NotMeasured {
+		t.Errorf("targets: %+v; want 6, the tail's two judged, the others not measured", rep.Targets)
+	}
+	f, err := os.Open(plotPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := png.Decode(f); err != nil {
+		t.Errorf("the plot is not a PNG: %v", err)
+	}
+	md, err := os.ReadFile(mdPath)
+	if err != nil || !strings.Contains(string(md), "](img/tail.png)") || !strings.Contains(string(md), "| hedging on |") {
+		t.Errorf("markdown report (%v), want the tail table and the plot linked from its directory:\n%s", err, md)
+	}
+	if out := p.out(); !strings.Contains(out, "tail (issue 9)") || !strings.Contains(out, "floor: no slow calls") {
+		t.Errorf("stdout lacks the tail section:\n%s", out)
 	}
 }

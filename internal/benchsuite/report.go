@@ -38,6 +38,8 @@ type Report struct {
 	Heap *HeapResult `json:"heap_per_query,omitempty"`
 	// Idle is the cost of idle QS connections; nil if not measured.
 	Idle *IdleResult `json:"idle_connections,omitempty"`
+	// Tail is the tail scenario (hedging off against on); nil if it did not run.
+	Tail *TailResult `json:"tail,omitempty"`
 	// GoBench are the Go benchmark results given to Judge.
 	GoBench []GoBench `json:"go_benchmarks,omitempty"`
 	// Targets are the verdicts of Judge.
@@ -236,22 +238,23 @@ func (r *Report) WriteText(w io.Writer) error {
 		fmt.Fprintf(&b, "WARNING: other processes kept %.2f cores busy before the run\n", r.BackgroundCores)
 	}
 	b.WriteString("\n")
-	header, rows := r.table()
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
-	for _, row := range rows {
-		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	if len(r.Scenarios) > 0 {
+		if err := writeAligned(&b, r.table); err != nil {
+			return err
+		}
+		b.WriteString("\n" + legend + "\n")
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	b.WriteString("\n" + legend + "\n")
 	if r.Heap != nil {
 		fmt.Fprintf(&b, "\nproxy heap per in-flight query (fan-out %d, top_k %d, %d queries waiting on shards delayed %dms): %s\n",
 			r.Heap.FanOut, r.Heap.TopK, r.Heap.Queries, r.Heap.ShardDelayMS, r.Heap)
 	}
 	if r.Idle != nil {
 		fmt.Fprintf(&b, "idle QS connections to the proxy: %s\n", r.Idle)
+	}
+	if r.Tail != nil {
+		if err := r.Tail.writeText(&b); err != nil {
+			return err
+		}
 	}
 	if len(r.GoBench) > 0 {
 		b.WriteString("\nGo benchmarks:\n")
@@ -282,27 +285,20 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if r.BackgroundCores >= noticeableLoad {
 		fmt.Fprintf(&b, "\n**Warning**: other processes kept %.2f cores busy before the run.\n", r.BackgroundCores)
 	}
-	b.WriteString("\n")
-	header, rows := r.table()
-	b.WriteString("| " + strings.Join(header, " | ") + " |\n|")
-	for i := range header {
-		if i < 3 {
-			b.WriteString("---|")
-		} else {
-			b.WriteString("--:|")
-		}
+	if len(r.Scenarios) > 0 {
+		b.WriteString("\n")
+		writeMarkdownTable(&b, r.table, 3)
+		b.WriteString("\n" + strings.ReplaceAll(legend, "\n", "  \n") + "\n")
 	}
-	b.WriteString("\n")
-	for _, row := range rows {
-		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
-	}
-	b.WriteString("\n" + strings.ReplaceAll(legend, "\n", "  \n") + "\n")
 	if r.Heap != nil {
 		fmt.Fprintf(&b, "\n**Proxy heap per in-flight query** (fan-out %d, top_k %d, %d queries waiting on shards delayed %dms): %s.\n",
 			r.Heap.FanOut, r.Heap.TopK, r.Heap.Queries, r.Heap.ShardDelayMS, r.Heap)
 	}
 	if r.Idle != nil {
 		fmt.Fprintf(&b, "\n**Idle QS connections** to the proxy: %s.\n", r.Idle)
+	}
+	if r.Tail != nil {
+		r.Tail.writeMarkdown(&b)
 	}
 	if len(r.GoBench) > 0 {
 		b.WriteString("\n**Go benchmarks**\n\n")
@@ -323,6 +319,35 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeAligned writes the table that table returns as text, in right-aligned columns.
+func writeAligned(b *strings.Builder, table func() ([]string, [][]string)) error {
+	header, rows := table()
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, strings.Join(header, "\t")+"\t")
+	for _, row := range rows {
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	return tw.Flush()
+}
+
+// writeMarkdownTable writes the table that table returns as Markdown, its first left columns
+// aligned left and the others right.
+func writeMarkdownTable(b *strings.Builder, table func() ([]string, [][]string), left int) {
+	header, rows := table()
+	b.WriteString("| " + strings.Join(header, " | ") + " |\n|")
+	for i := range header {
+		if i < left {
+			b.WriteString("---|")
+		} else {
+			b.WriteString("--:|")
+		}
+	}
+	b.WriteString("\n")
+	for _, row := range rows {
+		b.WriteString("| " + strings.Join(row, " | ") + " |\n")
+	}
 }
 
 // bytesIEC formats a byte count with a binary unit, e.g. "3.1 KiB", "-12 B".

@@ -8,6 +8,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"time"
 
@@ -41,6 +42,28 @@ type Config struct {
 	// IdleConns is the number of idle QS connections opened to the proxy. 0 means 10,000 (100
 	// with Quick); negative skips the measurement.
 	IdleConns int
+	// Parts are the parts of the suite to run: PartCore (the scenarios, the memory measurements)
+	// and PartTail (the tail scenario, see [TailResult]). Empty means both.
+	Parts []string
+	// Plot, if set, is the PNG file the tail scenario's percentile plot is written to.
+	Plot string
+	// TailRate, if positive, is the tail scenario's open-loop rate instead of half the
+	// saturating one.
+	TailRate float64
+}
+
+// The parts of the suite (Config.Parts).
+const (
+	PartCore = "core"
+	PartTail = "tail"
+)
+
+// Parts lists every part, in the order a run takes them.
+var Parts = []string{PartCore, PartTail}
+
+// runs reports whether the run includes part.
+func (c Config) runs(part string) bool {
+	return len(c.Parts) == 0 || slices.Contains(c.Parts, part)
 }
 
 // The scenarios' fan-outs and top_ks.
@@ -149,13 +172,36 @@ type suite struct {
 }
 
 func (s *suite) run(ctx context.Context) error {
-	s.total = len(TopKs) * (1 + 2*len(FanOuts))
+	for _, p := range s.cfg.Parts {
+		if !slices.Contains(Parts, p) {
+			return fmt.Errorf("benchsuite: no part %q: want %v", p, Parts)
+		}
+	}
 	if err := s.checkQuiet(ctx); err != nil {
 		return err
 	}
+	if s.cfg.runs(PartCore) {
+		if err := s.core(ctx); err != nil {
+			return err
+		}
+	}
+	if s.cfg.runs(PartTail) {
+		tail, err := s.tail(ctx)
+		s.rep.Tail = tail
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// core runs the scenarios and the memory measurements of issue 5.
+func (s *suite) core(ctx context.Context) error {
+	s.total = len(TopKs) * (1 + 2*len(FanOuts))
 	maxFan := FanOuts[len(FanOuts)-1]
 	s.progressf("starting %d synthetic shards", maxFan)
-	shards, _, err := s.startShards(ctx, "shard", maxFan, "none")
+	shards, procs, err := s.startShards(ctx, "shard", maxFan, "none")
+	defer stopGroup(procs...) // idle, but the tail scenario need not share the machine with them
 	if err != nil {
 		return err
 	}
@@ -251,16 +297,17 @@ func (s *suite) checkQuiet(ctx context.Context) error {
 }
 
 // startShards starts n synthetic shards named prefix-I serving partition I/n with the given
-// latency spec, all at once, and returns their addresses and processes in order.
-func (s *suite) startShards(ctx context.Context, prefix string, n int, latency string) ([]string, []*child, error) {
+// latency spec and extra flags, all at once, and returns their addresses and processes in order
+// (nil for those that did not start).
+func (s *suite) startShards(ctx context.Context, prefix string, n int, latency string, extra ...string) ([]string, []*child, error) {
 	addrs := make([]string, n)
 	procs := make([]*child, n)
 	g, gctx := errgroup.WithContext(ctx)
 	for i := range n {
 		g.Go(func() error {
 			ch, got, err := s.procs.start(gctx, fmt.Sprintf("%s-%d", prefix, i), []*regexp.Regexp{reShardAddr},
-				"shard", "--synthetic", "--latency", latency, "--listen", "127.0.0.1:0",
-				"--partition", fmt.Sprintf("%d/%d", i, n), "--log-format", "text")
+				append([]string{"shard", "--synthetic", "--latency", latency, "--listen", "127.0.0.1:0",
+					"--partition", fmt.Sprintf("%d/%d", i, n), "--log-format", "text"}, extra...)...)
 			if err != nil {
 				return err
 			}

@@ -2,6 +2,7 @@ package benchsuite
 
 import (
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/gatherproxy/gather/internal/loadgen"
@@ -32,6 +33,15 @@ const (
 	// resident memory than that.
 	TargetIdleConns = 10_000
 	TargetIdleRSS   = 300 << 20
+	// TargetTailCut is how many times lower than with hedging off p99 and p99.9 must be with
+	// hedging on, for at most TargetTailExtra extra shard calls and a p50 at most
+	// TargetTailP50 times hedging off's.
+	TargetTailCut   = 10
+	TargetTailExtra = 0.05
+	TargetTailP50   = 1.05
+	// TargetHungP99 bounds the p99 with a hung replica per shard, as a multiple of the healthy
+	// run's with hedging on.
+	TargetHungP99 = 2
 )
 
 // Verdict is how a measurement compares with one target.
@@ -73,12 +83,13 @@ func metIf(ok bool) string {
 	return NotMet
 }
 
-// Judge compares r with the issue's four targets and stores the verdicts in r.Targets; gb are
-// the Go benchmark results (from `go test -bench`), also stored in r. Each target lists the
-// numbers it was judged on; one that rests on something not measured is NotMeasured.
+// Judge compares r with the targets, issue 5's four and issue 9's two (the tail scenario), and
+// stores the verdicts in r.Targets; gb are the Go benchmark results (from `go test -bench`), also
+// stored in r. Each target lists the numbers it was judged on; one that rests on something not
+// measured (a part of the suite that did not run) is NotMeasured.
 func Judge(r *Report, gb []GoBench) {
 	r.GoBench = gb
-	r.Targets = []Verdict{judgeQPS(r), judgeAdded(r), judgeMerge(gb), judgeMemory(r)}
+	r.Targets = []Verdict{judgeQPS(r), judgeAdded(r), judgeMerge(gb), judgeMemory(r), judgeTail(r.Tail), judgeHung(r.Tail)}
 }
 
 func (r *Report) scenario(kind Kind, fanOut, topK int) *Scenario {
@@ -171,4 +182,64 @@ func judgeMemory(r *Report) Verdict {
 		parts = append(parts, check{metIf(cost < TargetIdleRSS), how})
 	}
 	return verdict(target, parts...)
+}
+
+// ratio is a / b, or +Inf when b is 0 and a is not.
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		if a == 0 {
+			return 1
+		}
+		return math.Inf(1)
+	}
+	return a / b
+}
+
+func judgeTail(t *TailResult) Verdict {
+	target := fmt.Sprintf("tail, %d shards × %d replicas, %s, open loop at half saturation: hedging on cuts p99 and p99.9 "+
+		"each ≥ %d× against hedging off, with ≤ %.0f%% extra shard calls and p50 ≤ %.0f%% higher",
+		TailShards, TailReplicas, TailLatency, TargetTailCut, 100*TargetTailExtra, 100*(TargetTailP50-1))
+	off, on := t.Setting(TailOff), t.Setting(TailOn)
+	if off == nil || on == nil || off.Latency.Count == 0 || on.Latency.Count == 0 {
+		return verdict(target, check{NotMeasured, "the tail scenario did not run"})
+	}
+	lo, l1 := off.Latency, on.Latency
+	cut99, cut999 := ratio(float64(lo.P99US), float64(l1.P99US)), ratio(float64(lo.P999US), float64(l1.P999US))
+	p50 := ratio(float64(l1.P50US), float64(lo.P50US))
+	parts := []check{
+		{metIf(cut99 >= TargetTailCut), fmt.Sprintf("p99 %s → %s (%.1f× lower)", fmtMS(lo.P99US), fmtMS(l1.P99US), cut99)},
+		{metIf(cut999 >= TargetTailCut), fmt.Sprintf("p99.9 %s → %s (%.1f× lower)", fmtMS(lo.P999US), fmtMS(l1.P999US), cut999)},
+	}
+	if extra, ok := t.Extra(TailOn); ok {
+		parts = append(parts, check{metIf(extra <= TargetTailExtra), fmt.Sprintf(
+			"extra shard calls %+.2f%% (%.3f calls per query against %.3f; hedges won %.0f, lost %.0f, denied %.0f)",
+			100*extra, on.CallsPerQuery(), off.CallsPerQuery(), on.Hedges["won"], on.Hedges["lost"], on.Hedges["denied"])})
+	} else {
+		parts = append(parts, check{NotMeasured, "extra shard calls: not measured (no proxy metrics)"})
+	}
+	parts = append(parts, check{metIf(p50 <= TargetTailP50), fmt.Sprintf("p50 %s → %s (%+.1f%%)", fmtMS(lo.P50US), fmtMS(l1.P50US), 100*(p50-1))})
+	v := verdict(target, parts...)
+	if f := t.Setting(TailFloor); f != nil && f.Latency.Count > 0 {
+		v.Detail += fmt.Sprintf(" (the floor, no slow calls at all: p99 %s, p99.9 %s, so at most %.1f× and %.1f× were reachable)",
+			fmtMS(f.Latency.P99US), fmtMS(f.Latency.P999US), ratio(float64(lo.P99US), float64(f.Latency.P99US)),
+			ratio(float64(lo.P999US), float64(f.Latency.P999US)))
+	}
+	return v
+}
+
+func judgeHung(t *TailResult) Verdict {
+	target := fmt.Sprintf("tail with one replica of each shard hung, hedging on: p99 ≤ %d× the healthy run's (hedging on)", TargetHungP99)
+	on, hung, off := t.Setting(TailOn), t.Setting(TailHung), t.Setting(TailOff)
+	if on == nil || hung == nil || on.Latency.Count == 0 || hung.Latency.Count == 0 {
+		return verdict(target, check{NotMeasured, "the tail scenario did not run"})
+	}
+	r := ratio(float64(hung.Latency.P99US), float64(on.Latency.P99US))
+	detail := fmt.Sprintf("p99 %s against %s (%.1f×)", fmtMS(hung.Latency.P99US), fmtMS(on.Latency.P99US), r)
+	if off != nil && off.Latency.Count > 0 {
+		detail += fmt.Sprintf("; against hedging off's %s: %.2f×", fmtMS(off.Latency.P99US), ratio(float64(hung.Latency.P99US), float64(off.Latency.P99US)))
+	}
+	if n := hung.Counts.Completed - hung.Counts.OK; n > 0 {
+		detail += fmt.Sprintf("; %d of %d answers not ok", n, hung.Counts.Completed)
+	}
+	return verdict(target, check{metIf(r <= TargetHungP99), detail})
 }

@@ -2,6 +2,8 @@ package hedge
 
 import (
 	"errors"
+	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -11,25 +13,72 @@ import (
 // unit is one token in the bucket's fixed point.
 const unit = 1_000_000
 
+// budgetSlices is how many slices of Config.BudgetWindow the bucket counts shard calls in.
+const budgetSlices = 10
+
 // Budget is the token bucket that bounds hedges and retries together, one per proxy: each shard
 // call deposits Config.Budget tokens, each hedge or budgeted retry spends one, and the bucket
-// holds at most Config.BudgetCap. Over any stretch of traffic, hedges and retries are then at most
-// Budget times the shard calls plus the cap. It takes no lock: one atomic compare-and-swap per
-// deposit or spend. A nil *Budget is off.
+// holds at most what the shard calls of the last Config.BudgetWindow deposited (at least
+// Config.BudgetCap). Over any stretch of traffic, hedges and retries are then at most Budget
+// times the shard calls of that stretch and of the window before it. Deposits and spends take no
+// lock: an atomic compare-and-swap, and once per slice of the window (a tenth of it) the cap is
+// recomputed under a lock that no other path takes. A nil *Budget is off.
 type Budget struct {
-	per, cap int64 // in units
-	tokens   atomic.Int64
+	per, least int64 // in units
+	now        func() time.Time
+	epoch      time.Time
+	slice      time.Duration
+	tokens     atomic.Int64
+	cap        atomic.Int64                // in units: what the bucket holds at most now
+	current    atomic.Int64                // the slice being counted (time since epoch / slice)
+	calls      [budgetSlices]atomic.Uint64 // deposits per slice, a ring
+	rotate     sync.Mutex
 }
 
-// NewBudget returns a full bucket, or nil (off) if cfg turns hedging off.
+// NewBudget returns a bucket holding Config.BudgetCap tokens, or nil (off) if cfg turns hedging
+// off.
 func NewBudget(cfg Config) *Budget {
 	cfg = cfg.WithDefaults()
 	if !cfg.Enabled() {
 		return nil
 	}
-	b := &Budget{per: int64(cfg.Budget * unit), cap: int64(cfg.BudgetCap * unit)}
-	b.tokens.Store(b.cap)
+	b := &Budget{per: int64(cfg.Budget * unit), least: int64(cfg.BudgetCap * unit), now: cfg.Now, epoch: cfg.Now(),
+		slice: max(cfg.BudgetWindow/budgetSlices, time.Nanosecond)}
+	b.tokens.Store(b.least)
+	b.cap.Store(b.least)
 	return b
+}
+
+// tick starts the slice that now falls in if it is a new one: the slices that left the window
+// are emptied, the cap recomputed from the calls still in it, and what the bucket holds over the
+// new cap dropped. It returns the slice.
+func (b *Budget) tick() int64 {
+	s := int64(b.now().Sub(b.epoch) / b.slice)
+	if s <= b.current.Load() {
+		return s
+	}
+	b.rotate.Lock()
+	defer b.rotate.Unlock()
+	cur := b.current.Load()
+	if s <= cur {
+		return s
+	}
+	for i := max(cur+1, s-budgetSlices+1); i <= s; i++ {
+		b.calls[i%budgetSlices].Store(0)
+	}
+	b.current.Store(s)
+	var calls uint64
+	for i := range b.calls {
+		calls += b.calls[i].Load()
+	}
+	c := max(b.least, int64(min(float64(calls)*float64(b.per), math.MaxInt64/2)))
+	b.cap.Store(c)
+	for {
+		t := b.tokens.Load()
+		if t <= c || b.tokens.CompareAndSwap(t, c) {
+			return s
+		}
+	}
 }
 
 // Deposit adds one shard call's share.
@@ -37,9 +86,10 @@ func (b *Budget) Deposit() {
 	if b == nil {
 		return
 	}
+	b.calls[b.tick()%budgetSlices].Add(1)
 	for {
 		t := b.tokens.Load()
-		n := min(t+b.per, b.cap)
+		n := max(min(t+b.per, b.cap.Load()), t) // never takes away: tick drops what is over the cap
 		if n == t || b.tokens.CompareAndSwap(t, n) {
 			return
 		}
@@ -51,6 +101,7 @@ func (b *Budget) Spend() bool {
 	if b == nil {
 		return false
 	}
+	b.tick()
 	for {
 		t := b.tokens.Load()
 		if t < unit {
@@ -69,7 +120,7 @@ func (b *Budget) Refund() {
 	}
 	for {
 		t := b.tokens.Load()
-		if b.tokens.CompareAndSwap(t, min(t+unit, max(b.cap, t))) {
+		if b.tokens.CompareAndSwap(t, min(t+unit, max(b.cap.Load(), t))) {
 			return
 		}
 	}

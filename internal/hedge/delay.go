@@ -19,14 +19,15 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultPercentile = 95
-	DefaultWindow     = 30 * time.Second
-	DefaultRefresh    = 5 * time.Second
-	DefaultFloor      = time.Millisecond
-	DefaultInitial    = 50 * time.Millisecond
-	DefaultMinSamples = 20
-	DefaultBudget     = 0.05
-	DefaultBudgetCap  = 10
+	DefaultPercentile   = 95
+	DefaultWindow       = 30 * time.Second
+	DefaultRefresh      = 5 * time.Second
+	DefaultFloor        = time.Millisecond
+	DefaultInitial      = 50 * time.Millisecond
+	DefaultMinSamples   = 20
+	DefaultBudget       = 0.05
+	DefaultBudgetCap    = 10
+	DefaultBudgetWindow = 10 * time.Second
 )
 
 // Off, as Config.Budget, turns hedging and budgeted retries off.
@@ -51,9 +52,13 @@ type Config struct {
 	// fraction of the shard calls. Default 0.05 (5%); Off (any negative value) turns hedging and
 	// budgeted retries off.
 	Budget float64
-	// BudgetCap is the most tokens the bucket holds, so that a burst after a quiet spell is
-	// bounded too. It starts full. Default 10.
-	BudgetCap float64
+	// BudgetWindow and BudgetCap bound the bucket: it holds at most what the shard calls of
+	// the last BudgetWindow deposited, and at least BudgetCap tokens, so that a burst of late
+	// calls (a stall makes every call in flight late at once) is paid for by the calls before
+	// it, while a burst after a quiet spell is bounded by BudgetCap. It starts with BudgetCap.
+	// Defaults 10s (Finagle's RetryBudget keeps its deposits as long) and 10.
+	BudgetWindow time.Duration
+	BudgetCap    float64
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -66,7 +71,8 @@ func (c Config) WithDefaults() Config {
 	durations := []struct {
 		v   *time.Duration
 		def time.Duration
-	}{{&c.Window, DefaultWindow}, {&c.Refresh, DefaultRefresh}, {&c.Floor, DefaultFloor}, {&c.Initial, DefaultInitial}}
+	}{{&c.Window, DefaultWindow}, {&c.Refresh, DefaultRefresh}, {&c.Floor, DefaultFloor}, {&c.Initial, DefaultInitial},
+		{&c.BudgetWindow, DefaultBudgetWindow}}
 	for _, d := range durations {
 		if *d.v <= 0 {
 			*d.v = d.def

@@ -147,11 +147,12 @@ func TestDelayConcurrent(t *testing.T) {
 	}
 }
 
-// TestBudget: the bucket starts full, each deposit adds Budget tokens up to the cap, each spend
-// takes one; Off makes no bucket.
+// TestBudget: the bucket starts with BudgetCap tokens, each deposit adds Budget tokens up to the
+// cap, each spend takes one; Off makes no bucket.
 func TestBudget(t *testing.T) {
 	t.Parallel()
-	b := NewBudget(Config{Budget: 0.05, BudgetCap: 2})
+	clk := &clock{t: time.Unix(1_700_000_000, 0)} // never moves: the cap stays BudgetCap
+	b := NewBudget(Config{Budget: 0.05, BudgetCap: 2, Now: clk.Now})
 	for i := range 2 {
 		if !b.Spend() {
 			t.Fatalf("spend %d of a full bucket of 2 refused", i+1)
@@ -213,5 +214,43 @@ func TestDecide(t *testing.T) {
 	}
 	if _, why := Decide(nil, time.Second, time.Millisecond, picked); why != DeniedBudget {
 		t.Errorf("no bucket: %v, want budget", why)
+	}
+}
+
+// TestBudgetCapFollowsTraffic: the bucket holds what the shard calls of the last BudgetWindow
+// deposited, so a burst of late calls (a stall of the whole machine makes every call in flight
+// late at once) does not empty it while hedges stay within the budget; after a quiet spell the
+// cap is back to BudgetCap.
+func TestBudgetCapFollowsTraffic(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	b := NewBudget(Config{Now: clk.Now}) // 5%, at least 10 tokens, over 10s
+	// 1000 shard calls a second for 10s deposit 500 tokens.
+	for range 10_000 {
+		b.Deposit()
+		clk.Advance(time.Millisecond)
+	}
+	spent := 0
+	for b.Spend() {
+		if spent++; spent > 10_000 {
+			t.Fatal("the bucket never empties")
+		}
+	}
+	if spent < 450 || spent > 510 {
+		t.Errorf("spent %d tokens after 10,000 calls in 10s, want about 5%% of them (500)", spent)
+	}
+	// As many calls again, then a quiet spell longer than the window: what is left is the cap
+	// of a proxy without traffic.
+	for range 10_000 {
+		b.Deposit()
+		clk.Advance(time.Millisecond)
+	}
+	clk.Advance(DefaultBudgetWindow + time.Second)
+	spent = 0
+	for b.Spend() {
+		spent++
+	}
+	if spent != DefaultBudgetCap {
+		t.Errorf("spent %d tokens after a quiet spell, want the cap of %d", spent, DefaultBudgetCap)
 	}
 }

@@ -29,6 +29,10 @@ type recorder struct {
 	last     time.Time // when the last recorded request ended
 }
 
+// NewHistogram returns an empty histogram of the range and precision of every Summary's (1µs to
+// 60s, 3 significant digits), for merging the histograms of several runs.
+func NewHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(minUS, maxUS, sigDigits) }
+
 func newRecorder() *recorder {
 	return &recorder{
 		all:      hdrhistogram.New(minUS, maxUS, sigDigits),
@@ -148,5 +152,5 @@ func (r *recorder) final() (Counts, Summary, Summary, Summary) {
 	if len(c.FailedByCode) == 0 {
 		c.FailedByCode = nil
 	}
-	return c, summarize(r.all), summarize(r.ok), summarize(r.overhead)
+	return c, Summarize(r.all), Summarize(r.ok), Summarize(r.overhead)
 }

@@ -95,7 +95,9 @@ func (s Summary) Histogram() (*hdrhistogram.Histogram, error) {
 	return hdrhistogram.Decode([]byte(s.HDR))
 }
 
-func summarize(h *hdrhistogram.Histogram) Summary {
+// Summarize describes h, a histogram of microseconds, with its HDR encoding: for the merge of
+// several runs' histograms (decode each Summary.HDR, Merge them, Summarize the sum).
+func Summarize(h *hdrhistogram.Histogram) Summary {
 	s := Summary{Count: h.TotalCount()}
 	if s.Count == 0 {
 		return s

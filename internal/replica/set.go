@@ -194,11 +194,12 @@ type state struct {
 	// censored counts the attempts in a row that ended without a first frame; each doubles the
 	// lower bound the next one records, up to 16 times its elapsed time.
 	censored int
-	// late is the decaying share of recent attempts without a first frame within the hedge
-	// delay, as of lateStamp; at 1/2 or more the replica is slow.
-	late      float64
-	lateStamp time.Duration
-	down      bool // Health was Down when Pick last looked
+	// late and sampled count, decaying, the recent attempts without a first frame within the
+	// hedge delay and all recent attempts measured against it, as of lateStamp: the replica is
+	// slow while late is at least half of sampled, and of slowMinSamples.
+	late, sampled float64
+	lateStamp     time.Duration
+	down          bool // Health was Down when Pick last looked
 
 	failures int // failed attempts in a row
 	ok, bad  int // attempts ended this success-rate interval
@@ -211,9 +212,11 @@ type state struct {
 }
 
 const (
-	lateWeight = 0.25 // weight of each attempt in the slow share: three late ones in a row make it slow
-	minCost    = 1e3  // 1µs: a decayed score never reaches zero, so in-flight attempts still count
-	maxDoubles = 4    // a censored attempt records at most 2^4 times its elapsed time
+	// slowMinSamples: a replica with few recent attempts needs at least half this many late
+	// ones to be slow, however few attempts it had: 3 within a few seconds.
+	slowMinSamples = 5
+	minCost        = 1e3 // 1µs: a decayed score never reaches zero, so in-flight attempts still count
+	maxDoubles     = 4   // a censored attempt records at most 2^4 times its elapsed time
 )
 
 // NewSet returns a Set of n replicas (1 to MaxReplicas), all of them new.
@@ -246,9 +249,13 @@ func (s *Set) load(r *state, now time.Duration) float64 {
 	return max(s.decayed(r, now), minCost) * float64(r.pending+1)
 }
 
-// slow reports whether r's slow share is 1/2 or more at now.
+// slow reports whether at least half of r's recent attempts, and at least slowMinSamples/2
+// attempts, were late at now. A share over the attempts of the last Decay or so, rather than a moving
+// average over the last few attempts: a stall that makes a burst of attempts late at once (the
+// whole machine, not the replica) does not make a replica slow that answered many more in time.
 func (s *Set) slow(r *state, now time.Duration) bool {
-	return r.late*math.Exp(-float64(now-r.lateStamp)/s.decay) >= 0.5
+	w := math.Exp(-float64(now-r.lateStamp) / s.decay)
+	return r.late*w >= 0.5*max(r.sampled*w, slowMinSamples)
 }
 
 // pessimistic gives r the start of a new replica: twice the worst decayed cost of its siblings,
@@ -260,7 +267,7 @@ func (s *Set) pessimistic(r *state, now time.Duration) {
 			worst = max(worst, 2*s.decayed(o, now))
 		}
 	}
-	r.cost, r.stamp, r.censored, r.late = worst, now, 0, 0
+	r.cost, r.stamp, r.censored, r.late, r.sampled = worst, now, 0, 0, 0
 }
 
 // Pick chooses a replica not in tried for an attempt and counts the attempt in flight on it until
@@ -347,13 +354,13 @@ func (s *Set) FirstFrame(i int, ttff, lateAfter time.Duration) {
 	}
 }
 
+// sampleLate counts one attempt of r, late or not, in its slow share.
 func (s *Set) sampleLate(r *state, now time.Duration, late bool) {
-	v := r.late * math.Exp(-float64(now-r.lateStamp)/s.decay)
-	x := 0.0
+	w := math.Exp(-float64(now-r.lateStamp) / s.decay)
+	r.late, r.sampled, r.lateStamp = r.late*w, r.sampled*w+1, now
 	if late {
-		x = 1
+		r.late++
 	}
-	r.late, r.lateStamp = v+(x-v)*lateWeight, now
 }
 
 // Done records the end of an attempt on replica i that Pick counted in flight. firstFrame says

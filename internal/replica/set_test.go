@@ -292,6 +292,41 @@ func TestHedgeAvoidsSlowReplicas(t *testing.T) {
 	}
 }
 
+// TestSlowIsAMajority: a replica is slow when most of its recent attempts were late, not when a
+// few in a row were: a stall of the machine that makes every attempt in flight late at once does
+// not stop hedging to a replica that answered hundreds of calls in time just before.
+func TestSlowIsAMajority(t *testing.T) {
+	t.Parallel()
+	s, clk, _ := newSet(2, Config{})
+	const delay = 5 * time.Millisecond
+	tried := Mask(0).With(0)
+	answer := func(ttff time.Duration) {
+		s.mu.Lock()
+		s.reps[1].pending++
+		s.mu.Unlock()
+		s.FirstFrame(1, ttff, delay)
+		s.Done(1, Success, true, ttff, delay)
+	}
+	for range 200 { // a second of first frames in time
+		answer(2 * time.Millisecond)
+		clk.Advance(5 * time.Millisecond)
+	}
+	for range 8 { // a stall: eight late at once
+		answer(30 * time.Millisecond)
+	}
+	if _, err := s.Pick(tried, Hedge); err != nil {
+		t.Fatalf("after 200 answers in time and a stall of 8 late ones: %v, want replica 1 a candidate", err)
+	}
+	s.Done(1, Neutral, false, 0, 0)
+	for range 400 { // two seconds of late first frames: the replica is slow now
+		answer(30 * time.Millisecond)
+		clk.Advance(5 * time.Millisecond)
+	}
+	if _, err := s.Pick(tried, Hedge); !errors.Is(err, ErrSlow) {
+		t.Errorf("after 2s of late answers: %v, want ErrSlow", err)
+	}
+}
+
 // fail ends n failed attempts on replica i.
 func fail(s *Set, i, n int) {
 	for range n {
