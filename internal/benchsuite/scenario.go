@@ -110,7 +110,8 @@ func (s *suite) scenario(ctx context.Context, kind Kind, fanOut, topK int, serve
 
 	// Half the saturating load, open loop: the latency a caller sees at a sane load.
 	open := base
-	open.Mode, open.Rate, open.Warmup, open.Duration = loadgen.Open, sc.QPS/2, s.t.openWarmup, s.t.open
+	open.Mode, open.Rate, open.Warmup = loadgen.Open, sc.QPS/2, s.t.openWarmup
+	open.Duration = s.openWindow(open.Rate)
 	loadBefore = sampleLoad(pids)
 	if sc.Open, err = run("half load", open); err != nil {
 		return fail(err)
@@ -150,7 +151,7 @@ func (s *suite) hopAtRate(ctx context.Context, addr string, sc *Scenario) error 
 	}
 	defer func() { _ = conn.Close() }()
 	res, err := loadgen.Run(ctx, queryv1.NewQueryServiceClient(conn), loadgen.Config{
-		Mode: loadgen.Open, Rate: sc.Rate, TopK: uint32(sc.TopK), Warmup: s.t.openWarmup, Duration: s.t.open,
+		Mode: loadgen.Open, Rate: sc.Rate, TopK: uint32(sc.TopK), Warmup: s.t.openWarmup, Duration: s.openWindow(sc.Rate),
 	})
 	if err == nil && res.Canceled {
 		err = ctx.Err()
@@ -252,4 +253,18 @@ func (s *suite) settle(ctx context.Context) error {
 		s.progressf("still busy, and the --quiet-wait budget is spent: going on")
 	}
 	return nil
+}
+
+// minOpenRequests is the fewest requests an open loop's measured window is made long enough for:
+// with --quick on a loaded machine the saturation run can measure so few queries a second that
+// the short window would hold none of them.
+const minOpenRequests = 20
+
+// openWindow is the measured window of an open loop at rate: the configured one, or longer if
+// that would hold fewer than minOpenRequests, up to 20 times the configured one.
+func (s *suite) openWindow(rate float64) time.Duration {
+	if rate <= 0 {
+		return s.t.open
+	}
+	return min(max(s.t.open, time.Duration(minOpenRequests/rate*float64(time.Second))), 20*s.t.open)
 }
