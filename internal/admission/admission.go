@@ -168,12 +168,24 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 
 	start := time.Now()
 	timer := time.NewTimer(l.cfg.MaxWait)
-	select {
-	case <-w.ready:
-	case <-timer.C:
-	case <-ctx.Done():
+	defer timer.Stop()
+	for {
+		select {
+		case <-w.ready:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		l.mu.Lock()
+		more := !w.granted && l.patientLocked(w, time.Since(start))
+		l.mu.Unlock()
+		if !more {
+			break
+		}
+		timer.Reset(l.cfg.MaxWait)
 	}
-	timer.Stop()
 	waited := time.Since(start)
 	l.wait.Observe(waited.Seconds())
 
@@ -195,6 +207,23 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	return nil, l.shedError(id, held, callers)
+}
+
+// fairWaits is how many times MaxWait a query may wait in all when its caller holds less than
+// its fair share (see patientLocked): 1s at the default MaxWait.
+const fairWaits = 20
+
+// patientLocked reports whether w, not granted after waiting waited, should go on waiting: its
+// caller holds less than its fair share, w is the caller's oldest waiting query, and it has
+// waited less than fairWaits × MaxWait. Such a query is next in line for a freed slot (or shares
+// the line with other callers under their share), so waiting beats being shed: when the slots
+// are held by long queries of heavier callers and free in bursts, a light caller shed after
+// MaxWait and retrying would miss the bursts that fall between its tries, and could be shed for
+// its whole deadline. One query per caller waits this way, so what waits is bounded by the
+// callers, each for a bounded time; with more callers than slots nobody has a share to wait for.
+func (l *Limiter) patientLocked(w *waiter, waited time.Duration) bool {
+	c := w.c
+	return c.first == w && c.held < l.cfg.MaxInFlight/len(l.callers) && waited < fairWaits*l.cfg.MaxWait
 }
 
 // releaser returns the function that frees one slot of c, once.

@@ -193,6 +193,69 @@ func TestLightCallerNotStarved(t *testing.T) {
 	assertIdle(t, l)
 }
 
+// TestLightCallerWaitsForItsShare: a caller under its fair share is next in line for a slot, so
+// its oldest query waits past MaxWait (up to fairWaits times it) rather than being shed while the
+// heavy caller's long queries hold every slot; its other queries, and a caller alone at the
+// bound, are shed after MaxWait as before.
+func TestLightCallerWaitsForItsShare(t *testing.T) {
+	t.Parallel()
+	const wait = 50 * time.Millisecond
+	l := New(Config{MaxInFlight: 2, MaxWait: wait}, prometheus.NewRegistry())
+	const heavy, light = 1, 2
+	h1, h2 := mustAcquire(t, l, heavy), mustAcquire(t, l, heavy)
+	start := time.Now()
+	lightGot := acquireAsync(t.Context(), l, light)
+	awaitWaiting(t, l, 1)
+	// A second query of the light caller is not its oldest: shed after MaxWait.
+	if _, err := l.Acquire(from(t.Context(), light)); !errors.Is(err, ErrShed) {
+		t.Fatalf("light caller's second query: got %v, want shed", err)
+	}
+	for time.Since(start) < 3*wait {
+		select {
+		case o := <-lightGot:
+			t.Fatalf("light caller under its share ended after %s (MaxWait %s): %v", time.Since(start), wait, o.err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	h1()
+	o := <-lightGot
+	if o.err != nil {
+		t.Fatalf("light caller: %v", o.err)
+	}
+	// 1 and 1: the light caller is at its share now, so its next query is shed after MaxWait;
+	// and a third caller's share would be 2/3 of a slot: with more callers than slots nobody
+	// has a share to wait for.
+	if _, err := l.Acquire(from(t.Context(), light)); !errors.Is(err, ErrShed) {
+		t.Fatalf("light caller at its share: got %v, want shed", err)
+	}
+	if _, err := l.Acquire(from(t.Context(), 3)); !errors.Is(err, ErrShed) {
+		t.Fatalf("third caller: got %v, want shed", err)
+	}
+	h2()
+	o.release()
+	assertIdle(t, l)
+}
+
+// TestFairWaitIsBounded: a caller under its share that no slot comes to is shed after fairWaits
+// times MaxWait, with the full reason.
+func TestFairWaitIsBounded(t *testing.T) {
+	t.Parallel()
+	const wait = 5 * time.Millisecond
+	l := New(Config{MaxInFlight: 2, MaxWait: wait}, prometheus.NewRegistry())
+	h1, h2 := mustAcquire(t, l, 1), mustAcquire(t, l, 1)
+	start := time.Now()
+	_, err := l.Acquire(from(t.Context(), 2))
+	if !errors.Is(err, ErrShed) || errors.Is(err, ErrOverShare) {
+		t.Fatalf("got %v, want shed as full", err)
+	}
+	if took := time.Since(start); took < fairWaits*wait {
+		t.Errorf("shed after %s, want after the fair wait, %s", took, fairWaits*wait)
+	}
+	h1()
+	h2()
+	assertIdle(t, l)
+}
+
 // TestSharesRebalance: one caller alone takes every slot; two callers that arrive share the
 // slots it frees equally; when one of them leaves, the other gets its slots, and a newcomer
 // gets the next one.

@@ -24,7 +24,13 @@
 //     newcomer could grab first. A caller at or over its share is therefore not admitted while
 //     a caller holding fewer waits, and a light caller gets the next slot that frees however
 //     many queries a heavy one has queued: holdings converge to the max-min fair allocation.
-//   - A query that waited MaxWait without a slot is shed. The error says why: the proxy was
+//   - A query that waited MaxWait without a slot is shed, unless it is the oldest waiting query
+//     of a caller that holds less than its fair share: that one may wait up to 20 times MaxWait
+//     (1s at the default), because it is next in line. Slots held by long queries free in
+//     bursts, and a light caller that was shed and retried would miss the bursts that fall
+//     between its tries (the probe of `gather chaos` was shed for its whole 3s budget that way).
+//     One query per caller waits so, for a bounded time.
+//   - A query that waited without a slot is shed. The error says why: the proxy was
 //     full (the caller was under its share and no slot freed in time) or the caller was over
 //     its share (slots freed, and went to callers that held fewer).
 //
