@@ -25,6 +25,7 @@ const (
 	metricHeapInuse  = "go_memstats_heap_inuse_bytes"
 	metricShed       = "gather_admission_shed_total"
 	metricEnds       = "gather_grpc_rpc_ends_total"
+	metricGuardClose = "gather_qs_stalled_connections_closed_total"
 	metricPeerGone   = "gather_grpc_peer_gone_calls"
 	metricInFlight   = "gather_admission_in_flight_queries"
 

@@ -352,6 +352,7 @@ func (r *runner) finish(rep *Report) {
 	rep.ShedByProxy = delta(metricShed)
 	rep.ShedOverShare = delta(metricShed, "reason", admission.ReasonOverShare)
 	rep.SendStalledByProxy = delta(metricEnds, "side", "server", "method", methodSearchStrm, "reason", lifecycle.SendStalled)
+	rep.ConnsClosedByGuard = delta(metricGuardClose)
 	rep.ShardCalls = map[string]int64{}
 	for _, reason := range []string{lifecycle.Completed, lifecycle.Failed, lifecycle.Canceled, lifecycle.DeadlineExceeded,
 		lifecycle.Reset, lifecycle.Shed, lifecycle.Abandoned} {

@@ -55,6 +55,7 @@ type Report struct {
 	ShedByProxy        int64            // gather_admission_shed_total
 	ShedOverShare      int64            // ... of them with reason over_share
 	SendStalledByProxy int64            // SearchStreams ended as send_stalled (watchdog or flow guard)
+	ConnsClosedByGuard int64            // QS connections the flow guard closed (gather_qs_stalled_connections_closed_total)
 	ShardCalls         map[string]int64 // the proxy's shard calls, by how they ended
 	// PeerGoneAfter is gather_grpc_peer_gone_calls in After: calls whose client is gone and
 	// that still run, gRPC's CLOSE_WAIT.
@@ -215,9 +216,12 @@ func (r *Report) Checks() []Check {
 		watchdog, closed := s.EndedByWatchdog+h.EndedByWatchdog, s.ConnClosed+h.ConnClosed
 		ended := watchdog + closed
 		add("stalled streams ended by the proxy",
-			held > 0 && ended == held && r.SendStalledByProxy >= ended,
-			"%d streams left unread (stallers %d, hog %d): %d ended with RESOURCE_EXHAUSTED (send stalled), %d with their connection closed by the flow guard, %d completed unread; the proxy counted %d",
-			held, s.Held, h.Held, watchdog, closed, s.Completed+h.Completed, r.SendStalledByProxy)
+			// A stream whose connection the guard closed may have been merging rather than stalled
+			// itself (the proxy records it as canceled), so the proxy's own counts must cover the
+			// streams its watchdog ended, and show a closed connection if any stream saw one.
+			held > 0 && ended == held && r.SendStalledByProxy >= watchdog && (closed == 0 || r.ConnsClosedByGuard > 0),
+			"%d streams left unread (stallers %d, hog %d): %d ended with RESOURCE_EXHAUSTED (send stalled), %d with their connection closed by the flow guard, %d completed unread; the proxy counted %d streams ended as send_stalled and closed %d connections",
+			held, s.Held, h.Held, watchdog, closed, s.Completed+h.Completed, r.SendStalledByProxy, r.ConnsClosedByGuard)
 	}
 	if cfg.Vanishers > 0 {
 		v := r.Vanish
@@ -345,6 +349,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 		printf("queries shed (gather_admission_shed_total)\t%d\n", r.ShedByProxy)
 		printf("  callers over their fair share\t%d\n", r.ShedOverShare)
 		printf("streams ended as send stalled\t%d\n", r.SendStalledByProxy)
+		printf("connections closed by the flow guard\t%d\n", r.ConnsClosedByGuard)
 		for _, reason := range slices.Sorted(maps.Keys(r.ShardCalls)) {
 			printf("shard calls %s\t%d\n", strings.ReplaceAll(reason, "_", " "), r.ShardCalls[reason])
 		}

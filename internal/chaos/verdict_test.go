@@ -70,7 +70,13 @@ func TestChecks(t *testing.T) {
 		{"hog stream completed", func(r *Report) { r.Hog.EndedByWatchdog, r.Hog.Completed = 899, 1 }, "stalled streams ended by the proxy"},
 		{"no hog", func(r *Report) { r.Config.Hog, r.Hog, r.SendStalledByProxy = 0, StallStats{}, 8 }, ""},
 		{"no stream held", func(r *Report) { r.Stalls, r.Hog = StallStats{Shed: 40}, StallStats{Shed: 40} }, "stalled streams ended by the proxy"},
-		{"stall ended by a connection the guard closed", func(r *Report) { r.Stalls.EndedByWatchdog, r.Stalls.ConnClosed = 5, 3 }, ""},
+		{"stall ended by a connection the guard closed", func(r *Report) {
+			r.Stalls.EndedByWatchdog, r.Stalls.ConnClosed, r.ConnsClosedByGuard = 5, 3, 1
+		}, ""},
+		{"streams on a closed connection recorded canceled", func(r *Report) {
+			r.Hog.EndedByWatchdog, r.Hog.ConnClosed, r.SendStalledByProxy, r.ConnsClosedByGuard = 0, 900, 8, 4
+		}, ""},
+		{"connection closed, but not by the guard", func(r *Report) { r.Stalls.EndedByWatchdog, r.Stalls.ConnClosed = 5, 3 }, "stalled streams ended by the proxy"},
 		{"no stallers asked", func(r *Report) { r.Config.Stallers, r.Stalls = 0, StallStats{} }, ""},
 		{"neither stallers nor hog", func(r *Report) { r.Config.Stallers, r.Config.Hog, r.Stalls, r.Hog = 0, 0, StallStats{}, StallStats{} }, ""},
 		{"vanished not dropped", func(r *Report) { r.Vanish.Dropped, r.Vanish.NotDropped = 5, 1 }, "vanished connections dropped by the proxy"},
