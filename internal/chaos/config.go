@@ -16,6 +16,8 @@ const (
 	DefaultHog       = 256
 	// DefaultWorkerCaller is the name the workers give the demo as their caller (CallerHeader).
 	DefaultWorkerCaller = "chaos-qs"
+	// MaxReplicas bounds `gather demo --replicas`.
+	MaxReplicas = 8
 )
 
 // Config sets up a run. The zero value of a field means its default; Validate reports what

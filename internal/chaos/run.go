@@ -71,7 +71,7 @@ type runner struct {
 
 func (r *runner) run(ctx context.Context) (*Report, error) {
 	cfg := r.cfg
-	specs, err := setFault(ctx, r.http, cfg.Admin, AllShards, "") // also proves fault control exists
+	specs, err := setFault(ctx, r.http, cfg.Admin, AllShards, allReplicas, "") // also proves fault control exists
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +132,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 func (r *runner) heal(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, err := setFault(hctx, r.http, r.cfg.Admin, AllShards, "")
+	_, err := setFault(hctx, r.http, r.cfg.Admin, AllShards, allReplicas, "")
 	return err
 }
 
@@ -190,7 +190,7 @@ func (r *runner) incident(ctx context.Context, rep *Report) error {
 	cfg := r.cfg
 	end := rep.Start.Add(cfg.Duration)
 	for _, s := range cfg.SlowShards {
-		if _, err := setFault(ctx, r.http, cfg.Admin, s, "delay="+cfg.Slow.String()); err != nil {
+		if _, err := setFault(ctx, r.http, cfg.Admin, s, allReplicas, "delay="+cfg.Slow.String()); err != nil {
 			return err
 		}
 	}
