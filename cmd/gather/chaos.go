@@ -12,7 +12,7 @@ import (
 // runChaos replays the old incident against a running `gather demo` and prints the verdict; it
 // fails unless the verdict is clean.
 func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("chaos", "[--addr ADDR] [--admin ADDR] [--duration D] [--timeout D] [--workers N] [--slow-shards NAMES] [--slow D] [--stallers N] [--hog N] [--vanishers N]", stderr)
+	fs := newFlags("chaos", "[--addr ADDR] [--admin ADDR] [--duration D] [--timeout D] [--workers N] [--slow-shards NAMES] [--replicas R] [--slow D] [--stallers N] [--hog N] [--vanishers N]", stderr)
 	def := chaos.Config{}.Defaults()
 	addr := fs.String("addr", def.Addr, "the demo's QueryService `address` (loopback only)")
 	admin := fs.String("admin", def.Admin, "the demo's admin HTTP `address`, with /metrics and /debug/fault (loopback only)")
@@ -20,6 +20,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	timeout := fs.Duration("timeout", def.Timeout, "every client's deadline per query (the QS timeout of the incident)")
 	workers := fs.Int("workers", def.Workers, "clients querying in a loop during the incident, each on its own connection; more than the proxy admits (the demo's --max-in-flight, default 256)")
 	slowShards := fs.String("slow-shards", strings.Join(def.SlowShards, ","), "comma-separated demo `shards` to slow during the incident")
+	replicas := fs.Int("replicas", def.Replicas, fmt.Sprintf("replicas per shard of the demo (its --replicas, 1 to %d); with 2 or more only replica 0 of each slow shard is slowed, and every worker query must be answered in full", chaos.MaxReplicas))
 	slow := fs.Duration("slow", def.Slow, "delay injected into every call of the slow shards; longer than --timeout")
 	stallers := fs.Int("stallers", chaos.DefaultStallers, "clients that open a SearchStream for 1000 hits and never read it")
 	stallHold := fs.Duration("stall-hold", def.StallHold, "how long a staller leaves its stream unread; longer than the proxy's time to its first hits plus its send watchdog (5s unless the demo's --send-timeout says otherwise)")
@@ -36,7 +37,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	cfg := chaos.Config{
 		Addr: *addr, Admin: *admin, Duration: *duration, Timeout: *timeout, Workers: *workers,
-		SlowShards: splitList(*slowShards), Slow: *slow, Stallers: *stallers, StallHold: *stallHold,
+		SlowShards: splitList(*slowShards), Replicas: *replicas, Slow: *slow, Stallers: *stallers, StallHold: *stallHold,
 		Hog: *hog, WorkerCaller: *workerCaller, Vanishers: *vanishers, VanishWait: *vanishWait, RecoveryTimeout: *recovery,
 		Progress: stderr,
 	}

@@ -92,6 +92,7 @@ func TestChaosUsageErrors(t *testing.T) {
 		{[]string{"chaos", "--addr", "10.1.2.3:7070"}, "not a loopback address"},
 		{[]string{"chaos", "--timeout", "5s"}, "slower than the QS timeout"},
 		{[]string{"chaos", "--slow-shards", ""}, "name at least one shard"},
+		{[]string{"chaos", "--replicas", "9"}, "replicas 9: give 1 to 8"},
 		{[]string{"chaos", "extra"}, "unexpected arguments"},
 		{[]string{"chaos", "--admin", "127.0.0.1:1", "--duration", "5s"}, "/debug/fault"}, // nothing listens on port 1
 	} {

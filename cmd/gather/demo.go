@@ -21,10 +21,11 @@ import (
 )
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("demo", "[--listen ADDR] [--admin ADDR] [--shards N] [--data-dir DIR] [--corpus FILE] [proxy tunables]", stderr)
+	fs := newFlags("demo", "[--listen ADDR] [--admin ADDR] [--shards N] [--replicas R] [--data-dir DIR] [--corpus FILE] [proxy tunables]", stderr)
 	listen := fs.String("listen", "127.0.0.1:7070", "QueryService `address`")
 	admin := fs.String("admin", "127.0.0.1:9090", "admin HTTP `address` (/metrics, /healthz)")
 	n := fs.Int("shards", 4, "number of index shards (partitions of the corpus)")
+	replicas := fs.Int("replicas", 1, fmt.Sprintf("replica servers per shard, each serving the shard's one index with a fault injector of its own (1 to %d)", chaos.MaxReplicas))
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
 	corpusFile := fs.String("corpus", "", "JSON Lines corpus `file` (default: the bundled State of the Union corpus)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries the proxy serves at once; more wait briefly, then get RESOURCE_EXHAUSTED (default 256)")
@@ -44,6 +45,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if *n < 1 || *n > 64 {
 		return fmt.Errorf("--shards %d: give 1 to 64", *n)
+	}
+	if *replicas < 1 || *replicas > chaos.MaxReplicas {
+		return fmt.Errorf("--replicas %d: give 1 to %d", *replicas, chaos.MaxReplicas)
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
@@ -138,24 +142,30 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			s.Stop(stopCtx)
 		}
 	}()
-	// Every shard serves on a fault listener with an injector that starts healthy, so that
-	// POST /debug/fault on the admin port can slow, hang or break it at run time (gather chaos).
-	injectors := make(map[string]*fault.Injector, len(indexes))
+	// Every replica of every shard serves the shard's one index on a fault listener with an
+	// injector of its own that starts healthy, so that POST /debug/fault on the admin port can
+	// slow, hang or break a shard or one of its replicas at run time (gather chaos).
+	injectors := make(map[string][]*fault.Injector, len(indexes))
 	for i, ix := range indexes {
-		lis, err := fault.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
 		name := fmt.Sprintf("shard-%d", i)
-		injectors[name] = fault.NewInjector(fault.Spec{}, lis)
-		// the injector after lifecycle, so that lifecycle records injected faults too
-		unary, stream := withAccess(shardGuard, nil, []grpc.StreamServerInterceptor{injectors[name].StreamServerInterceptor()})
-		s, err := serveShard(lis, shard.NewServer(ix), append(slices.Clone(shardOpts), o.serverOptions(shardTracing, unary, stream)...)...)
-		if err != nil {
-			return err
+		var addrs []string
+		for range *replicas {
+			lis, err := fault.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			in := fault.NewInjector(fault.Spec{}, lis)
+			injectors[name] = append(injectors[name], in)
+			// the injector after lifecycle, so that lifecycle records injected faults too
+			unary, stream := withAccess(shardGuard, nil, []grpc.StreamServerInterceptor{in.StreamServerInterceptor()})
+			s, err := serveShard(lis, shard.NewServer(ix), append(slices.Clone(shardOpts), o.serverOptions(shardTracing, unary, stream)...)...)
+			if err != nil {
+				return err
+			}
+			shards = append(shards, s)
+			addrs = append(addrs, s.Addr())
 		}
-		shards = append(shards, s)
-		cfg.Shards = append(cfg.Shards, config.Shard{Name: name, Replicas: []string{s.Addr()}})
+		cfg.Shards = append(cfg.Shards, config.Shard{Name: name, Replicas: addrs})
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("demo config:\n%w", err)
@@ -172,16 +182,37 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	p.admin.Handle("POST "+chaos.FaultPath, chaos.FaultHandler(injectors))
 	p.admin.Handle("POST "+chaos.GCPath, chaos.GCHandler())
 
-	fmt.Fprintf(stdout, "\ngather demo ready in %s: %d shards over %s\n\n", time.Since(start).Round(time.Millisecond), *n, src.Name())
-	for i, s := range shards {
-		fmt.Fprintf(stdout, "  shard-%d  gather.shard.v1.ShardService  %s  (%d passages)\n", i, s.Addr(), indexes[i].Info().Documents)
+	fmt.Fprintf(stdout, "\ngather demo ready in %s: %d shards over %s", time.Since(start).Round(time.Millisecond), *n, src.Name())
+	if *replicas > 1 {
+		fmt.Fprintf(stdout, ", %d replicas each", *replicas)
 	}
-	fmt.Fprintf(stdout, "  proxy    gather.query.v1.QueryService  %s\n", p.grpc.Addr())
-	fmt.Fprintf(stdout, "  admin    http://%s/metrics\n", p.admin.Addr())
-	fmt.Fprintf(stdout, "  faults   POST http://%s%s  shard=NAME|%s spec=SPEC (empty heals), with header %s: 1\n",
-		p.admin.Addr(), chaos.FaultPath, chaos.AllShards, chaos.ControlHeader)
+	fmt.Fprint(stdout, "\n\n")
+	// One line per replica ("shard-0 r1" with several), the labels padded to one width.
+	label := func(i, r int) string {
+		if *replicas == 1 {
+			return fmt.Sprintf("shard-%d", i)
+		}
+		return fmt.Sprintf("shard-%d r%d", i, r)
+	}
+	width := max(len("faults"), len(label(*n-1, *replicas-1)))
+	line := func(name, format string, args ...any) {
+		fmt.Fprintf(stdout, "  %-*s  %s\n", width, name, fmt.Sprintf(format, args...))
+	}
+	for i, c := range cfg.Shards {
+		for r, addr := range c.Replicas {
+			line(label(i, r), "gather.shard.v1.ShardService  %s  (%d passages)", addr, indexes[i].Info().Documents)
+		}
+	}
+	line("proxy", "gather.query.v1.QueryService  %s", p.grpc.Addr())
+	line("admin", "http://%s/metrics", p.admin.Addr())
+	replicaForm := ""
+	if *replicas > 1 {
+		replicaForm = fmt.Sprintf(" [replica=0..%d, absent: every replica]", *replicas-1)
+	}
+	line("faults", "POST http://%s%s  shard=NAME|%s%s spec=SPEC (empty heals), with header %s: 1",
+		p.admin.Addr(), chaos.FaultPath, chaos.AllShards, replicaForm, chaos.ControlHeader)
 	if sec != nil {
-		fmt.Fprintf(stdout, "  tls      every hop with mutual TLS; CA, certificates and authorization policy in %s\n", sec.dir)
+		line("tls", "every hop with mutual TLS; CA, certificates and authorization policy in %s", sec.dir)
 	}
 	fmt.Fprintf(stdout, "\nTry:\n  grpcurl %s -d '{\"query\":\"union constitution war\",\"top_k\":10}' \\\n    %s gather.query.v1.QueryService/Search\n",
 		sec.grpcurlFlags(), p.grpc.Addr())

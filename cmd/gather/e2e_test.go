@@ -354,6 +354,8 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"proxy", "--shard", "nonsense"}, "NAME=HOST:PORT"},
 		{[]string{"query"}, "no query text"},
 		{[]string{"demo", "--shards", "0"}, "--shards 0"},
+		{[]string{"demo", "--replicas", "0"}, "--replicas 0: give 1 to 8"},
+		{[]string{"demo", "--replicas", "9"}, "--replicas 9: give 1 to 8"},
 		{[]string{"shard", "--tls-cert", "shard.pem"}, "--tls-key: missing: --tls-cert is set"},
 		{[]string{"shard", "--authz-policy", "/nonexistent/policy.json"}, "--authz-policy: authz.policy_file: open /nonexistent/policy.json"},
 		{[]string{"proxy", "--shard", "a=127.0.0.1:1", "--tls-cert", "/nonexistent/proxy.pem", "--tls-key", "/nonexistent/key.pem"},

@@ -16,6 +16,8 @@ const (
 	DefaultHog       = 256
 	// DefaultWorkerCaller is the name the workers give the demo as their caller (CallerHeader).
 	DefaultWorkerCaller = "chaos-qs"
+	// MaxReplicas bounds Config.Replicas; `gather demo --replicas` has the same bound.
+	MaxReplicas = 8
 )
 
 // Config sets up a run. The zero value of a field means its default; Validate reports what
@@ -37,6 +39,13 @@ type Config struct {
 	Workers int
 	// SlowShards are the demo shards slowed during the incident. Default shard-0 and shard-1.
 	SlowShards []string
+	// Replicas is how many replicas each slow shard of the demo has (`gather demo --replicas`).
+	// Default 1: the slow shards are slowed whole, the incident as it was. With 2 or more, only
+	// replica 0 of each slow shard is slowed, Run refuses a demo whose slow shards have fewer
+	// replicas, and the verdict requires every worker query answered in full: the proxy's
+	// replica choice, hedges, retries and outlier ejection must route around the slow replica.
+	// At most MaxReplicas.
+	Replicas int
 	// Slow is the delay injected into every Search call of the slow shards; it must exceed
 	// Timeout. Default 5s.
 	Slow time.Duration
@@ -117,6 +126,9 @@ func (c Config) withDefaults() Config {
 	if c.SlowShards == nil {
 		c.SlowShards = []string{"shard-0", "shard-1"}
 	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
 	if c.GoroutineSlack == 0 {
 		c.GoroutineSlack = 5
 	}
@@ -172,6 +184,9 @@ func (c Config) Validate() error {
 	if c.Workers > 5000 || c.Stallers > 100 || c.Vanishers > 100 || c.Hog > 5000 {
 		errs = append(errs, fmt.Errorf("%d workers, %d stallers, %d vanishers, %d hog streams: at most 5000, 100, 100 and 5000",
 			c.Workers, c.Stallers, c.Vanishers, c.Hog))
+	}
+	if c.Replicas < 1 || c.Replicas > MaxReplicas {
+		errs = append(errs, fmt.Errorf("replicas %d: give 1 to %d, the demo's --replicas", c.Replicas, MaxReplicas))
 	}
 	if len(c.SlowShards) == 0 {
 		errs = append(errs, errors.New("slow-shards: name at least one shard to slow"))

@@ -32,6 +32,8 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Hog: 5001}, "5001 hog streams"},
 		{Config{SlowShards: []string{}}, "name at least one shard"},
 		{Config{ProbeEvery: 2 * time.Second}, "shorter than the longest allowed gap"},
+		{Config{Replicas: 9}, "replicas 9: give 1 to 8"},
+		{Config{Replicas: -1}, "replicas -1: give 1 to 8"},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

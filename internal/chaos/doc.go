@@ -15,6 +15,9 @@
 //     connection, and vanishers reach the proxy through a [Relay] that goes silent mid-query, as a
 //     pulled cable does; the probe keeps asking, retrying after the proxy's RetryInfo hint when
 //     shed, and counts how often it was shed before being admitted;
+//     With [Config.Replicas] of 2 or more, against a demo with as many replicas per shard, only
+//     replica 0 of each slow shard is slowed, and the proxy must route around it: every worker
+//     query answered in full;
 //   - recovery: the shards are healed, the load stops, every connection chaos opened except the
 //     probe's is closed, and the proxy is polled until it is clean again.
 //

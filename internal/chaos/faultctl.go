@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gatherproxy/gather/internal/fault"
@@ -60,16 +61,20 @@ func guardControl(h http.Handler) http.Handler {
 	})
 }
 
-// FaultHandler serves runtime fault control for in-process shards, by shard name: a POST with
-// the form values shard (a name, or "all") and spec (fault.ParseSpec syntax; empty or "none"
-// heals) sets the spec of the named shards' injectors for the Search calls that start from then
-// on. It answers 200 with a JSON object of every shard's spec after the change
-// ({"shard-0":"delay=5s","shard-1":"none"}), or 400 with a plain-text message saying what to fix.
+// FaultHandler serves runtime fault control for in-process shards, by shard name and replica:
+// a POST with the form values shard (a name, or "all"), replica (0-based; absent or empty: every
+// replica of the named shards) and spec (fault.ParseSpec syntax; empty or "none" heals) sets the
+// spec of the chosen injectors for the Search calls that start from then on. injectors holds
+// each shard's replicas' injectors, in the order of the shard's configured replica list. It
+// answers 200 with a JSON object of every replica's spec after the change, a list per shard in
+// replica order ({"shard-0":["delay=5s","none"],"shard-1":["none","none"]}), or 400 with a
+// plain-text message saying what to fix (a replica index out of range names the valid range);
+// a refused request changes nothing.
 //
 // It is meant for `gather demo` only: anyone who can reach it can make the shards fail. It
 // refuses what a web page could send (see ControlHeader). The caller mounts it for POST (the
 // method is not checked here) and keeps injectors unchanged.
-func FaultHandler(injectors map[string]*fault.Injector) http.Handler {
+func FaultHandler(injectors map[string][]*fault.Injector) http.Handler {
 	names := slices.Sorted(maps.Keys(injectors))
 	return guardControl(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -81,7 +86,7 @@ func FaultHandler(injectors map[string]*fault.Injector) http.Handler {
 		var targets []string
 		switch {
 		case shard == "":
-			http.Error(w, fmt.Sprintf("fault: no shard given: want shard=NAME (one of %s) or shard=%s, and spec=SPEC (empty heals)",
+			http.Error(w, fmt.Sprintf("fault: no shard given: want shard=NAME (one of %s) or shard=%s, optionally replica=I (0-based), and spec=SPEC (empty heals)",
 				strings.Join(names, ", "), AllShards), http.StatusBadRequest)
 			return
 		case shard == AllShards:
@@ -93,31 +98,91 @@ func FaultHandler(injectors map[string]*fault.Injector) http.Handler {
 				http.StatusBadRequest)
 			return
 		}
+		replica, err := parseReplica(r.Form.Get("replica"), targets, injectors)
+		if err != nil {
+			http.Error(w, "fault: "+err.Error(), http.StatusBadRequest)
+			return
+		}
 		spec, err := fault.ParseSpec(r.Form.Get("spec"))
 		if err != nil {
 			http.Error(w, "fault: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		for _, name := range targets {
-			injectors[name].Set(spec)
+			for i, in := range injectors[name] {
+				if replica == allReplicas || i == replica {
+					in.Set(spec)
+				}
+			}
 		}
-		now := make(map[string]string, len(names))
+		now := make(map[string][]string, len(names))
 		for _, name := range names {
-			now[name] = injectors[name].Spec().String()
+			for _, in := range injectors[name] {
+				now[name] = append(now[name], in.Spec().String())
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(now) // the client is gone if this fails; the spec is set either way
 	}))
 }
 
+// allReplicas, as a replica index, stands for every replica of a shard.
+const allReplicas = -1
+
+// parseReplica reads the replica form value: allReplicas when it is empty, else a 0-based index
+// that every target shard has.
+func parseReplica(v string, targets []string, injectors map[string][]*fault.Injector) (int, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return allReplicas, nil
+	}
+	fewest, which := -1, ""
+	for _, name := range targets {
+		if n := len(injectors[name]); fewest < 0 || n < fewest {
+			fewest, which = n, name
+		}
+	}
+	i, err := strconv.Atoi(v)
+	if err != nil || i < 0 {
+		return 0, fmt.Errorf("replica %q: want a replica index, %s (0-based), or leave replica out to set every replica", v, replicaRange(fewest))
+	}
+	if i >= fewest {
+		return 0, fmt.Errorf("replica %d: %s has %s: want replica %s (0-based), or leave replica out to set every replica",
+			i, which, countReplicas(fewest), replicaRange(fewest))
+	}
+	return i, nil
+}
+
+// countReplicas says "1 replica" or "N replicas".
+func countReplicas(n int) string {
+	if n == 1 {
+		return "1 replica"
+	}
+	return fmt.Sprintf("%d replicas", n)
+}
+
+// replicaRange names the valid indexes of n replicas.
+func replicaRange(n int) string {
+	if n <= 1 {
+		return "0"
+	}
+	return fmt.Sprintf("0 to %d", n-1)
+}
+
 // ErrNoFaultControl is wrapped by SetFault's error when the admin server has no FaultPath.
 var ErrNoFaultControl = errors.New("no fault control: run gather chaos against `gather demo`, the only server with " + FaultPath)
 
-// setFault asks the demo whose admin server is at admin to apply spec to shard (a name or
-// AllShards), and returns every shard's spec afterwards.
-func setFault(ctx context.Context, client *http.Client, admin, shard, spec string) (map[string]string, error) {
+// setFault asks the demo whose admin server is at admin to apply spec to replica (0-based, or
+// allReplicas) of shard (a name or AllShards), and returns every shard's replicas' specs
+// afterwards, in replica order.
+func setFault(ctx context.Context, client *http.Client, admin, shard string, replica int, spec string) (map[string][]string, error) {
 	u := "http://" + admin + FaultPath
 	form := url.Values{"shard": {shard}, "spec": {spec}}
+	what := "shard=" + shard
+	if replica != allReplicas {
+		form.Set("replica", strconv.Itoa(replica))
+		what += " replica=" + strconv.Itoa(replica)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
@@ -138,11 +203,11 @@ func setFault(ctx context.Context, client *http.Client, admin, shard, spec strin
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return nil, fmt.Errorf("POST %s: %s: %w", u, resp.Status, ErrNoFaultControl)
 	default:
-		return nil, fmt.Errorf("POST %s shard=%s spec=%q: %s: %s", u, shard, spec, resp.Status, strings.TrimSpace(string(body)))
+		return nil, fmt.Errorf("POST %s %s spec=%q: %s: %s", u, what, spec, resp.Status, strings.TrimSpace(string(body)))
 	}
-	var specs map[string]string
+	var specs map[string][]string
 	if err := json.Unmarshal(body, &specs); err != nil {
-		return nil, fmt.Errorf("POST %s: answer is not a JSON object of specs: %w", u, err)
+		return nil, fmt.Errorf("POST %s: answer is not a JSON object of each shard's replicas' specs (a demo older than this chaos?): %w", u, err)
 	}
 	return specs, nil
 }

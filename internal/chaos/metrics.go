@@ -28,6 +28,12 @@ const (
 	metricGuardClose = "gather_qs_stalled_connections_closed_total"
 	metricPeerGone   = "gather_grpc_peer_gone_calls"
 	metricInFlight   = "gather_admission_in_flight_queries"
+	metricHedges     = "gather_shard_hedges_total"
+	metricRetries    = "gather_shard_retries_total"
+	metricEjections  = "gather_replica_ejections_total"
+
+	// the outcome label values of metricHedges and metricRetries
+	outcomeWon, outcomeLost, outcomeFailed, outcomeDenied = "won", "lost", "failed", "denied"
 
 	methodSearch      = "/gather.query.v1.QueryService/Search"
 	methodSearchStrm  = "/gather.query.v1.QueryService/SearchStream"

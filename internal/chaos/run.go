@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -33,10 +34,11 @@ const (
 
 // Run replays the incident against the demo at cfg.Addr (QueryService) and cfg.Admin (admin
 // HTTP with /debug/fault), for cfg.Duration plus the recovery, and returns what it saw. The
-// error is for a run that could not be made or finished: bad configuration, demo unreachable or
-// without fault control, or ctx ended (ErrInterrupted). A finished run returns its Report, clean
-// or not, and a nil error. The shards are healed on every path; every goroutine and connection
-// Run started is gone when it returns.
+// error is for a run that could not be made or finished: bad configuration, demo unreachable,
+// without fault control or with fewer replicas than cfg.Replicas (ErrTooFewReplicas), or ctx
+// ended (ErrInterrupted). A finished run returns its Report, clean or not, and a nil error. The
+// shards are healed on every path; every goroutine and connection Run started is gone when it
+// returns.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -71,23 +73,12 @@ type runner struct {
 
 func (r *runner) run(ctx context.Context) (*Report, error) {
 	cfg := r.cfg
-	specs, err := setFault(ctx, r.http, cfg.Admin, AllShards, "") // also proves fault control exists
+	specs, err := setFault(ctx, r.http, cfg.Admin, AllShards, allReplicas, "") // also proves fault control exists
 	if err != nil {
 		return nil, err
 	}
-	var unknown []string
-	for _, s := range cfg.SlowShards {
-		if _, ok := specs[s]; !ok {
-			unknown = append(unknown, s)
-		}
-	}
-	if len(unknown) > 0 {
-		have := make([]string, 0, len(specs))
-		for s := range specs {
-			have = append(have, s)
-		}
-		slices.Sort(have)
-		return nil, fmt.Errorf("slow-shards: the demo has no shard %s (it has %s)", strings.Join(unknown, ", "), strings.Join(have, ", "))
+	if err := checkShards(cfg, specs); err != nil {
+		return nil, err
 	}
 	if r.last, err = r.sc.scrape(ctx, scrapeTimeout, false); err != nil {
 		return nil, err
@@ -128,11 +119,46 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
+// ErrTooFewReplicas is wrapped by Run's error when Config.Replicas asks for more replicas than
+// the demo's slow shards have.
+var ErrTooFewReplicas = errors.New("the demo has too few replicas")
+
+// checkShards checks that the demo, whose replicas' specs are specs, has every slow shard, with
+// at least cfg.Replicas replicas each.
+func checkShards(cfg Config, specs map[string][]string) error {
+	var unknown []string
+	for _, s := range cfg.SlowShards {
+		if _, ok := specs[s]; !ok {
+			unknown = append(unknown, s)
+		}
+	}
+	if len(unknown) > 0 {
+		have := slices.Sorted(maps.Keys(specs))
+		return fmt.Errorf("slow-shards: the demo has no shard %s (it has %s)", strings.Join(unknown, ", "), strings.Join(have, ", "))
+	}
+	for _, s := range cfg.SlowShards {
+		if n := len(specs[s]); n < cfg.Replicas {
+			return fmt.Errorf("replicas %d: the demo's %s has %s: start the demo with --replicas %d: %w",
+				cfg.Replicas, s, countReplicas(n), cfg.Replicas, ErrTooFewReplicas)
+		}
+	}
+	return nil
+}
+
+// slowReplica is the replica of a slow shard the incident slows: all of them, or with several
+// replicas per shard only the first, which the proxy must then route around.
+func (c Config) slowReplica() int {
+	if c.Replicas > 1 {
+		return 0
+	}
+	return allReplicas
+}
+
 // heal clears every shard's fault, even if ctx has ended.
 func (r *runner) heal(ctx context.Context) error {
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	_, err := setFault(hctx, r.http, r.cfg.Admin, AllShards, "")
+	_, err := setFault(hctx, r.http, r.cfg.Admin, AllShards, allReplicas, "")
 	return err
 }
 
@@ -184,13 +210,13 @@ func (r *runner) before(ctx context.Context, rep *Report) error {
 	return nil
 }
 
-// incident slows the shards, starts the load and watches the proxy until cfg.Duration from the
+// incident slows the shards (only their replica 0 when cfg.Replicas > 1), starts the load and watches the proxy until cfg.Duration from the
 // start of the run. It leaves the stallers and vanishers finishing their last rounds.
 func (r *runner) incident(ctx context.Context, rep *Report) error {
 	cfg := r.cfg
 	end := rep.Start.Add(cfg.Duration)
 	for _, s := range cfg.SlowShards {
-		if _, err := setFault(ctx, r.http, cfg.Admin, s, "delay="+cfg.Slow.String()); err != nil {
+		if _, err := setFault(ctx, r.http, cfg.Admin, s, cfg.slowReplica(), "delay="+cfg.Slow.String()); err != nil {
 			return err
 		}
 	}
@@ -355,11 +381,21 @@ func (r *runner) finish(rep *Report) {
 	rep.ConnsClosedByGuard = delta(metricGuardClose)
 	rep.ShardCalls = map[string]int64{}
 	for _, reason := range []string{lifecycle.Completed, lifecycle.Failed, lifecycle.Canceled, lifecycle.DeadlineExceeded,
-		lifecycle.Reset, lifecycle.Shed, lifecycle.Abandoned} {
+		lifecycle.Reset, lifecycle.Shed, lifecycle.Abandoned, lifecycle.HedgeLost} {
 		if n := delta(metricEnds, "side", "client", "method", methodShardSearch, "reason", reason); n != 0 {
 			rep.ShardCalls[reason] = n
 		}
 	}
+	rep.Hedges, rep.Retries = map[string]int64{}, map[string]int64{}
+	for _, outcome := range []string{outcomeWon, outcomeLost, outcomeFailed, outcomeDenied} {
+		if n := delta(metricHedges, "outcome", outcome); n != 0 {
+			rep.Hedges[outcome] = n
+		}
+		if n := delta(metricRetries, "outcome", outcome); n != 0 {
+			rep.Retries[outcome] = n
+		}
+	}
+	rep.Ejections = delta(metricEjections)
 	rep.PeerGoneAfter = a.count(metricPeerGone)
 	rep.ListenOverflows = int64(rep.After.Sockets.ListenOverflows) - int64(rep.Before.Sockets.ListenOverflows)
 }

@@ -57,6 +57,11 @@ type Report struct {
 	SendStalledByProxy int64            // SearchStreams ended as send_stalled (watchdog or flow guard)
 	ConnsClosedByGuard int64            // QS connections the flow guard closed (gather_qs_stalled_connections_closed_total)
 	ShardCalls         map[string]int64 // the proxy's shard calls, by how they ended
+	// Hedges and Retries are the proxy's hedged and retried shard calls by outcome (won, lost,
+	// failed, denied), Ejections how many times it ejected a replica as an outlier; all zero
+	// against shards of one replica.
+	Hedges, Retries map[string]int64
+	Ejections       int64
 	// PeerGoneAfter is gather_grpc_peer_gone_calls in After: calls whose client is gone and
 	// that still run, gRPC's CLOSE_WAIT.
 	PeerGoneAfter int64
@@ -158,9 +163,10 @@ type Check struct {
 // Checks returns the verdict's rules, in order: no CLOSE_WAIT at the end, goroutines back to
 // the baseline, the heap back near it (only when both were read just after a GC), healthy
 // queries answered throughout, no probe query shed for its whole budget, recovered at all,
-// answered before the QS timeout, overload shed, stalled streams ended by the proxy (the
-// stallers' and the hog's, by the send watchdog or the flow guard) and vanished connections
-// dropped by the proxy (each left out when there were no such clients).
+// answered before the QS timeout, every worker query answered in full (only when one replica
+// of shards of several was slowed, Config.Replicas > 1), overload shed, stalled streams ended by
+// the proxy (the stallers' and the hog's, by the send watchdog or the flow guard) and vanished
+// connections dropped by the proxy (each left out when there were no such clients).
 func (r *Report) Checks() []Check {
 	cfg := r.Config
 	var cs []Check
@@ -205,6 +211,14 @@ func (r *Report) Checks() []Check {
 
 	add("answered before the QS timeout", r.Workers.QSTimeout == 0,
 		"%d worker queries hit their %s timeout", r.Workers.QSTimeout, cfg.Timeout)
+
+	if cfg.Replicas > 1 {
+		// Each slow shard keeps healthy replicas: a degraded or failed answer means the proxy
+		// waited on the slow one instead of routing around it.
+		add("every worker query answered in full", r.Workers.Degraded == 0 && r.Workers.Failed() == 0,
+			"%d worker queries degraded, %d failed, %d answered in full, with replica 0 of %s slowed (%d replicas each)",
+			r.Workers.Degraded, r.Workers.Failed(), r.Workers.OK, strings.Join(cfg.SlowShards, ","), cfg.Replicas)
+	}
 
 	add("overload shed, not queued", r.Workers.Shed > 0 && r.ShedByProxy > 0,
 		"%d worker queries shed with RESOURCE_EXHAUSTED; the proxy counted %d sheds%s",
@@ -271,8 +285,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if cfg.WorkerCaller != "" {
 		workersAs = fmt.Sprintf("one caller, %q", cfg.WorkerCaller)
 	}
+	slowed := strings.Join(cfg.SlowShards, ",")
+	if cfg.Replicas > 1 {
+		slowed = fmt.Sprintf("replica 0 of %s (of %d replicas each)", slowed, cfg.Replicas)
+	}
 	fmt.Fprintf(&buf, "incident: %s slowed by %s, %d workers (%s) with a %s timeout, %d stallers, a hog with %d streams, %d vanishers\n\n",
-		strings.Join(cfg.SlowShards, ","), cfg.Slow, cfg.Workers, workersAs, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
+		slowed, cfg.Slow, cfg.Workers, workersAs, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
 
 	section(func(printf func(string, ...any)) {
 		c := r.Workers
@@ -352,6 +370,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 		printf("connections closed by the flow guard\t%d\n", r.ConnsClosedByGuard)
 		for _, reason := range slices.Sorted(maps.Keys(r.ShardCalls)) {
 			printf("shard calls %s\t%d\n", strings.ReplaceAll(reason, "_", " "), r.ShardCalls[reason])
+		}
+		for _, c := range []struct {
+			what string
+			n    map[string]int64
+		}{{"hedges", r.Hedges}, {"retries", r.Retries}} {
+			for _, outcome := range []string{outcomeWon, outcomeLost, outcomeFailed, outcomeDenied} {
+				if n := c.n[outcome]; n != 0 {
+					printf("shard call %s %s\t%d\n", c.what, outcome, n)
+				}
+			}
+		}
+		if r.Ejections != 0 {
+			printf("replicas ejected\t%d\n", r.Ejections)
 		}
 		printf("ListenOverflows (whole host)\t+%d\n", r.ListenOverflows)
 	})

@@ -109,6 +109,79 @@ func TestChecks(t *testing.T) {
 	}
 }
 
+// replicasReport is the report of a clean run with replica 0 of the slow shards slowed, each of
+// two replicas: the proxy routed around it, so no worker query was degraded.
+func replicasReport() *Report {
+	r := cleanReport()
+	r.Config.Replicas = 2
+	r.Workers = Counts{OK: 9000, Shed: 20000}
+	r.Hedges = map[string]int64{"won": 40, "lost": 3, "denied": 2}
+	r.Retries = map[string]int64{}
+	r.Ejections = 2
+	return r
+}
+
+// TestChecksReplicas: with one replica of each slow shard slowed, an answer missing a shard is
+// a failure of the replica machinery, not the incident's expected degradation.
+func TestChecksReplicas(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(r *Report)
+		failed []string
+	}{
+		{"clean", func(*Report) {}, nil},
+		{"one degraded", func(r *Report) { r.Workers.Degraded = 1 }, []string{"every worker query answered in full"}},
+		{"one unavailable", func(r *Report) { r.Workers.Unavailable = 1 }, []string{"every worker query answered in full"}},
+		{"one other failure", func(r *Report) { r.Workers.Other = 1 }, []string{"every worker query answered in full"}},
+		{"qs timeout", func(r *Report) { r.Workers.QSTimeout = 1 },
+			[]string{"answered before the QS timeout", "every worker query answered in full"}},
+		{"nothing shed", func(r *Report) { r.Workers.Shed, r.ShedByProxy = 0, 0 }, []string{"overload shed, not queued"}},
+		{"the whole shards slowed: degraded is expected", func(r *Report) { r.Config.Replicas, r.Workers.Degraded = 1, 500 }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := replicasReport()
+			tc.change(r)
+			got, want := r.Failed(), tc.failed
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("failed checks %q, want %q", got, want)
+			}
+			if r.Clean() != (len(want) == 0) {
+				t.Errorf("Clean() = %v", r.Clean())
+			}
+			names := map[string]bool{}
+			for _, c := range r.Checks() {
+				names[c.Name] = true
+			}
+			if want := r.Config.Replicas > 1; names["every worker query answered in full"] != want {
+				t.Errorf("with %d replicas: the full-answer check is there: %v, want %v", r.Config.Replicas, !want, want)
+			}
+		})
+	}
+
+	r := replicasReport()
+	r.Workers.Degraded = 7
+	var buf bytes.Buffer
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := squeeze(buf.String())
+	for _, want := range []string{
+		"incident: replica 0 of shard-0,shard-1 (of 2 replicas each) slowed by 5s",
+		"every worker query answered in full FAIL 7 worker queries degraded, 0 failed, 9000 answered in full, with replica 0 of shard-0,shard-1 slowed (2 replicas each)",
+		"shard call hedges won 40", "shard call hedges lost 3", "shard call hedges denied 2", "replicas ejected 2",
+		"verdict: NOT CLEAN (every worker query answered in full)",
+	} {
+		if !strings.Contains(out, squeeze(want)) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+	if strings.Contains(out, "retries") {
+		t.Errorf("table shows retries although there were none:\n%s", buf.String())
+	}
+}
+
 func TestWriteTable(t *testing.T) {
 	t.Parallel()
 	r := cleanReport()
@@ -127,7 +200,7 @@ func TestWriteTable(t *testing.T) {
 		"probe never shed for its whole budget       PASS",
 		"admitted on the first try            590",
 		"HOG (256 streams on one connection)",
-		`320 workers (one caller, "chaos-qs")`,
+		`incident: shard-0,shard-1 slowed by 5s, 320 workers (one caller, "chaos-qs")`,
 		"verdict: CLEAN\n",
 	} {
 		// Column widths follow the longest cell, so a row is compared with its spaces collapsed.
