@@ -169,6 +169,22 @@ func dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 }
 
+// awaitReady connects conn and waits, at most timeout, until it is ready.
+func awaitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		if s == connectivity.Ready {
+			return nil
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return fmt.Errorf("connection to %s not ready after %s (%s)", conn.Target(), timeout, s)
+		}
+	}
+}
+
 // worker queries in a loop, with the QS timeout, until ctx ends. It closes its connection and
 // dials a new one every cfg.ReconnectEvery queries and after a query that hit its timeout. Its
 // queries name cfg.WorkerCaller as their caller (CallerHeader), if set.
@@ -191,6 +207,19 @@ func worker(ctx context.Context, cfg Config, id int, t *tally) {
 				return
 			}
 			sent = 0
+			// A QS has its connection up before it starts a query's clock: the timeout is the
+			// proxy's to keep, not the dial's. A connection that is not up within the timeout
+			// is counted as a failure of its own.
+			if err := awaitReady(ctx, conn, cfg.Timeout); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				t.add(outOther, err)
+				_ = conn.Close()
+				conn = nil
+				sleep(ctx, failPause)
+				continue
+			}
 		}
 		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		if cfg.WorkerCaller != "" {
