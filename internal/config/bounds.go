@@ -112,6 +112,8 @@ func settings() []setting {
 			fanout.DefaultMaxFieldBytes, 16, 64<<10, "a field map costs several times its wire size in heap"),
 		sizeSetting("max_query_hit_bytes", func(c Proxy) int64 { return c.MaxQueryHitBytes },
 			fanout.DefaultMaxQueryHitBytes, 1<<20, 4<<30, "it is the heap one query may hold in shard hits; max_in_flight queries may hold it at once"),
+		sizeSetting("max_hit_bytes_in_flight", func(c Proxy) int64 { return c.MaxHitBytesInFlight },
+			fanout.DefaultMaxHitBytesInFlight, 8<<20, 64<<30, "it is the heap all queries in flight may hold in shard hits together"),
 		sizeSetting("max_answer_bytes", func(c Proxy) int64 { return int64(c.MaxAnswerBytes) },
 			proxy.DefaultMaxAnswerBytes, 64<<10, 64<<20,
 			"health, reflection and channelz answers must fit under it too, and gRPC clients refuse over 4 MiB unless told otherwise"),
@@ -155,6 +157,8 @@ func relations() []relation {
 	return []relation{
 		{key: "idle_timeout", limit: "shard_timeout", orEqual: true,
 			why: "an idle timeout longer than the shard timeout never fires: the shard timeout ends the call first"},
+		{key: "max_query_hit_bytes", limit: "max_hit_bytes_in_flight", orEqual: true,
+			why: "one query's hits count against the bound of all queries'; a query budget above it could never be used"},
 		{key: "merge_reserve", limit: "shard_timeout",
 			why: "the reserve is kept back from the caller's deadline for merging; as long as the shard timeout, it leaves a caller with that deadline no time for the shards"},
 	}

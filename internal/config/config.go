@@ -79,6 +79,9 @@ type Proxy struct {
 	MaxHitFields         int   `yaml:"max_hit_fields"`
 	MaxHitFieldBytes     int   `yaml:"max_hit_field_bytes"`
 	MaxQueryHitBytes     int64 `yaml:"max_query_hit_bytes"`
+	// MaxHitBytesInFlight bounds the shard hits all queries in flight hold together: see
+	// fanout.Config.MaxHitBytesInFlight.
+	MaxHitBytesInFlight int64 `yaml:"max_hit_bytes_in_flight"`
 	// MaxAnswerBytes bounds every answer: see proxy.Config.MaxAnswerBytes.
 	MaxAnswerBytes int `yaml:"max_answer_bytes"`
 	// ExposeReplicas puts replica addresses in answers and error details (ShardResult.replica);
@@ -189,17 +192,18 @@ func (c Proxy) Topology() []fanout.ShardSpec {
 // Fanout returns the fan-out tunables.
 func (c Proxy) Fanout() fanout.Config {
 	return fanout.Config{
-		ShardTimeout:     c.ShardTimeout,
-		IdleTimeout:      c.IdleTimeout,
-		MergeReserve:     c.MergeReserve,
-		Keepalive:        c.ShardKeepalive.Params(),
-		MaxMessageBytes:  c.MaxShardMessageBytes,
-		MaxDocIDBytes:    c.MaxHitDocIDBytes,
-		MaxTextBytes:     c.MaxHitTextBytes,
-		MaxFields:        c.MaxHitFields,
-		MaxFieldBytes:    c.MaxHitFieldBytes,
-		MaxQueryHitBytes: c.MaxQueryHitBytes,
-		Hedge:            hedge.Config{Percentile: c.HedgePercentile, Budget: c.hedgeBudget()},
+		ShardTimeout:        c.ShardTimeout,
+		IdleTimeout:         c.IdleTimeout,
+		MergeReserve:        c.MergeReserve,
+		Keepalive:           c.ShardKeepalive.Params(),
+		MaxMessageBytes:     c.MaxShardMessageBytes,
+		MaxDocIDBytes:       c.MaxHitDocIDBytes,
+		MaxTextBytes:        c.MaxHitTextBytes,
+		MaxFields:           c.MaxHitFields,
+		MaxFieldBytes:       c.MaxHitFieldBytes,
+		MaxQueryHitBytes:    c.MaxQueryHitBytes,
+		MaxHitBytesInFlight: c.MaxHitBytesInFlight,
+		Hedge:               hedge.Config{Percentile: c.HedgePercentile, Budget: c.hedgeBudget()},
 	}
 }
 

@@ -416,10 +416,15 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 		}
 		sc.timer.Reset(sc.idle)
 		n, cost, verr := sc.contract.check(hits)
-		if k, taken := sc.call.take(hits[:n], cost); k < n {
+		if k, taken, which := sc.call.take(hits[:n], cost); k < n {
 			n, cost = k, taken
-			verr = fmt.Errorf("%w: max_query_hit_bytes (%d) used up by the query's shards; %d hits of this shard kept",
-				ErrBudget, c.cfg.MaxQueryHitBytes, res.Hits+k)
+			if which == errProxyBudget {
+				verr = fmt.Errorf("%w: max_hit_bytes_in_flight (%d) used up by the queries in flight; %d hits of this shard kept",
+					ErrBudget, c.cfg.MaxHitBytesInFlight, res.Hits+k)
+			} else {
+				verr = fmt.Errorf("%w: max_query_hit_bytes (%d) used up by the query's shards; %d hits of this shard kept",
+					ErrBudget, c.cfg.MaxQueryHitBytes, res.Hits+k)
+			}
 		}
 		if n < len(hits) {
 			clear(hits[n:]) // refused hits are not held by the accepted ones' backing array

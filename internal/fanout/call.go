@@ -240,6 +240,9 @@ func (call *Call) Close() []Result {
 	call.close.Do(func() {
 		call.cancel(context.Canceled)
 		call.wg.Wait()
+		// The hits go back to the Client's budget: the caller may still read them (the answer
+		// it builds shares their strings), but that is bounded by its own answer limit.
+		call.client.held.Add(-(call.client.cfg.MaxQueryHitBytes - call.budget.Load()))
 	})
 	return call.results
 }

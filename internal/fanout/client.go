@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,10 @@ const (
 	// KiB each by the cost model), or about 490 of the largest hits the other defaults let
 	// through (~67 KiB each): 8 times the default answer limit (proxy.Config.MaxAnswerBytes).
 	DefaultMaxQueryHitBytes = 32 << 20
+	// DefaultMaxHitBytesInFlight is 32 queries at MaxQueryHitBytes, or some 10,000 queries of
+	// top_k 10 over 4 shards of corpus passages: what max_in_flight (256) queries at the per-query
+	// budget could hold is 8 GiB, beyond most machines.
+	DefaultMaxHitBytesInFlight = 1 << 30
 )
 
 // Config holds the fan-out's tunables. The zero value of a field means its default.
@@ -82,6 +87,9 @@ const (
 // limits here, with S shards, K = top_k, F = MaxFields and M = MaxMessageBytes, and A the
 // attempts a shard call has at once: 1, or 2 for a shard of several replicas while a hedge races
 // the attempt it hedges (the loser's first message is decoded, then dropped):
+//
+// All calls together hold at most MaxHitBytesInFlight of accepted hits; the other terms are
+// per call.
 //
 //	MaxQueryHitBytes                  hits accepted from all shards (counted with the cost model
 //	                                  in contract.go, an over-estimate of their heap); only the
@@ -138,6 +146,11 @@ type Config struct {
 	// and before, are kept, and so the answer is degraded. Every other shard that still sends
 	// ends the same way. Default DefaultMaxQueryHitBytes.
 	MaxQueryHitBytes int64
+	// MaxHitBytesInFlight bounds the hits all calls of the Client hold at once, counted like
+	// MaxQueryHitBytes; a call gives back what it took when it is closed. A shard whose batch
+	// would cross it ends like one that crosses MaxQueryHitBytes, with an error naming this
+	// bound. At least MaxQueryHitBytes. Default DefaultMaxHitBytesInFlight.
+	MaxHitBytesInFlight int64
 
 	// Hedge configures hedging and the budget of hedges and retries (hedge.Config: the delay's
 	// percentile, default p95; the budget, default 5% extra shard calls, hedge.Off for none).
@@ -181,6 +194,10 @@ func (c Config) withDefaults() Config {
 	if c.MaxQueryHitBytes <= 0 {
 		c.MaxQueryHitBytes = DefaultMaxQueryHitBytes
 	}
+	if c.MaxHitBytesInFlight <= 0 {
+		c.MaxHitBytesInFlight = DefaultMaxHitBytesInFlight
+	}
+	c.MaxHitBytesInFlight = max(c.MaxHitBytesInFlight, c.MaxQueryHitBytes)
 	c.Hedge = c.Hedge.WithDefaults()
 	if c.Registerer == nil {
 		c.Registerer = prometheus.NewRegistry()
@@ -215,6 +232,7 @@ type Client struct {
 	cfg     Config
 	limits  limits
 	budget  *hedge.Budget // nil: no hedges, no budgeted retries
+	held    atomic.Int64  // hit bytes taken by calls not yet closed, at most MaxHitBytesInFlight
 	metrics *metrics
 	codec   encoding.CodecV2 // grpc-go's proto codec, which the calls' codecs wrap
 	shards  []*shard         // sorted by name, so a shard's index orders it the way merged ties are broken

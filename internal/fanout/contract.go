@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -158,32 +159,46 @@ func quoteID(id string) string {
 }
 
 // reserve takes cost from the query's hit budget, if that much is left.
-func (call *Call) reserve(cost int64) bool {
+func (call *Call) reserve(cost int64) error {
 	for {
 		left := call.budget.Load()
 		if cost > left {
-			return false
+			return errQueryBudget
 		}
 		if call.budget.CompareAndSwap(left, left-cost) {
-			return true
+			break
 		}
 	}
+	c := call.client
+	if c.held.Add(cost) > c.cfg.MaxHitBytesInFlight {
+		c.held.Add(-cost)
+		call.budget.Add(cost)
+		return errProxyBudget
+	}
+	return nil
 }
 
+// The budgets reserve can run out of.
+var (
+	errQueryBudget = errors.New("max_query_hit_bytes")
+	errProxyBudget = errors.New("max_hit_bytes_in_flight")
+)
+
 // take reserves the cost of hits, a checked batch whose total cost is cost, from the query's
-// budget: all of them if they fit, else the longest prefix that does. It returns how many hits it
-// took and what they cost.
-func (call *Call) take(hits []*shardv1.Hit, cost int64) (int, int64) {
-	if call.reserve(cost) {
-		return len(hits), cost
+// budget and the Client's: all of them if they fit, else the longest prefix that does. It returns
+// how many hits it took, what they cost, and which budget refused the rest (nil if none did).
+func (call *Call) take(hits []*shardv1.Hit, cost int64) (int, int64, error) {
+	err := call.reserve(cost)
+	if err == nil {
+		return len(hits), cost, nil
 	}
 	var taken int64
 	for i, h := range hits {
 		c := hitCost(h)
-		if !call.reserve(c) {
-			return i, taken
+		if err := call.reserve(c); err != nil {
+			return i, taken, err
 		}
 		taken += c
 	}
-	return len(hits), taken
+	return len(hits), taken, nil
 }

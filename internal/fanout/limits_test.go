@@ -386,3 +386,59 @@ func TestShardConnectionSettings(t *testing.T) {
 		t.Errorf("SETTINGS_MAX_HEADER_LIST_SIZE %d (sent %v), want %d", v, ok, MaxHeaderBytes)
 	}
 }
+
+// TestBudgetSharedByCalls: all calls of a Client share MaxHitBytesInFlight; a call gives back
+// what it took when it is closed. While one call holds most of it, another's shard keeps what
+// fits and ends RESOURCE_EXHAUSTED naming the bound; once both are closed nothing is held, and a
+// third call gets everything.
+func TestBudgetSharedByCalls(t *testing.T) {
+	t.Parallel()
+	hits := shardtest.Hits("d", 100, 1)
+	var cost int64
+	for _, h := range hits {
+		cost += hitCost(h)
+	}
+	s := shardtest.Start(t, shardtest.Behavior{Hits: hits, Batch: 10})
+	inFlight := cost + cost/2
+	c, err := New([]ShardSpec{{Name: "s0", Replicas: []string{s.Addr()}}},
+		Config{MaxQueryHitBytes: cost, MaxHitBytesInFlight: inFlight})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	drain := func(call *Call) int {
+		n := 0
+		for cur := call.Cursors()[0]; cur.Next(); {
+			n++
+		}
+		return n
+	}
+	first := c.Start(t.Context(), Request{Query: "q", TopK: 100})
+	if n := drain(first); n != 100 {
+		t.Fatalf("first call: %d hits, want 100", n)
+	}
+	if got := c.held.Load(); got != cost {
+		t.Errorf("held %d with the first call open, want its %d", got, cost)
+	}
+	second := c.Start(t.Context(), Request{Query: "q", TopK: 100})
+	n := drain(second)
+	r := second.Close()[0]
+	if r.Status != StatusResourceExhausted || !errors.Is(r.Err, ErrBudget) || n == 0 || n >= 100 ||
+		!strings.Contains(r.Err.Error(), fmt.Sprintf("max_hit_bytes_in_flight (%d)", inFlight)) {
+		t.Errorf("second call: %v (%v) with %d hits; want RESOURCE_EXHAUSTED naming max_hit_bytes_in_flight, with the hits that fit", r.Status, r.Err, n)
+	}
+	if got := c.held.Load(); got != cost {
+		t.Errorf("held %d after the second call closed, want the first's %d", got, cost)
+	}
+	if r := first.Close()[0]; r.Status != StatusOK {
+		t.Errorf("first call: %v (%v)", r.Status, r.Err)
+	}
+	if got := c.held.Load(); got != 0 {
+		t.Errorf("held %d with every call closed, want 0", got)
+	}
+	third := c.Start(t.Context(), Request{Query: "q", TopK: 100})
+	if n := drain(third); n != 100 {
+		t.Errorf("third call: %d hits, want 100", n)
+	}
+	third.Close()
+}

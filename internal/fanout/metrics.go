@@ -13,6 +13,7 @@ type metrics struct {
 	ejections, selections   *prometheus.CounterVec
 
 	score, ejected, delay, tokens *prometheus.Desc
+	held, maxHeld                 *prometheus.Desc
 }
 
 // Outcomes of hedges and retries (the outcome label): the attempt answered for the shard; it
@@ -62,6 +63,10 @@ func newMetrics() *metrics {
 			[]string{"shard"}, nil),
 		tokens: prometheus.NewDesc("gather_hedge_budget_tokens",
 			"Tokens in the bucket that hedges and retries spend one each from.", nil, nil),
+		held: prometheus.NewDesc("gather_hit_bytes_in_flight",
+			"Shard hits held by the queries in flight, in bytes of heap by the proxy's cost model.", nil, nil),
+		maxHeld: prometheus.NewDesc("gather_max_hit_bytes_in_flight",
+			"The bound on gather_hit_bytes_in_flight (max_hit_bytes_in_flight); a shard whose hits would cross it ends RESOURCE_EXHAUSTED.", nil, nil),
 	}
 }
 
@@ -112,6 +117,8 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.ejected
 	ch <- m.delay
 	ch <- m.tokens
+	ch <- m.held
+	ch <- m.maxHeld
 }
 
 func (col *collector) Collect(ch chan<- prometheus.Metric) {
@@ -141,4 +148,6 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	if col.c.budget != nil {
 		ch <- prometheus.MustNewConstMetric(m.tokens, prometheus.GaugeValue, col.c.budget.Tokens())
 	}
+	ch <- prometheus.MustNewConstMetric(m.held, prometheus.GaugeValue, float64(col.c.held.Load()))
+	ch <- prometheus.MustNewConstMetric(m.maxHeld, prometheus.GaugeValue, float64(col.c.cfg.MaxHitBytesInFlight))
 }

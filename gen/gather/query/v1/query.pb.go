@@ -100,7 +100,8 @@ const (
 	// messages and hits; hits from the violation on were dropped.
 	ShardStatus_SHARD_STATUS_PROTOCOL_VIOLATION ShardStatus = 6
 	// The proxy's memory budget for the hits of one query (max_query_hit_bytes, over all shards)
-	// ran out while this shard was sending; the hits received before are kept.
+	// or of all queries in flight (max_hit_bytes_in_flight) ran out while this shard was sending;
+	// the hits received before are kept.
 	ShardStatus_SHARD_STATUS_RESOURCE_EXHAUSTED ShardStatus = 7
 )
 
