@@ -9,7 +9,7 @@
 //   - before: a probe client asks a healthy query every 100 ms and the proxy's admin /metrics is
 //     read for the baseline (sockets by state, goroutines, heap);
 //   - incident: the chosen shards are slowed past the QS timeout through the demo's fault
-//     control (POST /debug/fault, see [FaultHandler]) while workers query in a loop with the QS
+//     control (POST /debug/fault, see [FaultHandler]) while workers (started over a second) query in a loop with the QS
 //     timeout, more of them than the proxy admits, all as one caller (see [CallerHeader]);
 //     stallers open SearchStreams they never read, a hog keeps hundreds of them open on one
 //     connection, and vanishers reach the proxy through a [Relay] that goes silent mid-query, as a

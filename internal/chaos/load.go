@@ -169,6 +169,9 @@ func dial(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 }
 
+// workerRamp is how long the workers take to start, one after the other.
+const workerRamp = time.Second
+
 // awaitReady connects conn and waits, at most timeout, until it is ready.
 func awaitReady(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)

@@ -224,8 +224,16 @@ func (r *runner) incident(ctx context.Context, rep *Report) error {
 	// the deadlines of the last queries below the QS timeout.
 	loadCtx, stop := context.WithCancel(ctx)
 	r.stopLoad = stop
+	// The workers start over workerRamp, not in the same instant: the proxy, the demo's shards
+	// and chaos itself share the machine, and 320 dials and queries at once kept every core busy
+	// for a second or two, so that some queries reached the proxy with most of their 3s gone
+	// (the proxy's deadline comes from the request, and cannot account for that).
 	for i := range cfg.Workers {
-		r.loadWG.Go(func() { worker(loadCtx, cfg, i, &r.workers) })
+		r.loadWG.Go(func() {
+			if sleep(loadCtx, time.Duration(i)*workerRamp/time.Duration(cfg.Workers)) {
+				worker(loadCtx, cfg, i, &r.workers)
+			}
+		})
 	}
 	for range cfg.Stallers {
 		r.sideWG.Go(func() { staller(loadCtx, ctx, cfg, end, &r.mu, &r.stalls) })

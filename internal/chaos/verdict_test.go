@@ -200,7 +200,7 @@ func TestWriteTable(t *testing.T) {
 		"probe never shed for its whole budget       PASS",
 		"admitted on the first try            590",
 		"HOG (256 streams on one connection)",
-		`incident: shard-0,shard-1 slowed by 5s, 320 workers (one caller, "chaos-qs")`,
+		`incident: shard-0,shard-1 slowed by 5s, 320 workers (one caller, "chaos-qs", started over 1s)`,
 		"verdict: CLEAN\n",
 	} {
 		// Column widths follow the longest cell, so a row is compared with its spaces collapsed.
