@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -455,8 +456,14 @@ func stallLoop(ctx, hardCtx context.Context, cfg Config, client queryv1.QuerySer
 		}
 		mu.Unlock()
 		switch res {
-		case stallWatchdog, stallConnClosed, stallCompleted:
+		case stallWatchdog, stallCompleted:
 			held++
+		case stallConnClosed:
+			held++
+			// Every stream of the connection ended at once; without a pause they would all
+			// start again in the same instant, the hog's 256 searches of 1000 hits at once
+			// every few seconds, rather than the staggered streams it ramped up to.
+			sleep(ctx, rand.N(cfg.StallHold/2))
 		case stallShed:
 			sleep(ctx, delay)
 		case stallOther:
