@@ -26,6 +26,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 )
@@ -191,6 +192,10 @@ type state struct {
 	cost    float64       // the peak-EWMA time to first frame, as of stamp
 	stamp   time.Duration // when cost was last set
 	pending int           // attempts in flight
+	// waiting holds the start times of the attempts in flight without a first frame yet, oldest
+	// first: their mean age is a lower bound of the replica's time to first frame that holds
+	// before any of them ends (see load).
+	waiting []time.Duration
 	// censored counts the attempts in a row that ended without a first frame; each doubles the
 	// lower bound the next one records, up to 16 times its elapsed time.
 	censored int
@@ -244,9 +249,36 @@ func (s *Set) decayed(r *state, now time.Duration) float64 {
 	return r.cost * math.Exp(-float64(now-r.stamp)/s.decay)
 }
 
-// load is r's load score at now: its decayed cost times its attempts in flight plus one.
+// load is r's load score at now: its decayed cost times its attempts in flight plus one. The
+// cost is at least the mean age of its attempts still waiting for a first frame: a replica that
+// has just stopped answering has a cost measured when it answered, and would keep being picked
+// until its first waiting attempts ended, seconds later, while every call sent to it waits.
 func (s *Set) load(r *state, now time.Duration) float64 {
-	return max(s.decayed(r, now), minCost) * float64(r.pending+1)
+	cost := s.decayed(r, now)
+	if n := len(r.waiting); n > 0 {
+		var sum time.Duration
+		for _, t := range r.waiting {
+			sum += now - t
+		}
+		cost = max(cost, float64(sum/time.Duration(n)))
+	}
+	return max(cost, minCost) * float64(r.pending+1)
+}
+
+// answered takes the waiting attempt of r that started at start, by the caller's measure, off
+// the waiting ones: the one whose recorded start is nearest (the caller's clock reading is taken
+// just after Pick's).
+func (r *state) answered(start time.Duration) {
+	if len(r.waiting) == 0 {
+		return
+	}
+	best := 0
+	for i, t := range r.waiting {
+		if (t - start).Abs() < (r.waiting[best] - start).Abs() {
+			best = i
+		}
+	}
+	r.waiting = slices.Delete(r.waiting, best, best+1)
 }
 
 // slow reports whether at least half of r's recent attempts, and at least slowMinSamples/2
@@ -332,6 +364,7 @@ func (s *Set) Pick(tried Mask, mode Mode) (int, error) {
 		}
 	}
 	s.reps[pick].pending++
+	s.reps[pick].waiting = append(s.reps[pick].waiting, now)
 	return pick, nil
 }
 
@@ -342,6 +375,7 @@ func (s *Set) FirstFrame(i int, ttff, lateAfter time.Duration) {
 	defer s.mu.Unlock()
 	now := s.now()
 	r := &s.reps[i]
+	r.answered(now - ttff)
 	w := math.Exp(-float64(now-r.stamp) / s.decay)
 	if rtt := float64(ttff); rtt > r.cost*w {
 		r.cost = rtt // peak-sensitive: a slower sample counts in full at once
@@ -376,6 +410,7 @@ func (s *Set) Done(i int, o Outcome, firstFrame bool, elapsed, lateAfter time.Du
 	r := &s.reps[i]
 	r.pending--
 	if !firstFrame {
+		r.answered(now - elapsed)
 		bound := float64(elapsed) * float64(int(1)<<min(r.censored, maxDoubles))
 		r.censored++
 		if c := s.decayed(r, now); bound > c {

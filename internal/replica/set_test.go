@@ -146,12 +146,12 @@ func TestPessimisticStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		s.FirstFrame(i, 2*time.Millisecond, 0) // its first frame comes at once, the stream goes on
 		inFlight = append(inFlight, i)
 		if len(inFlight) == 8 {
 			j := inFlight[0]
 			inFlight = inFlight[1:]
-			s.FirstFrame(j, 2*time.Millisecond, 0)
-			s.Done(j, Success, true, 2*time.Millisecond, 0)
+			s.Done(j, Success, true, 80*time.Millisecond, 0)
 		}
 		clk.Advance(step)
 		return i
@@ -473,5 +473,36 @@ func TestSuccessRateEjection(t *testing.T) {
 				t.Errorf("ejections %v, want replica 0 ejected: %v", *ejected, tc.want)
 			}
 		})
+	}
+}
+
+// TestSilentReplicaAvoidedAtOnce: a replica measured fast that stops answering is avoided once
+// its waiting attempts are older than its sibling's cost, long before any of them ends: here the
+// sibling is measured at 30ms (a loaded machine), so without the waiting attempts' age the silent
+// replica's 2ms would win until 15 attempts were piled on it.
+func TestSilentReplicaAvoidedAtOnce(t *testing.T) {
+	t.Parallel()
+	s, clk, _ := newSet(2, Config{})
+	setCost(s, 0, 2*time.Millisecond)
+	setCost(s, 1, 30*time.Millisecond)
+	silent := 0
+	for range 100 {
+		i, err := s.Pick(0, Primary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			silent++ // never answers: no first frame, no end
+		} else {
+			s.FirstFrame(1, 30*time.Millisecond, 0)
+			s.Done(1, Success, true, 30*time.Millisecond, 0)
+		}
+		clk.Advance(10 * time.Millisecond)
+	}
+	if silent > 4 {
+		t.Errorf("the silent replica took %d of 100 attempts, want at most 4", silent)
+	}
+	if snap := s.Snapshot(0); snap.Score < time.Second {
+		t.Errorf("silent replica's score %v after 1s of silence, want at least its waiting attempts' age", snap.Score)
 	}
 }
