@@ -377,12 +377,8 @@ type StallStats struct {
 // stream while the incident (ctx) lasts and leaves room for one more hold; its first hold may
 // run past the incident, bounded by hardCtx and the hold. It records into s under mu.
 func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sync.Mutex, s *StallStats) {
-	conn, err := dialStaller(cfg.Addr)
-	if err != nil {
-		mu.Lock()
-		s.Other++
-		s.Example = err.Error()
-		mu.Unlock()
+	conn := dialStaller(cfg.Addr, mu, s)
+	if conn == nil {
 		return
 	}
 	defer func() { _ = conn.Close() }()
@@ -398,12 +394,8 @@ func staller(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu
 // The connection's streams beyond the proxy's max_concurrent_streams wait in this client until
 // one of its streams ends. It records into s under mu.
 func hog(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sync.Mutex, s *StallStats) {
-	conn, err := dialStaller(cfg.Addr)
-	if err != nil {
-		mu.Lock()
-		s.Other++
-		s.Example = err.Error()
-		mu.Unlock()
+	conn := dialStaller(cfg.Addr, mu, s)
+	if conn == nil {
 		return
 	}
 	defer func() { _ = conn.Close() }()
@@ -420,9 +412,17 @@ func hog(ctx, hardCtx context.Context, cfg Config, incidentEnd time.Time, mu *sy
 }
 
 // dialStaller dials a connection with a small fixed window, which a stream fills soon when it
-// is not read.
-func dialStaller(addr string) (*grpc.ClientConn, error) {
-	return dial(addr, grpc.WithInitialWindowSize(smallWindow), grpc.WithInitialConnWindowSize(smallWindow))
+// is not read. A target it cannot dial is recorded into s under mu, and the result is nil.
+func dialStaller(addr string, mu *sync.Mutex, s *StallStats) *grpc.ClientConn {
+	conn, err := dial(addr, grpc.WithInitialWindowSize(smallWindow), grpc.WithInitialConnWindowSize(smallWindow))
+	if err != nil {
+		mu.Lock()
+		s.Other++
+		s.Example = err.Error()
+		mu.Unlock()
+		return nil
+	}
+	return conn
 }
 
 // stallLoop runs stallOnce (query, for topK hits) on client while the incident (ctx) lasts and leaves room for one more
