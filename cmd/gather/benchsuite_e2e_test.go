@@ -30,25 +30,8 @@ func TestBenchsuiteQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	jsonPath, mdPath, profPath := filepath.Join(dir, "report.json"), filepath.Join(dir, "report.md"), filepath.Join(dir, "cpu.pprof")
-	p := startGather(t, "benchsuite", "--quick", "--parts", "core", "--gobench", gobench, "--json", jsonPath, "--markdown", mdPath,
+	p, rep := benchsuiteReport(t, jsonPath, "--quick", "--parts", "core", "--gobench", gobench, "--json", jsonPath, "--markdown", mdPath,
 		"--cpuprofile", profPath, "--logs", filepath.Join(dir, "logs"))
-	select {
-	case <-p.exited:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("gather benchsuite --quick still running after 3 minutes")
-	}
-	if p.exitErr != nil {
-		t.Fatalf("gather benchsuite --quick: %v\nstdout:\n%s\nstderr:\n%s", p.exitErr, p.out(), p.errOut())
-	}
-
-	var rep benchsuite.Report
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
 	if want := len(benchsuite.TopKs) * (1 + 2*len(benchsuite.FanOuts)); len(rep.Scenarios) != want {
 		t.Fatalf("%d scenarios, want %d", len(rep.Scenarios), want)
 	}
@@ -127,24 +110,8 @@ func TestBenchsuiteTailQuick(t *testing.T) {
 	if err := os.Mkdir(filepath.Dir(plotPath), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	p := startGather(t, "benchsuite", "--quick", "--parts", "tail", "--json", jsonPath, "--markdown", mdPath,
+	p, rep := benchsuiteReport(t, jsonPath, "--quick", "--parts", "tail", "--json", jsonPath, "--markdown", mdPath,
 		"--plot", plotPath, "--logs", filepath.Join(dir, "logs"))
-	select {
-	case <-p.exited:
-	case <-time.After(3 * time.Minute):
-		t.Fatal("gather benchsuite --quick --parts tail still running after 3 minutes")
-	}
-	if p.exitErr != nil {
-		t.Fatalf("gather benchsuite: %v\nstdout:\n%s\nstderr:\n%s", p.exitErr, p.out(), p.errOut())
-	}
-	var rep benchsuite.Report
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
 	if len(rep.Scenarios) != 0 || rep.Heap != nil {
 		t.Errorf("--parts tail ran the core scenarios: %d scenarios, heap %+v", len(rep.Scenarios), rep.Heap)
 	}
@@ -164,7 +131,9 @@ func TestBenchsuiteTailQuick(t *testing.T) {
 		if s.Hedges["won"]+s.Hedges["lost"]+s.Hedges["denied"] > 0 && !hedging {
 			t.Errorf("%s: hedges %v with hedging off", s.Label, s.Hedges)
 		}
-		if hung := s.HungAttempt > 0; hung != (s.Key == benchsuite.TailHung) {
+		// Only the hung setting has hung replicas; in a quick run the proxy may have learned to
+		// avoid them during the warmup, so none of the measured calls need go there.
+		if s.HungAttempt > 0 && s.Key != benchsuite.TailHung {
 			t.Errorf("%s: %v attempts on hung replicas", s.Label, s.HungAttempt)
 		}
 	}
@@ -190,4 +159,28 @@ func TestBenchsuiteTailQuick(t *testing.T) {
 	if out := p.out(); !strings.Contains(out, "tail (issue 9)") || !strings.Contains(out, "floor: no slow calls") {
 		t.Errorf("stdout lacks the tail section:\n%s", out)
 	}
+}
+
+// benchsuiteReport runs gather benchsuite with args, waits at most 3 minutes for it to succeed, and
+// returns the process and the report it wrote to jsonPath.
+func benchsuiteReport(t *testing.T, jsonPath string, args ...string) (*process, benchsuite.Report) {
+	t.Helper()
+	p := startGather(t, append([]string{"benchsuite"}, args...)...)
+	select {
+	case <-p.exited:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("gather benchsuite %s still running after 3 minutes", strings.Join(args, " "))
+	}
+	if p.exitErr != nil {
+		t.Fatalf("gather benchsuite: %v\nstdout:\n%s\nstderr:\n%s", p.exitErr, p.out(), p.errOut())
+	}
+	var rep benchsuite.Report
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return p, rep
 }
