@@ -418,7 +418,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 		n, cost, verr := sc.contract.check(hits)
 		if k, taken, which := sc.call.take(hits[:n], cost); k < n {
 			n, cost = k, taken
-			if which == errProxyBudget {
+			if errors.Is(which, errProxyBudget) {
 				verr = fmt.Errorf("%w: max_hit_bytes_in_flight (%d) used up by the queries in flight; %d hits of this shard kept",
 					ErrBudget, c.cfg.MaxHitBytesInFlight, res.Hits+k)
 			} else {
