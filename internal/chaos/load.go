@@ -225,12 +225,7 @@ func worker(ctx context.Context, cfg Config, id int, t *tally) {
 				continue
 			}
 		}
-		// A fleet's remaining budgets differ: the timeout is 90-100% of cfg.Timeout. With one
-		// timeout for all, the queries the proxy cuts at its deadline all last the same, the
-		// slots they free are handed on at once and the next queries end in the same instant
-		// again, so every burst of freed slots (the hog's connection closing frees 128)
-		// recurred every 2.85s for the rest of the run, a spike of answers and admissions.
-		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout-rand.N(max(cfg.Timeout/10, 1)))
+		qctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		if cfg.WorkerCaller != "" {
 			qctx = metadata.AppendToOutgoingContext(qctx, CallerHeader, cfg.WorkerCaller)
 		}

@@ -289,8 +289,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if cfg.Replicas > 1 {
 		slowed = fmt.Sprintf("replica 0 of %s (of %d replicas each)", slowed, cfg.Replicas)
 	}
-	fmt.Fprintf(&buf, "incident: %s slowed by %s, %d workers (%s, started over %s) with a %s timeout (%s-%s per query), %d stallers, a hog with %d streams, %d vanishers\n\n",
-		slowed, cfg.Slow, cfg.Workers, workersAs, workerRamp, cfg.Timeout, cfg.Timeout-cfg.Timeout/10, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
+	fmt.Fprintf(&buf, "incident: %s slowed by %s, %d workers (%s, started over %s) with a %s timeout, %d stallers, a hog with %d streams, %d vanishers\n\n",
+		slowed, cfg.Slow, cfg.Workers, workersAs, workerRamp, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
 
 	section(func(printf func(string, ...any)) {
 		c := r.Workers
