@@ -1,27 +1,23 @@
 package flowguard_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/gatherproxy/gather/internal/flowguard"
+	"github.com/gatherproxy/gather/internal/flowguard/flowtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -202,118 +198,18 @@ func TestSlowReaderKeepsItsConnection(t *testing.T) {
 	}
 }
 
-// rawClient speaks HTTP/2 by hand, so it can withhold flow-control window the way no
-// well-behaved gRPC client does.
-type rawClient struct {
-	conn   net.Conn
-	fr     *http2.Framer
-	mu     sync.Mutex // guards writes
-	closed chan struct{}
-	read   bool // whether it reads the socket at all
-}
-
-// dialRaw connects with the given initial stream window and extra connection window, and keeps
-// reading the socket (acknowledging SETTINGS) when read is true.
-func dialRaw(t *testing.T, addr string, streamWindow, connExtra uint32, read bool) *rawClient {
-	t.Helper()
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		if read {
-			return nil
-		}
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		return errors.Join(err, serr)
-	}}
-	conn, err := d.DialContext(t.Context(), "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &rawClient{conn: conn, fr: http2.NewFramer(conn, conn), closed: make(chan struct{}), read: read}
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow}); err != nil {
-		t.Fatal(err)
-	}
-	if connExtra > 0 {
-		if err := c.fr.WriteWindowUpdate(0, connExtra); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if read {
-		go c.readLoop()
-	}
-	t.Cleanup(func() {
-		_ = conn.Close()
-		if read {
-			<-c.closed
-		}
-	})
-	return c
-}
-
-func (c *rawClient) readLoop() {
-	defer close(c.closed)
-	for {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			return
-		}
-		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
-			c.mu.Lock()
-			_ = c.fr.WriteSettingsAck()
-			c.mu.Unlock()
-		}
-	}
-}
-
-// call sends one request on stream id and never reads the answer.
-func (c *rawClient) call(t *testing.T, id uint32, method string, msg proto.Message) {
-	t.Helper()
-	var hbuf bytes.Buffer
-	enc := hpack.NewEncoder(&hbuf)
-	for _, hf := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method},
-		{":authority", "gather"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
-		_ = enc.WriteField(hpack.HeaderField{Name: hf[0], Value: hf[1]})
-	}
-	body, err := proto.Marshal(msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(body)))
-	data = append(data, body...)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.fr.WriteData(id, true, data); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// waitClosed waits until the server has closed the connection: the read loop sees it end.
-func (c *rawClient) waitClosed(t *testing.T) {
-	t.Helper()
-	select {
-	case <-c.closed:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the server did not close the connection within 30s")
-	}
-}
-
 func TestNoStreamWindowClosesConnection(t *testing.T) {
 	s := startServer(t, 300*time.Millisecond)
-	c := dialRaw(t, s.addr, 1024, 0, true) // 1 KiB per stream, never more
-	for i := range uint32(3) {
-		c.call(t, 2*i+1, answerMethod, request(1<<20, 0))
+	c := flowtest.Dial(t, s.addr, flowtest.Options{StreamWindow: 1024}) // 1 KiB per stream, never more
+	for range 3 {
+		c.Call(t, answerMethod, request(1<<20, 0))
 	}
 	for range 3 {
 		if err := outcome(t, s); !errors.Is(err, flowguard.ErrStalled) {
 			t.Fatalf("AwaitWritten: %v, want ErrStalled", err)
 		}
 	}
-	c.waitClosed(t)
+	c.WaitClosed(t, 30*time.Second)
 	if got := s.closed("no_window"); got != 1 {
 		t.Errorf("no_window closes = %v, want 1", got)
 	}
@@ -321,12 +217,12 @@ func TestNoStreamWindowClosesConnection(t *testing.T) {
 
 func TestNoConnectionWindowClosesConnection(t *testing.T) {
 	s := startServer(t, 300*time.Millisecond)
-	c := dialRaw(t, s.addr, 4<<20, 0, true) // big stream windows, the connection's stays at 64 KiB
-	c.call(t, 1, answerMethod, request(1<<20, 0))
+	c := flowtest.Dial(t, s.addr, flowtest.Options{StreamWindow: 4 << 20}) // big stream windows, the connection's stays at 64 KiB
+	c.Call(t, answerMethod, request(1<<20, 0))
 	if err := outcome(t, s); !errors.Is(err, flowguard.ErrStalled) {
 		t.Fatalf("AwaitWritten: %v, want ErrStalled", err)
 	}
-	c.waitClosed(t)
+	c.WaitClosed(t, 30*time.Second)
 	if got := s.closed("no_window"); got != 1 {
 		t.Errorf("no_window closes = %v, want 1", got)
 	}
@@ -337,8 +233,8 @@ func TestNoConnectionWindowClosesConnection(t *testing.T) {
 // ends it.
 func TestUnreadSocketClosesConnection(t *testing.T) {
 	s := startServer(t, 300*time.Millisecond)
-	c := dialRaw(t, s.addr, 1<<30, 1<<30, false)
-	c.call(t, 1, answerMethod, request(64<<20, 1<<20))
+	c := flowtest.Dial(t, s.addr, flowtest.Options{StreamWindow: 1 << 30, ConnWindow: 1 << 30, Deaf: true})
+	c.Call(t, answerMethod, request(64<<20, 1<<20))
 	if err := outcome(t, s); !errors.Is(err, flowguard.ErrStalled) {
 		t.Fatalf("handler: %v, want ErrStalled", err)
 	}
@@ -349,12 +245,10 @@ func TestUnreadSocketClosesConnection(t *testing.T) {
 
 func TestAwaitWrittenReturnsWhenCallerGoes(t *testing.T) {
 	s := startServer(t, time.Minute)
-	c := dialRaw(t, s.addr, 0, 0, true) // no window at all: nothing is ever written
-	c.call(t, 1, answerMethod, request(10, 0))
+	c := flowtest.Dial(t, s.addr, flowtest.Options{}) // no window at all: nothing is ever written
+	id := c.Call(t, answerMethod, request(10, 0))
 	<-s.waiting
-	c.mu.Lock()
-	_ = c.fr.WriteRSTStream(1, http2.ErrCodeCancel) // the client gives up on the call
-	c.mu.Unlock()
+	c.Reset(t, id) // the client gives up on the call
 	if err := outcome(t, s); !errors.Is(err, context.Canceled) {
 		t.Fatalf("AwaitWritten: %v, want context.Canceled", err)
 	}
