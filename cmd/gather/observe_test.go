@@ -10,12 +10,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/metrictest"
 	"github.com/gatherproxy/gather/internal/panicguard"
 	"github.com/gatherproxy/gather/internal/telemetry"
 )
@@ -86,7 +86,7 @@ func TestServerOptionsRecoverPanics(t *testing.T) {
 		{"gather_grpc_rpc_ends_total", map[string]string{"side": "server", "reason": "completed"}},
 		{"gather_grpc_panics_total", map[string]string{"method": "/gather.shard.v1.ShardService/Search"}},
 	} {
-		if got := sumCounters(t, o.reg, tc.family, tc.labels); got != 1 {
+		if got := metrictest.Sum(t, o.reg, tc.family, tc.labels); got != 1 {
 			t.Errorf("%s%v = %v, want 1", tc.family, tc.labels, got)
 		}
 	}
@@ -95,33 +95,4 @@ func TestServerOptionsRecoverPanics(t *testing.T) {
 	if !strings.Contains(logs.String(), "index out of range") || !strings.Contains(logs.String(), "panicky.Search") {
 		t.Errorf("the log lacks the panic and its stack:\n%s", logs.String())
 	}
-}
-
-// sumCounters sums the counters of family whose labels include labels.
-func sumCounters(t *testing.T, reg *prometheus.Registry, family string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != family {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for k, v := range labels {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == k && l.GetValue() == v)
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/metrictest"
 	"github.com/gatherproxy/gather/internal/replica"
 	"github.com/gatherproxy/gather/internal/shardsvc"
 	"github.com/gatherproxy/gather/internal/shardtest"
@@ -166,38 +167,15 @@ func query(t *testing.T, c *Client, req Request) (int, Result) {
 	return n, call.Close()[0]
 }
 
-// value sums the samples of the metric family name whose labels include match.
+// value sums the samples of the metric family name whose labels include match, label and value
+// pairs.
 func value(t *testing.T, reg prometheus.Gatherer, name string, match ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	labels := map[string]string{}
+	for i := 0; i+1 < len(match); i += 2 {
+		labels[match[i]] = match[i+1]
 	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(match); i += 2 {
-				found := false
-				for _, l := range m.GetLabel() {
-					found = found || (l.GetName() == match[i] && l.GetValue() == match[i+1])
-				}
-				if !found {
-					continue metric
-				}
-			}
-			switch {
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			}
-		}
-	}
-	return sum
+	return metrictest.Sum(t, reg, name, labels)
 }
 
 // events are the names of the fan-out's hedge, attempt and retry events on the spans recorded so

@@ -23,6 +23,7 @@ import (
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/metrictest"
 	"github.com/gatherproxy/gather/internal/synthetic"
 )
 
@@ -56,11 +57,11 @@ func BenchmarkInFlightHeap(b *testing.B) {
 	// A long per-shard timeout: a cycle must not be cut by the proxy's default 2s.
 	p := newBenchProxy(b, h.addrs, fanout.Config{ShardTimeout: time.Minute})
 	clientDone := func() float64 {
-		return counter(b, p.w.reg, "gather_grpc_rpc_ends_total",
+		return metrictest.Sum(b, p.w.reg, "gather_grpc_rpc_ends_total",
 			map[string]string{"side": "client", "method": "/gather.shard.v1.ShardService/Search"})
 	}
 	serverDone := func() float64 {
-		return counter(b, p.w.reg, "gather_grpc_rpc_ends_total",
+		return metrictest.Sum(b, p.w.reg, "gather_grpc_rpc_ends_total",
 			map[string]string{"side": "server", "method": "/gather.query.v1.QueryService/Search"})
 	}
 	waitFor := func(what string, cond func() bool) {
