@@ -229,30 +229,34 @@ func (s *suite) tail(ctx context.Context) (*TailResult, error) {
 		Rounds: tt.rounds, RoundSeconds: tt.round.Seconds()}
 	s.progressf("tail: starting %d synthetic shards (%d × %d replicas, latency %s), %d hung replicas and %d floor shards (latency %s)",
 		TailShards*TailReplicas, TailShards, TailReplicas, TailLatency, TailShards, TailShards*TailReplicas, TailFloorLatency)
-	replicas := make([][]string, TailReplicas) // replicas[r][i]: replica r of shard i
 	var procs []*child
 	defer func() { stopGroup(procs...) }()
-	for r := range TailReplicas {
-		addrs, ps, err := s.startShards(ctx, fmt.Sprintf("tail-shard-r%d", r), TailShards, TailLatency)
-		procs = append(procs, ps...)
-		if err != nil {
-			return nil, fmt.Errorf("tail: %w", err)
+	// start starts TailReplicas sets of TailShards shards named prefix-rR-I and returns their
+	// addresses, [r][i] for replica r of shard i.
+	start := func(prefix, latency string) ([][]string, error) {
+		sets := make([][]string, TailReplicas)
+		for r := range TailReplicas {
+			addrs, ps, err := s.startShards(ctx, fmt.Sprintf("%s-r%d", prefix, r), TailShards, latency)
+			procs = append(procs, ps...)
+			if err != nil {
+				return nil, fmt.Errorf("tail: %w", err)
+			}
+			sets[r] = addrs
 		}
-		replicas[r] = addrs
+		return sets, nil
+	}
+	replicas, err := start("tail-shard", TailLatency)
+	if err != nil {
+		return nil, err
 	}
 	hung, ps, err := s.startShards(ctx, "tail-hung", TailShards, TailLatency, "--fault", "hang")
 	procs = append(procs, ps...)
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
 	}
-	floor := make([][]string, TailReplicas)
-	for r := range TailReplicas {
-		addrs, ps, err := s.startShards(ctx, fmt.Sprintf("tail-floor-r%d", r), TailShards, TailFloorLatency)
-		procs = append(procs, ps...)
-		if err != nil {
-			return nil, fmt.Errorf("tail: %w", err)
-		}
-		floor[r] = addrs
+	floor, err := start("tail-floor", TailFloorLatency)
+	if err != nil {
+		return nil, err
 	}
 	topology := func(key string) []string {
 		out := make([]string, TailShards)

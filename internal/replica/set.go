@@ -193,9 +193,10 @@ type state struct {
 	stamp   time.Duration // when cost was last set
 	pending int           // attempts in flight
 	// waiting holds the start times of the attempts in flight without a first frame yet, oldest
-	// first: their mean age is a lower bound of the replica's time to first frame that holds
-	// before any of them ends (see load).
+	// first, and waitSum their sum: their mean age is a lower bound of the replica's time to
+	// first frame that holds before any of them ends (see load).
 	waiting []time.Duration
+	waitSum time.Duration
 	// censored counts the attempts in a row that ended without a first frame; each doubles the
 	// lower bound the next one records, up to 16 times its elapsed time.
 	censored int
@@ -255,12 +256,8 @@ func (s *Set) decayed(r *state, now time.Duration) float64 {
 // until its first waiting attempts ended, seconds later, while every call sent to it waits.
 func (s *Set) load(r *state, now time.Duration) float64 {
 	cost := s.decayed(r, now)
-	if n := len(r.waiting); n > 0 {
-		var sum time.Duration
-		for _, t := range r.waiting {
-			sum += now - t
-		}
-		cost = max(cost, float64(sum/time.Duration(n)))
+	if n := time.Duration(len(r.waiting)); n > 0 {
+		cost = max(cost, float64(now-r.waitSum/n))
 	}
 	return max(cost, minCost) * float64(r.pending+1)
 }
@@ -278,7 +275,14 @@ func (r *state) answered(start time.Duration) {
 			best = i
 		}
 	}
+	r.waitSum -= r.waiting[best] // the recorded start, so the sum stays exact
 	r.waiting = slices.Delete(r.waiting, best, best+1)
+}
+
+// started counts an attempt on r that started at now as waiting for its first frame.
+func (r *state) started(now time.Duration) {
+	r.waiting = append(r.waiting, now)
+	r.waitSum += now
 }
 
 // slow reports whether at least half of r's recent attempts, and at least slowMinSamples/2
@@ -364,7 +368,7 @@ func (s *Set) Pick(tried Mask, mode Mode) (int, error) {
 		}
 	}
 	s.reps[pick].pending++
-	s.reps[pick].waiting = append(s.reps[pick].waiting, now)
+	s.reps[pick].started(now)
 	return pick, nil
 }
 
