@@ -47,6 +47,7 @@ type shardCall struct {
 	mu       sync.Mutex
 	phase    phase
 	skipFire bool // the timer's function is due for a hedge delay that a winner made moot
+	denied   bool // a hedge was denied (and is asked for again, see startHedge)
 	done     bool // no attempt starts any more
 	winner   *attempt
 	last     *attempt // the attempt that ended last without winning
@@ -249,15 +250,33 @@ func (sc *shardCall) onTimer() {
 
 // startHedge applies the hedge policy and starts the hedge in a goroutine of its own. Called
 // with mu held.
+//
+// A denial other than for the deadline is not final: the call asks again each time its waiting
+// attempt has waited twice as long, until the deadline is too near. The budget refills as calls
+// are made, and a slow replica becomes a candidate once the attempt has waited twice its usual
+// time (replica.Set.PickHedge): a call that hangs on a replica just as the budget ran dry, or
+// just as the machine slowed every replica down, is not left to its per-shard deadline. The
+// metrics and the span count the first denial of a call only.
 func (sc *shardCall) startHedge() {
 	s := sc.s
+	waited := sc.delay
+	if w := sc.live[0]; w != nil {
+		waited = time.Since(w.start)
+	}
 	i, why := hedge.Decide(sc.call.client.budget, time.Until(sc.deadline), s.delay.Typical(),
-		func() (int, error) { return s.set.Pick(sc.tried, replica.Hedge) })
+		func() (int, error) { return s.set.PickHedge(sc.tried, waited) })
 	if why != hedge.Allowed {
-		s.m.hedge[outcomeDenied].Inc()
-		s.m.denied[why].Inc()
-		if sc.span.IsRecording() {
-			sc.span.AddEvent("gather.hedge.denied", trace.WithAttributes(attribute.String("gather.reason", why.String())))
+		if !sc.denied {
+			sc.denied = true
+			s.m.hedge[outcomeDenied].Inc()
+			s.m.denied[why].Inc()
+			if sc.span.IsRecording() {
+				sc.span.AddEvent("gather.hedge.denied", trace.WithAttributes(attribute.String("gather.reason", why.String())))
+			}
+		}
+		if why != hedge.DeniedDeadline {
+			sc.phase = phaseHedge
+			sc.timer.Reset(max(waited, sc.delay))
 		}
 		return
 	}

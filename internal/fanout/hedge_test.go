@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"net"
@@ -296,6 +297,75 @@ func TestHedgeBudget(t *testing.T) {
 	}
 	if got := value(t, reg, "gather_hedge_budget_tokens"); got >= 1 {
 		t.Errorf("%v tokens left, want less than one", got)
+	}
+}
+
+// TestDeniedHedgeAsksAgain: a call whose hedge was denied for the budget asks again as it waits,
+// and hedges once a token is back, instead of waiting for its per-shard deadline.
+func TestDeniedHedgeAsksAgain(t *testing.T) {
+	t.Parallel()
+	p := startPool(t, 2, func(k int64, _ int) step { return step{hang: k == 1} })
+	c, reg := p.client(t, Config{ShardTimeout: 10 * time.Second,
+		Hedge: hedge.Config{Initial: 20 * time.Millisecond, Budget: 0.001, BudgetCap: 1}})
+	for c.budget.Spend() {
+	}
+	type answer struct {
+		n   int
+		res Result
+	}
+	done := make(chan answer, 1)
+	go func() {
+		n, res := query(t, c, Request{})
+		done <- answer{n, res}
+	}()
+	waitFor(t, "the first hedge denied for the budget", func() bool {
+		return value(t, reg, "gather_shard_hedges_denied_total", "reason", "budget") == 1
+	})
+	c.budget.Refund() // the token a later shard call would have deposited
+	a := <-done
+	if a.n != 5 || a.res.Status != StatusOK || a.res.Source != SourceHedge {
+		t.Errorf("got %d hits, %v from the %v; want 5 from a hedge", a.n, a.res.Status, a.res.Source)
+	}
+	if got := value(t, reg, "gather_shard_hedges_denied_total"); got != 1 {
+		t.Errorf("%v denials counted, want 1 (the first of the call)", got)
+	}
+}
+
+// TestStuckCallHedgedOnSlowShard: when every replica of a shard answers later than the hedge
+// delay, hedges are denied as slow_shard, but a call that has waited twice as long as the shard
+// usually takes is hedged: it is stuck, not slow like its shard.
+func TestStuckCallHedgedOnSlowShard(t *testing.T) {
+	t.Parallel()
+	const usual, delay = 80 * time.Millisecond, 5 * time.Millisecond
+	var hangNext atomic.Bool
+	p := startPool(t, 2, func(int64, int) step { return step{delay: usual, hang: hangNext.CompareAndSwap(true, false)} })
+	// The per-shard deadline leaves the stuck call time to be hedged (at 160-320ms, twice the
+	// usual), not the seconds it takes for the replicas' late answers to be forgotten.
+	c, reg := p.client(t, Config{ShardTimeout: 1500 * time.Millisecond,
+		Hedge: hedge.Config{Initial: delay, MinSamples: 1 << 20, BudgetCap: 100}})
+	// Both replicas have answered six calls, each 16 times later than the hedge delay: the whole
+	// shard is slow.
+	set := c.shards[0].set
+	for r := range 2 {
+		for range 6 {
+			i, err := set.Pick(replica.Mask(0).With(1-r), replica.Primary)
+			if err != nil || i != r {
+				t.Fatalf("pick: %d, %v; want %d", i, err, r)
+			}
+			set.FirstFrame(i, usual, delay)
+			set.Done(i, replica.Success, true, usual, delay)
+		}
+		if _, err := set.PickHedge(replica.Mask(0).With(1-r), 0); !errors.Is(err, replica.ErrSlow) {
+			t.Fatalf("replica %d as a hedge: %v, want ErrSlow", r, err)
+		}
+	}
+	hangNext.Store(true) // the next call to reach a replica, the primary of this query, hangs
+	n, res := query(t, c, Request{})
+	if n != 5 || res.Status != StatusOK || res.Source != SourceHedge {
+		t.Errorf("the stuck call: %d hits, %v (%v) from the %v; want 5 hits from a hedge", n, res.Status, res.Err, res.Source)
+	}
+	if got := value(t, reg, "gather_shard_hedges_denied_total", "reason", "slow_shard"); got != 1 {
+		t.Errorf("%v hedges denied as slow_shard, want 1: the stuck call's first", got)
 	}
 }
 

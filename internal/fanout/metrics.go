@@ -34,11 +34,11 @@ func newMetrics() *metrics {
 	return &metrics{
 		hedges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_shard_hedges_total",
-			Help: "Hedged shard calls, by shard and outcome: won (the hedge answered), lost (cancelled: another attempt answered first), failed (no attempt answered), denied (not started: see gather_shard_hedges_denied_total).",
+			Help: "Hedged shard calls, by shard and outcome: won (the hedge answered), lost (cancelled: another attempt answered first), failed (no attempt answered), denied (the first request for a hedge was refused: see gather_shard_hedges_denied_total; the call asks again as it waits, so it may also count as won, lost or failed).",
 		}, []string{"shard", "outcome"}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_shard_hedges_denied_total",
-			Help: "Hedges not started although the hedge delay had passed, by shard and reason: budget (no token), slow_shard (every other replica is as slow), no_candidate (no other replica ready), deadline (too little time left).",
+			Help: "Shard calls whose first request for a hedge, after the hedge delay, was refused, by shard and reason: budget (no token), slow_shard (every other replica is as slow), no_candidate (no other replica ready), deadline (too little time left).",
 		}, []string{"shard", "reason"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_shard_retries_total",

@@ -310,7 +310,19 @@ func (s *Set) pessimistic(r *state, now time.Duration) {
 // Done. Of the candidates that mode allows, it takes two at random and returns the one with the
 // lower load score (a single candidate is returned as it is). Errors: ErrNoCandidate, and in
 // Hedge mode ErrSlow.
-func (s *Set) Pick(tried Mask, mode Mode) (int, error) {
+func (s *Set) Pick(tried Mask, mode Mode) (int, error) { return s.pick(tried, mode, 0) }
+
+// PickHedge is Pick in Hedge mode for a call whose attempt has waited for its first frame for
+// waited. A slow replica is a candidate once waited is at least twice its cost (its typical time
+// to first frame, see Set.FirstFrame): the whole shard may be slow, but the waiting attempt is
+// slow even for it, and is more likely stuck on its replica than about to answer. A whole shard
+// that is uniformly slow is still not hedged: its attempts answer before they have waited that
+// long.
+func (s *Set) PickHedge(tried Mask, waited time.Duration) (int, error) {
+	return s.pick(tried, Hedge, waited)
+}
+
+func (s *Set) pick(tried Mask, mode Mode, waited time.Duration) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -331,7 +343,7 @@ func (s *Set) Pick(tried Mask, mode Mode) (int, error) {
 		if h != Ready || r.ejected {
 			continue
 		}
-		if mode == Hedge && s.slow(r, now) {
+		if mode == Hedge && s.slow(r, now) && float64(waited) < 2*s.decayed(r, now) {
 			slow++
 			continue
 		}

@@ -281,6 +281,19 @@ func TestHedgeAvoidsSlowReplicas(t *testing.T) {
 	if _, err := s.Pick(tried, Hedge); err != nil {
 		t.Errorf("10s later: %v, want replica 1 a candidate again", err)
 	}
+	// A slow replica is still a hedge for an attempt that has waited twice its usual 50ms: that
+	// attempt is slow even for this shard.
+	s3, _, _ := newSet(2, Config{})
+	for range 3 {
+		s3.FirstFrame(1, 50*time.Millisecond, delay)
+		s3.Done(1, Success, true, 50*time.Millisecond, delay)
+	}
+	if _, err := s3.PickHedge(tried, 60*time.Millisecond); !errors.Is(err, ErrSlow) {
+		t.Errorf("slow replica, the attempt waiting 60ms: %v, want ErrSlow", err)
+	}
+	if i, err := s3.PickHedge(tried, 100*time.Millisecond); err != nil || i != 1 {
+		t.Errorf("slow replica, the attempt waiting 100ms: %d, %v; want replica 1", i, err)
+	}
 	// A cut attempt counts as late once it has waited the delay.
 	s2, _, _ := newSet(2, Config{})
 	for range 3 {
