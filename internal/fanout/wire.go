@@ -273,8 +273,12 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return num, typ, n
 }
 
-// fromProto makes ShardHits of decoded hits, in the canonical encoding (the fields map in its
-// iteration order).
+// NewShardHits makes ShardHits of decoded hits, as the shard call's codec makes them of their
+// encoding (the fields in the map's iteration order). The proxy never needs it; tests and
+// in-process shards do.
+func NewShardHits(hits []*shardv1.Hit) []ShardHit { return fromProto(hits) }
+
+// fromProto makes ShardHits of decoded hits (NewShardHits).
 func fromProto(hits []*shardv1.Hit) []ShardHit {
 	if len(hits) == 0 {
 		return nil
