@@ -104,7 +104,7 @@ func (s *Server) search(ctx context.Context, req *queryv1.SearchRequest, stream 
 	if err != nil {
 		return nil, invalidArgument(err)
 	}
-	out := &collect{}
+	out := &collect{topK: q.topK}
 	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return nil, err
@@ -198,7 +198,7 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	}
 	snd := lifecycle.NewSender(stream, s.cfg.SendTimeout)
 	defer snd.Close()
-	out := &streamer{ctx: ctx, snd: snd, conn: conn}
+	out := &streamer{ctx: ctx, snd: snd, conn: conn, left: q.topK}
 	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return err
@@ -222,24 +222,29 @@ type sink interface {
 
 // collect gathers the hits of a Search answer, encoded (answer).
 type collect struct {
+	topK uint32
 	hits []byte
-	n    int
 }
 
-func (c *collect) add(h fanout.Hit, shard string, _ int) error {
+func (c *collect) add(h fanout.Hit, shard string, size int) error {
 	if c.hits == nil {
-		c.hits = make([]byte, 0, firstAnswerBytes)
+		c.hits = make([]byte, 0, firstCapacity(size, c.topK, maxFirstAnswerBytes))
 	}
 	c.hits = appendHit(c.hits, h, shard)
-	c.n++
 	return nil
 }
 
 func (c *collect) flush() error { return nil }
 
-// firstAnswerBytes is the capacity an answer's encoded hits start with: ten hits of the bundled
-// corpus; a longer answer grows it by doubling.
-const firstAnswerBytes = 16 << 10
+// maxFirstAnswerBytes bounds the capacity an answer's encoded hits start with (firstCapacity);
+// a longer answer grows it by doubling.
+const maxFirstAnswerBytes = 256 << 10
+
+// firstCapacity is the capacity of a buffer for n hits, the first of which takes size bytes:
+// room for n such hits and a quarter more, at most most bytes.
+func firstCapacity(size int, n uint32, most int) int {
+	return int(min(int64(size)*int64(n)*5/4, int64(most)))
+}
 
 // streamer sends batches of final hits, encoded as in an answer. The pending batch is at most
 // top_k hits and, unless it is a single hit, at most maxStreamMessageBytes.
@@ -247,6 +252,7 @@ type streamer struct {
 	ctx   context.Context
 	snd   *lifecycle.Sender
 	conn  *flowguard.Conn // nil without a flow guard
+	left  uint32          // hits that may still come: top_k less those sent or pending
 	batch []byte          // the hits of the next message, encoded
 }
 
@@ -257,9 +263,10 @@ func (s *streamer) add(h fanout.Hit, shard string, size int) error {
 		}
 	}
 	if s.batch == nil {
-		s.batch = make([]byte, 0, min(firstAnswerBytes, maxStreamMessageBytes))
+		s.batch = make([]byte, 0, max(size, firstCapacity(size, s.left, maxStreamMessageBytes)))
 	}
 	s.batch = appendHit(s.batch, h, shard)
+	s.left--
 	return nil
 }
 
