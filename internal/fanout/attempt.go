@@ -404,7 +404,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	res.TotalMatches, res.Documents = resp.GetTotalMatches(), resp.GetDocuments()
 	for first := true; ; first = false {
 		if !first {
-			if resp, err = st.Recv(); err != nil {
+			if _, err = st.Recv(); err != nil {
 				if a.codec.refused == nil && errors.Is(err, io.EOF) {
 					return nil
 				}

@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -117,15 +118,7 @@ func field(b []byte, num protowire.Number, typ protowire.Type, v any) []byte {
 // oddMessages are encodings protobuf-go decodes although no protobuf encoder writes them, and
 // some it refuses.
 func oddMessages() map[string][]byte {
-	entry := func(parts ...[]byte) []byte {
-		return []byte(strings.Join(func() []string {
-			s := make([]string, len(parts))
-			for i, p := range parts {
-				s[i] = string(p)
-			}
-			return s
-		}(), ""))
-	}
+	entry := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	key := func(k string) []byte { return field(nil, 1, protowire.BytesType, k) }
 	val := func(v string) []byte { return field(nil, 2, protowire.BytesType, v) }
 	hit := func(fields ...[]byte) []byte { return field(nil, 1, protowire.BytesType, entry(fields...)) }
@@ -163,7 +156,7 @@ func oddMessages() map[string][]byte {
 		"field number too large":   hit(id("a"), protowire.AppendVarint(nil, uint64(protowire.MaxValidNumber+1)<<3|2), []byte{0}),
 		"truncated score":          hit(id("a"), []byte{0x11, 1, 2, 3}),
 		"truncated entry":          hit(id("a"), fld([]byte{0x0a, 5, 'k'})),
-		"length past the end":      []byte{0x0a, 0x05, 0x0a},
+		"length past the end":      {0x0a, 0x05, 0x0a},
 	}
 }
 

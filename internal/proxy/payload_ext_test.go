@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -132,7 +133,7 @@ func TestAnswersAsBeforeThroughGRPC(t *testing.T) {
 		var streamed []*queryv1.Hit
 		for {
 			m, err := stream.Recv()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
