@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
-
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
