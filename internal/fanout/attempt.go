@@ -192,7 +192,8 @@ func (sc *shardCall) prepare(a *attempt, i int, source Source, slot int) {
 	}
 	a.ep, a.source, a.slot, a.framed, a.local, a.err = sc.s.replicas[i], source, slot, false, false, nil
 	a.ctx, a.cancel = context.WithCancelCause(sc.ctx)
-	a.codec = codec{base: c.codec, topK: int(sc.req.GetTopK()), maxFields: c.cfg.MaxFields}
+	a.codec = codec{base: c.codec, topK: int(sc.req.GetTopK()), maxFields: c.cfg.MaxFields, decoded: c.metrics.decoded,
+		spans: a.codec.spans}
 	a.force.CodecV2 = &a.codec
 	a.opts[0] = &a.force
 	a.start = time.Now()
@@ -422,14 +423,14 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	res.TotalMatches, res.Documents = resp.GetTotalMatches(), resp.GetDocuments()
 	for first := true; ; first = false {
 		if !first {
-			if resp, err = st.Recv(); err != nil {
+			if _, err = st.Recv(); err != nil {
 				if a.codec.refused == nil && errors.Is(err, io.EOF) {
 					return nil
 				}
 				return recvError(a, err, c.cfg.MaxMessageBytes)
 			}
 		}
-		hits := resp.GetHits()
+		hits := a.codec.hits
 		if len(hits) == 0 {
 			continue
 		}
@@ -446,8 +447,9 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 			}
 		}
 		if n < len(hits) {
-			clear(hits[n:]) // refused hits are not held by the accepted ones' backing array
-			hits = hits[:n]
+			// The refused hits share their strings' allocation with the accepted ones, which
+			// would keep them in memory, uncounted, as long as the query.
+			hits = compact(hits[:n])
 		}
 		if n > 0 {
 			res.Hits += n

@@ -25,10 +25,10 @@ type Request struct {
 	ShardTimeout time.Duration
 }
 
-// Hit is one shard hit as the merge sees it: the shard's message and the index of the shard in
+// Hit is one shard hit as the merge sees it: the hit, as received, and the index of the shard in
 // Client.Shards order.
 type Hit struct {
-	*shardv1.Hit
+	*ShardHit
 	Shard int
 }
 
@@ -38,8 +38,8 @@ func Less(a, b Hit) bool {
 	if a.Score != b.Score {
 		return a.Score > b.Score
 	}
-	if a.DocId != b.DocId {
-		return a.DocId < b.DocId
+	if a.DocID != b.DocID {
+		return a.DocID < b.DocID
 	}
 	return a.Shard < b.Shard
 }
@@ -186,7 +186,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	curs := make([]Cursor, len(c.shards)) // one allocation for all the cursors
 	for i, s := range c.shards {
 		cur := &curs[i]
-		cur.ch, cur.shard = make(chan []*shardv1.Hit, c.cfg.Buffer), i
+		cur.ch, cur.shard = make(chan []ShardHit, c.cfg.Buffer), i
 		call.cursors[i] = cur
 		call.results[i].Shard = s.name
 		call.wg.Add(1)
@@ -337,8 +337,8 @@ func classify(callCtx, ictx context.Context, err error) (Status, error) {
 // Cursor is one shard's hits as a sorted sequence (merge.Sequence[Hit]). It is read by one
 // goroutine; it ends when the shard's stream ends, however it ends.
 type Cursor struct {
-	ch    chan []*shardv1.Hit
-	batch []*shardv1.Hit
+	ch    chan []ShardHit
+	batch []ShardHit
 	pos   int
 	cur   Hit
 	shard int
@@ -355,7 +355,7 @@ func (c *Cursor) Next() bool {
 		}
 		c.batch, c.pos = b, 0
 	}
-	c.cur = Hit{Hit: c.batch[c.pos], Shard: c.shard}
+	c.cur = Hit{ShardHit: &c.batch[c.pos], Shard: c.shard}
 	return true
 }
 

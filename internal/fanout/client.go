@@ -71,9 +71,9 @@ const (
 	DefaultMaxFields = 32
 	// DefaultMaxFieldBytes is 28 times the corpus's longest field.
 	DefaultMaxFieldBytes = 1 << 10
-	// DefaultMaxQueryHitBytes holds top_k 1000 from each of 12 shards of corpus passages (~2.6
-	// KiB each by the cost model), or about 490 of the largest hits the other defaults let
-	// through (~67 KiB each): 8 times the default answer limit (proxy.Config.MaxAnswerBytes).
+	// DefaultMaxQueryHitBytes holds top_k 1000 from each of 17 shards of corpus passages (~1.9
+	// KiB each by the cost model), or about 530 of the largest hits the other defaults let
+	// through (~61 KiB each): 8 times the default answer limit (proxy.Config.MaxAnswerBytes).
 	DefaultMaxQueryHitBytes = 32 << 20
 	// DefaultMaxHitBytesInFlight is 32 queries at MaxQueryHitBytes, or some 10,000 queries of
 	// top_k 10 over 4 shards of corpus passages: what max_in_flight (256) queries at the per-query
@@ -92,18 +92,19 @@ const (
 // per call.
 //
 //	MaxQueryHitBytes                  hits accepted from all shards (counted with the cost model
-//	                                  in contract.go, an over-estimate of their heap); only the
+//	                                  in hit.go, an over-estimate of their heap); only the
 //	                                  answering attempt's hits count and are kept
-//	+ S × A × 3.25 × M                per attempt, one message on its way in: unread in the
+//	+ S × A × 3 × M                   per attempt, one message on its way in: unread in the
 //	                                  connection's flow-control window (at most M, set by the
-//	                                  client), materialised for decoding (M), and decoded
-//	                                  strings (1.25 × M by the cost model)
-//	+ S × A × K × (592 + 160 × F)     ... and that message's hits and field entries, at most K
-//	                                  and K × F since the codec counts them before decoding
+//	                                  client), materialised for reading (M), and its hits'
+//	                                  strings, kept encoded (at most M, see the next term)
+//	+ S × A × K × (160 + 6 × F)       ... and that message's hits (ShardHit and the codec's
+//	                                  scratch), and the bytes the canonical encoding can add to
+//	                                  an entry; at most K and K × F, counted before reading
 //	+ S × A × MaxHeaderBytes          its headers and trailers
 //
-// With the defaults, K = 10, S = 4 and A = 1 that is 32 MiB + 13 MiB + 0.2 MiB + 64 KiB (A = 2:
-// 32 MiB + 26 MiB + 0.4 MiB + 128 KiB); the budget term is the one that grows with the answers'
+// With the defaults, K = 10, S = 4 and A = 1 that is 32 MiB + 12 MiB + 14 KiB + 64 KiB (A = 2:
+// 32 MiB + 24 MiB + 28 KiB + 128 KiB); the budget term is the one that grows with the answers'
 // real size, as the others are transient. The answer the proxy builds is bounded separately
 // (proxy.Config.MaxAnswerBytes).
 type Config struct {
@@ -140,8 +141,8 @@ type Config struct {
 	// DefaultMaxDocIDBytes, DefaultMaxTextBytes, DefaultMaxFields, DefaultMaxFieldBytes.
 	MaxDocIDBytes, MaxTextBytes, MaxFields, MaxFieldBytes int
 	// MaxQueryHitBytes is the budget of one query for the hits of all its shards, counted as
-	// hits are accepted, with the cost model in contract.go (a hit's heap, not its wire size: a
-	// fields map takes several times its encoding). The shard whose batch would cross it ends
+	// hits are accepted, with the cost model in hit.go (a hit's heap: its text and fields as
+	// received, a little more than their encoding, and its share of the bookkeeping). The shard whose batch would cross it ends
 	// with StatusResourceExhausted and an error that says so; the hits that fit, of that batch
 	// and before, are kept, and so the answer is degraded. Every other shard that still sends
 	// ends the same way. Default DefaultMaxQueryHitBytes.

@@ -53,11 +53,12 @@ func TestCheck(t *testing.T) {
 		{"field at the cap", nil, []*shardv1.Hit{{DocId: "a", Score: 1, Fields: map[string]string{"key": "val"}}}, 0, 10, 1, nil, ""},
 	} {
 		c := contract{lim: &limits{docID: lim.MaxDocIDBytes, text: lim.MaxTextBytes, fields: lim.MaxFields, fieldBytes: lim.MaxFieldBytes},
-			topK: tc.topK, sent: tc.sent, prev: tc.prev, seen: map[string]struct{}{}}
+			topK: tc.topK, sent: tc.sent, seen: map[string]struct{}{}}
 		if tc.prev != nil {
+			c.prev = &fromProto([]*shardv1.Hit{tc.prev})[0]
 			c.seen[tc.prev.GetDocId()] = struct{}{}
 		}
-		n, cost, err := c.check(tc.hits)
+		n, cost, err := c.check(fromProto(tc.hits))
 		if n != tc.wantN || !errors.Is(err, tc.wantErr) || (err != nil && !strings.Contains(err.Error(), tc.wantMsg)) {
 			t.Errorf("%s: got (%d, %v), want (%d, %v mentioning %q)", tc.name, n, err, tc.wantN, tc.wantErr, tc.wantMsg)
 		}
@@ -79,7 +80,7 @@ func TestCheckQuotesIDsShortly(t *testing.T) {
 	t.Parallel()
 	long := strings.Repeat("\x00", 3000)
 	c := contract{lim: &limits{docID: 1 << 20, text: 1, fields: 1, fieldBytes: 1}, topK: 10, seen: map[string]struct{}{}}
-	_, _, err := c.check([]*shardv1.Hit{{DocId: "b" + long, Score: 1}, {DocId: "a" + long, Score: 1}})
+	_, _, err := c.check(fromProto([]*shardv1.Hit{{DocId: "b" + long, Score: 1}, {DocId: "a" + long, Score: 1}}))
 	if !errors.Is(err, ErrOrder) || len(err.Error()) > 300 {
 		t.Fatalf("got a %d-byte error %v, want ErrOrder in at most 300 bytes", len(err.Error()), err)
 	}
@@ -88,7 +89,7 @@ func TestCheckQuotesIDsShortly(t *testing.T) {
 // TestCheckAllocatesNothingPerHit: checking a batch allocates nothing once the duplicate set has
 // room, whatever the batch's length.
 func TestCheckAllocatesNothingPerHit(t *testing.T) {
-	hits := shardtest.Hits("x", 200, 1)
+	hits := fromProto(shardtest.Hits("x", 200, 1))
 	lim := &limits{docID: 512, text: 1 << 14, fields: 32, fieldBytes: 1024}
 	seen := make(map[string]struct{}, 256)
 	allocs := testing.AllocsPerRun(50, func() {

@@ -11,6 +11,7 @@ import (
 type metrics struct {
 	hedges, denied, retries *prometheus.CounterVec
 	ejections, selections   *prometheus.CounterVec
+	decoded                 prometheus.Counter
 
 	score, ejected, delay, tokens *prometheus.Desc
 	held, maxHeld                 *prometheus.Desc
@@ -52,6 +53,10 @@ func newMetrics() *metrics {
 			Name: "gather_replica_selections_total",
 			Help: "Attempts sent to each replica: first attempts, hedges and retries.",
 		}, []string{"shard", "replica"}),
+		decoded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gather_shard_hits_decoded_total",
+			Help: "Shard hits whose payload (text, fields) the proxy decoded into Go values. Answers carry the payload as the shard encoded it, so this stays near 0: it counts the hits of shard messages only protobuf-go could read, and those of answers to in-process callers.",
+		}),
 		score: prometheus.NewDesc("gather_replica_score",
 			"The replica's load score: its decaying peak-sensitive average time to first frame, in seconds, times its attempts in flight plus one. Lower is preferred.",
 			[]string{"shard", "replica"}, nil),
@@ -113,6 +118,7 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
 		v.Describe(ch)
 	}
+	m.decoded.Describe(ch)
 	ch <- m.score
 	ch <- m.ejected
 	ch <- m.delay
@@ -126,6 +132,7 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
 		v.Collect(ch)
 	}
+	m.decoded.Collect(ch)
 	for _, s := range col.c.shards {
 		if s.set != nil {
 			for i, r := range s.replicas {

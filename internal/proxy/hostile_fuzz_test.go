@@ -146,7 +146,17 @@ func FuzzHostileShards(f *testing.F) {
 			}
 			return
 		}
-		hits := out.hits
+		resp := answer(out.hits, sum)
+		if n := proto.Size(resp); n > srv.cfg.MaxAnswerBytes {
+			t.Fatalf("answer of %d bytes, max_answer_bytes %d", n, srv.cfg.MaxAnswerBytes)
+		}
+		if len(out.hits) > srv.room {
+			t.Fatalf("hits of %d bytes, room %d", len(out.hits), srv.room)
+		}
+		if err := decodeHits(resp); err != nil {
+			t.Fatalf("the answer's hits do not decode: %v", err)
+		}
+		hits := resp.GetHits()
 		if len(hits) > int(q.topK) {
 			t.Fatalf("%d hits for top_k %d", len(hits), q.topK)
 		}
@@ -168,9 +178,6 @@ func FuzzHostileShards(f *testing.F) {
 		}
 		if answerBytes > int64(srv.room) {
 			t.Fatalf("hits of %d bytes, room %d", answerBytes, srv.room)
-		}
-		if n := proto.Size(answer(hits, sum)); n > srv.cfg.MaxAnswerBytes {
-			t.Fatalf("answer of %d bytes, max_answer_bytes %d", n, srv.cfg.MaxAnswerBytes)
 		}
 		if sum.GetTruncated() != strings.Contains(sum.GetTruncationReason(), "max_answer_bytes") {
 			t.Fatalf("truncated %v with reason %q", sum.GetTruncated(), sum.GetTruncationReason())

@@ -104,24 +104,32 @@ func (s *Server) search(ctx context.Context, req *queryv1.SearchRequest, stream 
 	if err != nil {
 		return nil, invalidArgument(err)
 	}
-	out := &collect{hits: make([]*queryv1.Hit, 0, min(q.topK, 128))}
+	out := &collect{topK: q.topK}
 	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return nil, err
 	}
 	resp := answer(out.hits, sum)
-	if stream != nil {
-		if err := s.writeAnswer(ctx, stream, resp); err != nil {
-			return nil, err
+	if stream == nil {
+		// An in-process caller reads the hits, not their encoding.
+		if err := decodeHits(resp); err != nil {
+			return nil, status.Errorf(codes.Internal, "decoding the answer's hits: %v", err)
 		}
+		s.fan.CountDecoded(len(resp.GetHits()))
+		return resp, nil
+	}
+	if err := s.writeAnswer(ctx, stream, resp); err != nil {
+		return nil, err
 	}
 	return resp, nil
 }
 
-// answer is the SearchResponse of hits and a summary.
-func answer(hits []*queryv1.Hit, sum *queryv1.SearchSummary) *queryv1.SearchResponse {
-	return &queryv1.SearchResponse{
-		Hits:             hits,
+// answer is the SearchResponse of hits, encoded as its field 1 (see appendHit), and a summary.
+// The hits are carried as the message's unknown fields, which protobuf marshals as they are,
+// after the known fields: on the wire they are its hits, in their order, and any decoder reads
+// them as such. Until then, GetHits is empty (decodeHits fills it).
+func answer(hits []byte, sum *queryv1.SearchSummary) *queryv1.SearchResponse {
+	resp := &queryv1.SearchResponse{
 		Coverage:         sum.Coverage,
 		Shards:           sum.Shards,
 		TotalMatches:     sum.TotalMatches,
@@ -129,6 +137,22 @@ func answer(hits []*queryv1.Hit, sum *queryv1.SearchSummary) *queryv1.SearchResp
 		Truncated:        sum.Truncated,
 		TruncationReason: sum.TruncationReason,
 	}
+	if len(hits) > 0 {
+		resp.ProtoReflect().SetUnknown(hits)
+	}
+	return resp
+}
+
+// decodeHits decodes the hits that m (an answer or a SearchStream message) carries encoded
+// (answer) into its hits field.
+func decodeHits(m proto.Message) error {
+	r := m.ProtoReflect()
+	raw := r.GetUnknown()
+	if len(raw) == 0 {
+		return nil
+	}
+	r.SetUnknown(nil)
+	return proto.UnmarshalOptions{Merge: true}.Unmarshal(raw, m)
 }
 
 // writeAnswer sends the one message of a unary answer and waits until the client's connection
@@ -174,7 +198,7 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	}
 	snd := lifecycle.NewSender(stream, s.cfg.SendTimeout)
 	defer snd.Close()
-	out := &streamer{ctx: ctx, snd: snd, conn: conn}
+	out := &streamer{ctx: ctx, snd: snd, conn: conn, left: q.topK}
 	sum, err := s.run(ctx, q, out, &oc)
 	if err != nil {
 		return err
@@ -188,37 +212,61 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 	return s.sendError(ctx, conn.AwaitWritten(ctx, target))
 }
 
-// sink receives the merged hits in order, each with its encoded size (hitSize). flush is called
-// when the merge is about to wait for the network and at the end, so hits that are final are not
-// held back.
+// sink receives the merged hits in order, each with the name of its shard and its encoded size
+// in an answer (answerHitSize). flush is called when the merge is about to wait for the network
+// and at the end, so hits that are final are not held back. The hits' strings are read-only.
 type sink interface {
-	add(h *queryv1.Hit, size int) error
+	add(h fanout.Hit, shard string, size int) error
 	flush() error
 }
 
-type collect struct{ hits []*queryv1.Hit }
+// collect gathers the hits of a Search answer, encoded (answer).
+type collect struct {
+	topK uint32
+	hits []byte
+}
 
-func (c *collect) add(h *queryv1.Hit, _ int) error { c.hits = append(c.hits, h); return nil }
-func (c *collect) flush() error                    { return nil }
+func (c *collect) add(h fanout.Hit, shard string, size int) error {
+	if c.hits == nil {
+		c.hits = make([]byte, 0, firstCapacity(size, c.topK, maxFirstAnswerBytes))
+	}
+	c.hits = appendHit(c.hits, h, shard)
+	return nil
+}
 
-// streamer sends batches of final hits. The pending batch is at most top_k hits and, unless it
-// is a single hit, at most maxStreamMessageBytes.
+func (c *collect) flush() error { return nil }
+
+// maxFirstAnswerBytes bounds the capacity an answer's encoded hits start with (firstCapacity);
+// a longer answer grows it by doubling.
+const maxFirstAnswerBytes = 256 << 10
+
+// firstCapacity is the capacity of a buffer for n hits, the first of which takes size bytes:
+// room for n such hits and a quarter more, at most most bytes.
+func firstCapacity(size int, n uint32, most int) int {
+	return int(min(int64(size)*int64(n)*5/4, int64(most)))
+}
+
+// streamer sends batches of final hits, encoded as in an answer. The pending batch is at most
+// top_k hits and, unless it is a single hit, at most maxStreamMessageBytes.
 type streamer struct {
 	ctx   context.Context
 	snd   *lifecycle.Sender
 	conn  *flowguard.Conn // nil without a flow guard
-	batch []*queryv1.Hit
-	bytes int // the encoded size of batch
+	left  uint32          // hits that may still come: top_k less those sent or pending
+	batch []byte          // the hits of the next message, encoded
 }
 
-func (s *streamer) add(h *queryv1.Hit, size int) error {
-	if s.bytes > 0 && s.bytes+size > maxStreamMessageBytes {
+func (s *streamer) add(h fanout.Hit, shard string, size int) error {
+	if len(s.batch) > 0 && len(s.batch)+size > maxStreamMessageBytes {
 		if err := s.flush(); err != nil {
 			return err
 		}
 	}
-	s.batch = append(s.batch, h)
-	s.bytes += size
+	if s.batch == nil {
+		s.batch = make([]byte, 0, max(size, firstCapacity(size, s.left, maxStreamMessageBytes)))
+	}
+	s.batch = appendHit(s.batch, h, shard)
+	s.left--
 	return nil
 }
 
@@ -226,14 +274,12 @@ func (s *streamer) flush() error {
 	if len(s.batch) == 0 {
 		return nil
 	}
-	err := s.snd.Send(s.ctx, &queryv1.SearchStreamResponse{Hits: s.batch})
-	s.batch, s.bytes = nil, 0 // the message owns the slice now
+	m := &queryv1.SearchStreamResponse{}
+	m.ProtoReflect().SetUnknown(s.batch) // its hits, as in answer
+	err := s.snd.Send(s.ctx, m)
+	s.batch = nil // the message owns the bytes now
 	return s.conn.SendError(err)
 }
-
-// slabHits is the size of an answer's first slab of hits; each later slab holds as many hits as
-// the answer so far, so an answer the shards cannot fill allocates at most max(slabHits, 2n) for n hits.
-const slabHits = 128
 
 // run fans q out, merges into out and returns the summary, or the gRPC status error that ends
 // the RPC. Every shard call is over and its goroutine joined when run returns. The hits given to
@@ -252,9 +298,8 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 	tree := merge.New(fanout.Less, seqs...)
 	var (
 		n         uint32
-		used      int           // encoded bytes of the hits so far
-		truncated bool          // the next hit did not fit
-		slab      []queryv1.Hit // the answer's hits are carved from it: an allocation per slab, not per hit
+		used      int  // encoded bytes of the hits so far
+		truncated bool // the next hit did not fit
 	)
 	for n < q.topK {
 		if q.requireFull && call.Failed() > 0 {
@@ -269,20 +314,13 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 			break
 		}
 		h := tree.At()
-		size := hitSize(h.GetDocId(), h.GetScore(), s.names[h.Shard], h.GetText(), h.GetFields())
+		size := answerHitSize(h, s.names[h.Shard])
 		if used+size > s.room {
 			truncated = true
 			break
 		}
 		used += size
-		if len(slab) == 0 {
-			slab = make([]queryv1.Hit, min(q.topK-n, max(n, slabHits)))
-		}
-		hit := &slab[0]
-		slab = slab[1:]
-		hit.DocId, hit.Score, hit.Shard = h.GetDocId(), h.GetScore(), s.names[h.Shard]
-		hit.Text, hit.Fields = h.GetText(), h.GetFields() // shared with the shard's message, read-only
-		if err := out.add(hit, size); err != nil {
+		if err := out.add(h, s.names[h.Shard], size); err != nil {
 			return nil, s.sendError(ctx, err)
 		}
 		n++

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,30 +88,35 @@ func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behavior
 // reference merges by sorting everything the shards would send (cut at topK each) and taking
 // the first topK.
 func reference(topK int, perShard ...[]*shardv1.Hit) []string {
-	var all []fanout.Hit
+	type hit struct {
+		*shardv1.Hit
+		shard int
+	}
+	var all []hit
 	for i, hits := range perShard {
 		for j, h := range hits {
 			if j == topK {
 				break
 			}
-			all = append(all, fanout.Hit{Hit: h, Shard: i})
+			all = append(all, hit{h, i})
 		}
 	}
-	slices.SortFunc(all, func(a, b fanout.Hit) int {
-		if fanout.Less(a, b) {
-			return -1
+	// gather's order: score descending, then doc_id, then shard ascending.
+	slices.SortFunc(all, func(a, b hit) int {
+		if c := cmp.Compare(b.Score, a.Score); c != 0 {
+			return c
 		}
-		if fanout.Less(b, a) {
-			return 1
+		if c := strings.Compare(a.DocId, b.DocId); c != 0 {
+			return c
 		}
-		return 0
+		return cmp.Compare(a.shard, b.shard)
 	})
 	var out []string
 	for i, h := range all {
 		if i == topK {
 			break
 		}
-		out = append(out, fmt.Sprintf("s%d/%s", h.Shard, h.DocId))
+		out = append(out, fmt.Sprintf("s%d/%s", h.shard, h.DocId))
 	}
 	return out
 }

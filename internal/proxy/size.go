@@ -74,6 +74,60 @@ func hitSize(docID string, score float64, shard, text string, fields map[string]
 	return 1 + protowire.SizeBytes(n)
 }
 
+// Field numbers of gather.query.v1.Hit (TestHitFieldNumbers checks them against the descriptor).
+const (
+	numHitDocID  protowire.Number = 1
+	numHitScore  protowire.Number = 2
+	numHitShard  protowire.Number = 3
+	numHitText   protowire.Number = 4
+	numHitFields protowire.Number = 5
+	// numHits is the hits field of SearchResponse and of SearchStreamResponse.
+	numHits protowire.Number = 1
+)
+
+// answerHitSize is hitSize for the hit h of the named shard, computed from what h carries
+// without decoding it: what appendHit appends.
+func answerHitSize(h fanout.Hit, shard string) int {
+	return 1 + protowire.SizeBytes(hitBodySize(h, shard))
+}
+
+// hitBodySize is the size of the encoded gather.query.v1.Hit of h, without tag and length.
+func hitBodySize(h fanout.Hit, shard string) int {
+	n := h.PayloadSize(numHitText, numHitFields)
+	if h.DocID != "" {
+		n += 1 + protowire.SizeBytes(len(h.DocID))
+	}
+	if math.Float64bits(h.Score) != 0 {
+		n += 1 + 8
+	}
+	if shard != "" {
+		n += 1 + protowire.SizeBytes(len(shard))
+	}
+	return n
+}
+
+// appendHit appends h, of the named shard, to b as an element of the hits (field 1) of a
+// SearchResponse or SearchStreamResponse: a gather.query.v1.Hit encoded as protobuf-go encodes
+// one, its text and fields copied as the shard sent them, not decoded (fanout.ShardHit). It
+// appends answerHitSize(h, shard) bytes.
+func appendHit(b []byte, h fanout.Hit, shard string) []byte {
+	b = protowire.AppendTag(b, numHits, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(hitBodySize(h, shard)))
+	if h.DocID != "" {
+		b = protowire.AppendTag(b, numHitDocID, protowire.BytesType)
+		b = protowire.AppendString(b, h.DocID)
+	}
+	if bits := math.Float64bits(h.Score); bits != 0 {
+		b = protowire.AppendTag(b, numHitScore, protowire.Fixed64Type)
+		b = protowire.AppendFixed64(b, bits)
+	}
+	if shard != "" {
+		b = protowire.AppendTag(b, numHitShard, protowire.BytesType)
+		b = protowire.AppendString(b, shard)
+	}
+	return h.AppendPayload(b, numHitText, numHitFields)
+}
+
 // summaryBound is an upper bound on the encoded size of all of an answer but its hits, for
 // shards with these names whose replicas are named (address or ordinal) in at most replicaLen
 // bytes: the coverage, counts, durations, truncation fields and one ShardResult per shard with an
