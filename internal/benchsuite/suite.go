@@ -108,7 +108,7 @@ func (c Config) runs(part string) bool {
 var (
 	// DefaultFanOuts are gather's fan-outs in a full run; QuickFanOuts with Config.Quick.
 	DefaultFanOuts = []int{1, 4, 16, 64, 128}
-	QuickFanOuts   = []int{1, 4, 16}
+	QuickFanOuts   = []int{1, 4}
 	TopKs          = []int{10, 100}
 )
 
