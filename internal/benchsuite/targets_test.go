@@ -132,7 +132,9 @@ func cancelResult(p99US float64) GoBench {
 
 func TestJudgeNoRegression(t *testing.T) {
 	t.Parallel()
-	heap := func(perQuery float64) *HeapResult { return &HeapResult{FanOut: 8, TopK: 100, Queries: 400, HeapPerQuery: perQuery} }
+	heap := func(perQuery float64) *HeapResult {
+		return &HeapResult{FanOut: 8, TopK: 100, Queries: 400, HeapPerQuery: perQuery}
+	}
 	ok := append(mergeResults(1000, 10000, 2, 2), cancelResult(400))
 	for _, tc := range []struct {
 		name       string
