@@ -217,7 +217,7 @@ func (c *CostModel) WritePlot(path string) error {
 		if err != nil {
 			return err
 		}
-		bars.LineStyle.Color = col
+		bars.Color = col
 		hp := c.hitsPerCall(k)
 		fit := plotter.NewFunction(func(n float64) float64 { return c.at(0, k, 0) + (c.PerShardCallUS+c.PerHitUS*hp)*n })
 		fit.XMin, fit.XMax, fit.Samples = 1, float64(maxN), 200

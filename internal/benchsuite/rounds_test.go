@@ -22,7 +22,7 @@ func TestSpreadOf(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("spreadOf(%v) = %+v, want %+v", tc.in, got, tc.want)
 		}
-		if text := got.format(func(v float64) string { return fmtUS(v) }); text != tc.text {
+		if text := got.format(fmtUS); text != tc.text {
 			t.Errorf("spreadOf(%v) formats as %q, want %q", tc.in, text, tc.text)
 		}
 	}
