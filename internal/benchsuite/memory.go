@@ -92,18 +92,25 @@ func (s *suite) heapPerQuery(ctx context.Context, shards []string, k, m int) (*H
 	adm := newAdmin(addrs[1])
 
 	// round sends m queries at once, runs measure (if any) while they are in flight, and waits
-	// for every answer, each of which must be complete.
+	// for every answer, each of which must have k hits. An answer degraded (a shard call that
+	// failed: on an overloaded machine, one the proxy gave up on) is counted, not an error: the
+	// measurement is taken while every shard call is still running.
+	var degraded atomic.Int64
 	round := func(measure func() error) error {
 		qctx, cancel := context.WithTimeout(ctx, delay+time.Minute)
 		defer cancel()
+		degraded.Store(0)
 		errs := make([]error, m)
 		var wg sync.WaitGroup
 		for i := range m {
 			wg.Go(func() {
 				q := loadgen.DefaultQueries[i%len(loadgen.DefaultQueries)]
 				resp, err := client.Search(qctx, &queryv1.SearchRequest{Query: q, TopK: uint32(k)})
-				if err == nil && (len(resp.GetHits()) != k || resp.GetCoverage().GetDegraded()) {
+				if err == nil && len(resp.GetHits()) != k {
 					err = fmt.Errorf("%d hits, coverage %v", len(resp.GetHits()), resp.GetCoverage())
+				}
+				if err == nil && resp.GetCoverage().GetDegraded() {
+					degraded.Add(1)
 				}
 				if err != nil {
 					errs[i] = fmt.Errorf("query %d: %w", i, err)
@@ -182,7 +189,7 @@ func (s *suite) heapPerQuery(ctx context.Context, shards []string, k, m int) (*H
 		return fail(err)
 	}
 	r := &HeapResult{
-		FanOut: n, TopK: k, Queries: m, ShardDelayMS: delay.Milliseconds(),
+		FanOut: n, TopK: k, Queries: m, Degraded: int(degraded.Load()), ShardDelayMS: delay.Milliseconds(),
 		HeapBefore: uint64(before.get(mHeapInuse)), HeapDuring: uint64(during.get(mHeapInuse)),
 		StackBefore: uint64(before.get(mStackInuse)), StackDuring: uint64(during.get(mStackInuse)),
 		GoroutinesBefore: int(before.get(mGoroutines)), GoroutinesDuring: int(during.get(mGoroutines)),

@@ -139,6 +139,9 @@ type HeapResult struct {
 	TopK         int   `json:"top_k"`
 	Queries      int   `json:"queries"`
 	ShardDelayMS int64 `json:"shard_delay_ms"`
+	// Degraded counts the measured round's answers that came back degraded (a shard call failed
+	// after the measurement: on an overloaded machine).
+	Degraded int `json:"degraded,omitempty"`
 	// Heap in use, goroutine stacks in use and goroutines, after a GC, before the round and while
 	// its queries were in flight.
 	HeapBefore       uint64 `json:"heap_inuse_before"`
@@ -154,9 +157,13 @@ type HeapResult struct {
 }
 
 func (h *HeapResult) String() string {
-	return fmt.Sprintf("heap %s per in-flight query (%s → %s for %d queries); goroutine stacks %s and %.1f goroutines per query",
+	s := fmt.Sprintf("heap %s per in-flight query (%s → %s for %d queries); goroutine stacks %s and %.1f goroutines per query",
 		bytesIEC(h.HeapPerQuery), bytesIEC(float64(h.HeapBefore)), bytesIEC(float64(h.HeapDuring)), h.Queries,
 		bytesIEC(h.StackPerQuery), h.GoroutinesPerQuery)
+	if h.Degraded > 0 {
+		s += fmt.Sprintf(" (%d answers degraded after the measurement)", h.Degraded)
+	}
+	return s
 }
 
 // IdleResult is what idle QS connections cost the proxy.
