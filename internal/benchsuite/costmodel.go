@@ -186,16 +186,16 @@ var costColors = []color.RGBA{{R: 0x20, G: 0x60, B: 0xc0, A: 0xff}, {R: 0xc0, G:
 // as PNG: the medians with their ranges over the rounds, one colour per top_k, and the fitted model.
 func (c *CostModel) WritePlot(path string) error {
 	p := plot.New()
-	p.Title.Text = "gather: proxy CPU per query against fan-out (medians, range over the rounds; lines: the fitted model)"
+	p.Title.Text = "gather: proxy CPU per query against fan-out (points: medians and range over the rounds)"
 	p.X.Label.Text = "fan-out N (shards per query)"
 	p.Y.Label.Text = "proxy CPU per query (µs)"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
 	p.X.Tick.Marker, p.Y.Tick.Marker = logTicks125{}, logTicks125{}
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Add(plotter.NewGrid())
-	maxN, drawn := 0, 0
+	minN, maxN, drawn := math.MaxInt, 0, 0
 	for _, pt := range c.Points {
-		maxN = max(maxN, pt.FanOut)
+		minN, maxN = min(minN, pt.FanOut), max(maxN, pt.FanOut)
 	}
 	for i, k := range TopKs {
 		col := costColors[i%len(costColors)]
@@ -220,7 +220,7 @@ func (c *CostModel) WritePlot(path string) error {
 		bars.Color = col
 		hp := c.hitsPerCall(k)
 		fit := plotter.NewFunction(func(n float64) float64 { return c.at(0, k, 0) + (c.PerShardCallUS+c.PerHitUS*hp)*n })
-		fit.XMin, fit.XMax, fit.Samples = 1, float64(maxN), 200
+		fit.XMin, fit.XMax, fit.Samples = float64(minN), float64(maxN), 200
 		fit.LineStyle = draw.LineStyle{Color: col, Width: vg.Points(1), Dashes: []vg.Length{vg.Points(4), vg.Points(2)}}
 		p.Add(fit, bars, sc)
 		p.Legend.Add(fmt.Sprintf("top_k %d", k), sc)
@@ -233,7 +233,9 @@ func (c *CostModel) WritePlot(path string) error {
 	if drawn == 0 {
 		return errors.New("no points to plot")
 	}
-	p.X.Min = max(p.X.Min*0.8, 0.8)
+	// Room around the points, for their error bars and the legend.
+	p.X.Min, p.X.Max = float64(minN)*0.8, float64(maxN)*1.25
+	p.Y.Min, p.Y.Max = p.Y.Min*0.8, p.Y.Max*2
 	w, err := p.WriterTo(plotWidth, plotHeight, "png")
 	if err != nil {
 		return err
