@@ -22,13 +22,17 @@ import (
 const pollEvery = 20 * time.Millisecond
 
 // heapShapes are the fan-outs and top_ks the heap per in-flight query is measured at: the
-// target's fan-out, and (unless quick) each of the run's fan-outs from 16 up, at every top_k.
+// target's fan-out and each of the run's fan-outs from 16 up, at every top_k; only the
+// target's shape when quick.
 func heapShapes(fanOuts []int, quick bool) (shapes [][2]int) {
 	ns := []int{HeapFanOut}
 	for _, n := range fanOuts {
 		if n >= 16 && n != HeapFanOut && !quick {
 			ns = append(ns, n)
 		}
+	}
+	if quick {
+		return [][2]int{{HeapFanOut, HeapTopK}}
 	}
 	for _, n := range ns {
 		for _, k := range TopKs {
