@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -107,7 +108,7 @@ func TestBenchsuiteQuick(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(p.errOut(), "[ 24/24] r2 ") {
+	if last := fmt.Sprintf("[%3d/%d] r%d ", len(rep.Scenarios), len(rep.Scenarios), rounds); !strings.Contains(p.errOut(), last) {
 		t.Errorf("no progress line for the last scenario on stderr:\n%s", p.errOut())
 	}
 	md, err := os.ReadFile(mdPath)
