@@ -120,7 +120,9 @@ func TestBenchsuiteQuick(t *testing.T) {
 	}
 	// Every server ran as a process of its own, each with its log.
 	logs, err := os.ReadDir(filepath.Join(dir, "logs"))
-	if err != nil || len(logs) < 20 {
+	// 4 shards, the ceiling, 2 proxies and a naive target, 4 slow-shard processes and 2 proxies for
+	// the memory measurements.
+	if err != nil || len(logs) < 14 {
 		t.Errorf("%d log files (%v), want one per process", len(logs), err)
 	}
 }
