@@ -82,18 +82,20 @@ fuzz: ## Run each fuzz test for a short while (FUZZTIME=30s)
 	$(GO) test -run='^$$' -fuzz=FuzzCleanText -fuzztime=$${FUZZTIME:-30s} ./internal/fanout/
 
 # make bench writes its results here: gobench.txt (go test -bench), report.md, report.json,
-# proxy-cpu.pprof (the proxy at saturation, fan-out 4, top_k 10: go tool pprof -top FILE) and
-# tail.png (the tail scenario's percentile plot, linked from report.md).
+# proxy-cpu.pprof (the proxy at saturation, fan-out 4, top_k 10: go tool pprof -top FILE),
+# tail.png (the tail scenario's percentile plot, linked from report.md) and cost.png (the proxy's
+# CPU per query against fan-out, with the fitted cost model). BENCHSUITE_FLAGS chooses the rest,
+# e.g. --rounds 5, --fan-outs 4,16,64, --parts core.
 BENCH_OUT ?= $(BIN)/bench
 BENCHSUITE_FLAGS ?= --quiet-wait 2m
 
 .PHONY: bench
-bench: build ## Go benchmarks, gather vs a raw gRPC hop vs a naive fan-out, the tail with hedging off/on, the targets (~9 min; BENCH_OUT, BENCHSUITE_FLAGS)
+bench: build ## Go benchmarks, gather vs a raw hop vs a naive fan-out (N 1-128, 3 rounds), cost model, tail, targets (~20 min; BENCH_OUT, BENCHSUITE_FLAGS)
 	@mkdir -p $(BENCH_OUT)
 	set -o pipefail; $(GO) test -run='^$$' -bench=. -benchmem ./internal/merge/ ./internal/proxy/ ./internal/faulttest/ \
 		| tee $(BENCH_OUT)/gobench.txt
 	$(BIN)/gather benchsuite --gobench $(BENCH_OUT)/gobench.txt --markdown $(BENCH_OUT)/report.md \
-		--json $(BENCH_OUT)/report.json --cpuprofile $(BENCH_OUT)/proxy-cpu.pprof --plot $(BENCH_OUT)/tail.png $(BENCHSUITE_FLAGS)
+		--json $(BENCH_OUT)/report.json --cpuprofile $(BENCH_OUT)/proxy-cpu.pprof --plot $(BENCH_OUT)/tail.png --cost-plot $(BENCH_OUT)/cost.png $(BENCHSUITE_FLAGS)
 
 .PHONY: clean
 clean: ## Remove built binaries

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,7 +27,7 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(args) > 0 && args[0] == "target" {
 		return runBenchTarget(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlags("benchsuite", "[--quick] [--parts core,tail] [--tail-rate R] [--markdown FILE] [--json FILE] [--plot FILE] [--gobench FILE] [--cpuprofile FILE] [--logs DIR] [--idle-conns N] [--quiet-wait D]\n"+
+	fs := newFlags("benchsuite", "[--quick] [--parts core,tail] [--rounds N] [--fan-outs 4,16,64] [--cost-plot FILE] [--tail-rate R] [--markdown FILE] [--json FILE] [--plot FILE] [--gobench FILE] [--cpuprofile FILE] [--logs DIR] [--idle-conns N] [--quiet-wait D]\n"+
 		"       gather benchsuite target --kind canned|naive --listen ADDR [--admin ADDR] [--shard NAME=ADDR ...]   (the suite's own helper)", stderr)
 	quick := fs.Bool("quick", false, "make every run short, for testing the suite (the numbers mean little)")
 	markdown := fs.String("markdown", "", "also write the report as Markdown to this `file`")
@@ -39,11 +40,28 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	parts := fs.String("parts", strings.Join(benchsuite.Parts, ","), "comma-separated `parts` to run: core (gather vs a raw hop vs naive, memory) and tail (hedging off vs on, issue 9)")
 	plotFile := fs.String("plot", "", "write the tail scenario's percentile plot to this PNG `file`")
 	tailRate := fs.Float64("tail-rate", 0, "the tail scenario's open-loop `rate` in queries per second (default: half the saturating rate)")
+	rounds := fs.Int("rounds", 0, fmt.Sprintf("run every core scenario this many `times`, interleaved, and judge each ratio on its median (default %d, 2 with --quick)", benchsuite.DefaultRounds))
+	fanOutList := fs.String("fan-outs", "", fmt.Sprintf("comma-separated `fan-outs` of gather and the naive baseline (default %s; %s with --quick)",
+		joinInts(benchsuite.DefaultFanOuts), joinInts(benchsuite.QuickFanOuts)))
+	costPlot := fs.String("cost-plot", "", "write the cost model's plot (proxy CPU per query against fan-out, with the fit) to this PNG `file`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("benchsuite: unexpected arguments %q", fs.Args())
+	}
+	if *rounds < 0 {
+		return fmt.Errorf("--rounds %d: give 1 or more (0: the default)", *rounds)
+	}
+	var fanOuts []int
+	if *fanOutList != "" {
+		for f := range strings.SplitSeq(*fanOutList, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > maxBenchFanOut {
+				return fmt.Errorf("--fan-outs: %q is not a fan-out from 1 to %d", f, maxBenchFanOut)
+			}
+			fanOuts = append(fanOuts, n)
+		}
 	}
 	var partList []string
 	for p := range strings.SplitSeq(*parts, ",") {
@@ -72,6 +90,7 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	rep, runErr := benchsuite.Run(ctx, benchsuite.Config{
 		Binary: bin, Quick: *quick, LogDir: *logs, Progress: stderr, Live: isTerminal(stderr),
 		CPUProfile: *cpuprofile, IdleConns: *idle, QuietWait: *quietWait, Parts: partList, Plot: *plotFile, TailRate: *tailRate,
+		FanOuts: fanOuts, Rounds: *rounds, CostPlot: *costPlot,
 	})
 	if rep == nil {
 		return fmt.Errorf("benchsuite: %w", runErr)
@@ -107,6 +126,18 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("benchsuite: %w", runErr)
 	}
 	return nil
+}
+
+// maxBenchFanOut is the largest fan-out --fan-outs accepts: a proxy over that many local shards.
+const maxBenchFanOut = 1024
+
+// joinInts formats ns as "1,4,16".
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }
 
 // isTerminal reports whether w is a character device, where a progress line may be rewritten

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"os"
 	"path/filepath"
@@ -30,10 +31,22 @@ func TestBenchsuiteQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 	jsonPath, mdPath, profPath := filepath.Join(dir, "report.json"), filepath.Join(dir, "report.md"), filepath.Join(dir, "cpu.pprof")
+	costPath := filepath.Join(dir, "cost.png")
 	p, rep := benchsuiteReport(t, jsonPath, "--quick", "--parts", "core", "--gobench", gobench, "--json", jsonPath, "--markdown", mdPath,
-		"--cpuprofile", profPath, "--logs", filepath.Join(dir, "logs"))
-	if want := len(benchsuite.TopKs) * (1 + 2*len(benchsuite.FanOuts)); len(rep.Scenarios) != want {
-		t.Fatalf("%d scenarios, want %d", len(rep.Scenarios), want)
+		"--cpuprofile", profPath, "--cost-plot", costPath, "--logs", filepath.Join(dir, "logs"))
+	// Per round: the ceiling, gather at every fan-out, naive at every fan-out but 1; each at both top_ks.
+	const rounds = 2
+	fanOuts := len(benchsuite.QuickFanOuts)
+	if want := rounds * len(benchsuite.TopKs) * (1 + fanOuts + fanOuts - 1); len(rep.Scenarios) != want || rep.Rounds != rounds {
+		t.Fatalf("%d scenarios in %d rounds, want %d in %d", len(rep.Scenarios), rep.Rounds, want, rounds)
+	}
+	perRound := map[int]int{}
+	for _, sc := range rep.Scenarios {
+		perRound[sc.Round]++
+	}
+	if perRound[0] != perRound[1] || rep.Scenarios[0].Label() == rep.Scenarios[len(rep.Scenarios)/2].Label() {
+		t.Errorf("rounds of %v scenarios, the second starting with %s like the first: want equal rounds in rotated orders",
+			perRound, rep.Scenarios[0].Label())
 	}
 	size := map[string]int{}
 	for _, sc := range rep.Scenarios {
@@ -60,30 +73,46 @@ func TestBenchsuiteQuick(t *testing.T) {
 			t.Errorf("top_k %d: answers of %d (ceiling), %d (gather) and %d (naive) bytes; want within 2%%", k, c, g, n)
 		}
 	}
-	if h := rep.Heap; h == nil || h.Queries == 0 || h.HeapDuring == 0 || h.GoroutinesDuring <= h.GoroutinesBefore {
+	if h := rep.Heap; h == nil || h.Queries == 0 || h.HeapDuring == 0 || h.GoroutinesDuring <= h.GoroutinesBefore ||
+		h.FanOut != benchsuite.HeapFanOut || h.TopK != benchsuite.HeapTopK {
 		t.Errorf("heap per query: %+v", h)
+	}
+	if len(rep.HeapScaling) != 1 {
+		t.Errorf("heap per query at %d shapes, want 1 (the target's, with --quick)", len(rep.HeapScaling))
 	}
 	if i := rep.Idle; i == nil || (i.Skipped == "" && (i.Ready != i.Requested || i.FDsAfter-i.FDsBefore < i.Ready*9/10)) {
 		t.Errorf("idle connections: %+v", i)
 	}
-	if len(rep.Targets) != 6 || rep.Targets[2].Status != benchsuite.Met || rep.Targets[4].Status != benchsuite.NotMeasured {
-		t.Errorf("targets: %+v; want 6, the merge one met on the given benchmark lines, the tail ones not measured", rep.Targets)
+	if len(rep.Targets) != 9 || !strings.Contains(rep.Targets[6].Detail, "merge: losertree 50000 ns/op, sort 900000 ns/op: 18.0× faster") ||
+		rep.Targets[7].Status != benchsuite.NotMeasured {
+		t.Errorf("targets: %+v; want 9, the no-regression one judging the given merge benchmark lines, the tail ones not measured", rep.Targets)
+	}
+	if c := rep.Cost; c == nil || len(c.Points) != fanOuts*len(benchsuite.TopKs) || len(c.Projections) != len(benchsuite.TopKs) {
+		t.Errorf("cost model %+v; want one fitted to gather's %d scenarios", c, fanOuts*len(benchsuite.TopKs))
+	}
+	if f, err := os.Open(costPath); err != nil {
+		t.Errorf("no cost plot: %v", err)
+	} else {
+		if _, err := png.Decode(f); err != nil {
+			t.Errorf("the cost plot is not a PNG: %v", err)
+		}
+		_ = f.Close()
 	}
 	if rep.Tail != nil {
 		t.Errorf("--parts core ran the tail scenario: %+v", rep.Tail)
 	}
 
 	out := p.out()
-	for _, want := range []string{"QUICK RUN", "server", "naive", "targets:", "idle QS connections"} {
+	for _, want := range []string{"QUICK RUN", "server", "naive", "targets:", "idle QS connections", "cost model: proxy CPU per query"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(p.errOut(), "[14/14] naive fan-out 16 top_k 100") {
+	if last := fmt.Sprintf("[%3d/%d] r%d ", len(rep.Scenarios), len(rep.Scenarios), rounds); !strings.Contains(p.errOut(), last) {
 		t.Errorf("no progress line for the last scenario on stderr:\n%s", p.errOut())
 	}
 	md, err := os.ReadFile(mdPath)
-	if err != nil || !strings.Contains(string(md), "| gather | 4 | 10 |") {
+	if err != nil || !strings.Contains(string(md), "| gather | 4 | 10 | 2 |") {
 		t.Errorf("markdown report (%v):\n%s", err, md)
 	}
 	if st, err := os.Stat(profPath); err != nil || st.Size() == 0 {
@@ -91,7 +120,9 @@ func TestBenchsuiteQuick(t *testing.T) {
 	}
 	// Every server ran as a process of its own, each with its log.
 	logs, err := os.ReadDir(filepath.Join(dir, "logs"))
-	if err != nil || len(logs) < 20 {
+	// 4 shards, the ceiling, 2 proxies and a naive target, 4 slow-shard processes and 2 proxies for
+	// the memory measurements.
+	if err != nil || len(logs) < 14 {
 		t.Errorf("%d log files (%v), want one per process", len(logs), err)
 	}
 }
@@ -140,9 +171,9 @@ func TestBenchsuiteTailQuick(t *testing.T) {
 	if _, ok := tail.Extra(benchsuite.TailOn); !ok {
 		t.Error("no extra shard calls for hedging on")
 	}
-	if len(rep.Targets) != 6 || rep.Targets[4].Status == benchsuite.NotMeasured || rep.Targets[5].Status == benchsuite.NotMeasured ||
+	if len(rep.Targets) != 9 || rep.Targets[7].Status == benchsuite.NotMeasured || rep.Targets[8].Status == benchsuite.NotMeasured ||
 		rep.Targets[0].Status != benchsuite.NotMeasured {
-		t.Errorf("targets: %+v; want 6, the tail's two judged, the others not measured", rep.Targets)
+		t.Errorf("targets: %+v; want 9, the tail's two judged, the others not measured", rep.Targets)
 	}
 	f, err := os.Open(plotPath)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,7 +28,7 @@ import (
 )
 
 func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("shard", "--listen ADDR --partition I/N [--corpus FILE] [--data-dir DIR]", stderr)
+	fs := newFlags("shard", "--listen ADDR --partition I/N [--corpus FILE] [--data-dir DIR] | --synthetic [--partitions P]", stderr)
 	listen := fs.String("listen", "127.0.0.1:7071", "ShardService `address`")
 	partition := fs.String("partition", "0/1", "the partition to serve, `I/N` (0-based I of N partitions)")
 	corpusFile := fs.String("corpus", "", "JSON Lines `file` (gzip or plain) with id, text and other fields (default: the bundled State of the Union corpus)")
@@ -36,6 +38,8 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	synth := fs.Bool("synthetic", false, "serve deterministic synthetic hits with no index (for measuring the proxy), instead of the corpus")
 	latency := fs.String("latency", "", "with --synthetic: delay before answering, `spec` "+synthetic.LatencySyntax)
 	seed := fs.Uint64("seed", 0, "with --synthetic: seed of the hits and of the latency (default: the partition index + 1)")
+	partitions := fs.Int("partitions", 1, "with --synthetic: serve this many consecutive partitions I, I+1, ... of N in one process, "+
+		"each on a listener of its own (--listen port 0: each on a free port; else on consecutive ports) with its own seed (the next one)")
 	var textBytes, maxQueryBytes, maxTopK int
 	bounds.Range{Max: synthetic.MaxTextBytes, Unit: bounds.Bytes, Why: "a hit must fit in one shard message"}.
 		IntVar(fs, &textBytes, "text-bytes", synthetic.DefaultTextBytes, "with --synthetic: `bytes` of text per hit")
@@ -60,6 +64,10 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return fmt.Errorf("--partition: %w", err)
 	}
+	listens, err := partitionListens(*listen, part, *partitions, *synth)
+	if err != nil {
+		return err
+	}
 	tlsCfg, err := tlsFlags.Server()
 	if err != nil {
 		return err
@@ -78,20 +86,23 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var (
-		svc         shardv1.ShardServiceServer
-		description string
+		svcs         []shardv1.ShardServiceServer
+		descriptions []string
 	)
 	if *synth {
 		if *seed == 0 {
 			*seed = uint64(part.Index) + 1
 		}
-		lat, err := synthetic.ParseLatency(*latency, *seed)
-		if err != nil {
-			return fmt.Errorf("--latency: %w", err)
+		for i := range listens {
+			s := *seed + uint64(i)
+			lat, err := synthetic.ParseLatency(*latency, s)
+			if err != nil {
+				return fmt.Errorf("--latency: %w", err)
+			}
+			svcs = append(svcs, synthetic.New(s, synthetic.WithLatency(lat), synthetic.WithTextBytes(textBytes),
+				synthetic.WithMaxQueryBytes(maxQueryBytes), synthetic.WithMaxTopK(maxTopK)))
+			descriptions = append(descriptions, fmt.Sprintf("synthetic seed %d, latency %v", s, lat))
 		}
-		svc = synthetic.New(*seed, synthetic.WithLatency(lat), synthetic.WithTextBytes(textBytes),
-			synthetic.WithMaxQueryBytes(maxQueryBytes), synthetic.WithMaxTopK(maxTopK))
-		description = fmt.Sprintf("synthetic seed %d, latency %v", *seed, lat)
 	} else {
 		if *latency != "" {
 			return errors.New("--latency needs --synthetic: the index shard answers as fast as it searches")
@@ -106,8 +117,8 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 		defer func() { _ = ix.Close() }() // read-only by now: nothing is lost if closing fails
-		svc = shard.NewServer(ix, shard.WithMaxQueryBytes(maxQueryBytes), shard.WithMaxTopK(maxTopK))
-		description = fmt.Sprintf("partition %s (%d passages)", part, ix.Info().Documents)
+		svcs = append(svcs, shard.NewServer(ix, shard.WithMaxQueryBytes(maxQueryBytes), shard.WithMaxTopK(maxTopK)))
+		descriptions = append(descriptions, fmt.Sprintf("partition %s (%d passages)", part, ix.Info().Documents))
 	}
 	tracing, err := setupTracing(ctx, "gather-shard", true, log)
 	if err != nil {
@@ -124,33 +135,43 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer guard.Close()
-	var (
-		lis    net.Listener
-		faults []grpc.StreamServerInterceptor
-	)
-	if spec.IsZero() {
-		if lis, err = net.Listen("tcp", *listen); err != nil {
-			return fmt.Errorf("listen %s: %w", *listen, err)
-		}
-	} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
-		flis, err := fault.Listen("tcp", *listen)
-		if err != nil {
-			return fmt.Errorf("listen %s: %w", *listen, err)
-		}
-		lis, faults = flis, []grpc.StreamServerInterceptor{fault.NewInjector(spec, flis).StreamServerInterceptor()}
+	if !spec.IsZero() {
 		log.Warn("injecting faults", "spec", spec.String())
-	}
-	unary, stream := withAccess(guard, nil, faults)
-	g, err := serveShard(lis, svc, append(opts, o.serverOptions(tracing, unary, stream)...)...)
-	if err != nil {
-		return err
 	}
 	stopCtx, cancel := graceContext(ctx, 5*time.Second)
 	defer cancel()
-	defer g.Stop(stopCtx)
+	servers := make([]*grpcServer, 0, len(listens))
+	defer func() {
+		for _, g := range servers {
+			g.Stop(stopCtx)
+		}
+	}()
+	for i, addr := range listens {
+		var (
+			lis    net.Listener
+			faults []grpc.StreamServerInterceptor
+		)
+		if spec.IsZero() {
+			if lis, err = net.Listen("tcp", addr); err != nil {
+				return fmt.Errorf("listen %s: %w", addr, err)
+			}
+		} else { // the fault listener tracks connections (and their bytes) so a fault can cut them
+			flis, err := fault.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen %s: %w", addr, err)
+			}
+			lis, faults = flis, []grpc.StreamServerInterceptor{fault.NewInjector(spec, flis).StreamServerInterceptor()}
+		}
+		unary, stream := withAccess(guard, nil, faults)
+		g, err := serveShard(lis, svcs[i], slices.Concat(opts, o.serverOptions(tracing, unary, stream))...)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, g)
+	}
 	if *adminAddr != "" {
 		a, err := newAdminServer(*adminAddr, o.reg, func() error {
-			if g.Draining() {
+			if servers[0].Draining() {
 				return errors.New("draining")
 			}
 			return nil
@@ -162,12 +183,48 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer a.Stop(stopCtx)
 		log.Info("admin serving", "admin", a.Addr())
 	}
-	log.Info("shard serving", "listen", g.Addr(), "tls", tlsCfg.Enabled(), "client_auth", string(tlsCfg.Mode()),
-		"authz_policy", accessCfg.PolicyFile != "")
-	fmt.Fprintf(stdout, "gather shard: %s serving gather.shard.v1.ShardService on %s\n", description, g.Addr())
+	for i, g := range servers {
+		log.Info("shard serving", "listen", g.Addr(), "tls", tlsCfg.Enabled(), "client_auth", string(tlsCfg.Mode()),
+			"authz_policy", accessCfg.PolicyFile != "")
+		fmt.Fprintf(stdout, "gather shard: %s serving gather.shard.v1.ShardService on %s\n", descriptions[i], g.Addr())
+	}
 	<-ctx.Done()
 	log.Info("shutting down")
 	return nil
+}
+
+// partitionListens returns the listen address of each of the n partitions from part on: listen
+// itself for one; for more (synthetic shards only), listen's host with port 0 for each if its
+// port is 0, else consecutive ports from listen's.
+func partitionListens(listen string, part corpus.Partition, n int, synth bool) ([]string, error) {
+	switch {
+	case n == 1:
+		return []string{listen}, nil
+	case n < 1:
+		return nil, fmt.Errorf("--partitions %d: give 1 or more", n)
+	case !synth:
+		return nil, fmt.Errorf("--partitions %d needs --synthetic: an index shard serves one partition", n)
+	case part.Index+n > part.Count:
+		return nil, fmt.Errorf("--partitions %d: partitions %d to %d do not exist in --partition %s (%d partitions)",
+			n, part.Index, part.Index+n-1, part, part.Count)
+	}
+	host, portText, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("--listen %s: %w", listen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 0 || port+n-1 > 65535 {
+		return nil, fmt.Errorf("--listen %s: with --partitions %d, give port 0 (free ports) or a port from 1 to %d", listen, n, 65536-n)
+	}
+	out := make([]string, n)
+	for i := range out {
+		p := 0
+		if port > 0 {
+			p = port + i
+		}
+		out[i] = net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return out, nil
 }
 
 // queryLimitFlags defines --max-query-bytes and --max-top-k: a shard's limits, with the proxy's

@@ -21,19 +21,67 @@ import (
 // pollEvery is the interval of the suite's polls of a proxy's /metrics.
 const pollEvery = 20 * time.Millisecond
 
-// heapPerQuery measures the proxy's heap per in-flight query: HeapFanOut shards that wait
-// heapDelay before answering, so queries stay in flight; a warm round of heapQueries concurrent
-// queries, then a garbage collection and a scrape; then another round, and while every one of its
-// queries is admitted and has started all its shard calls, another collection and scrape. The
-// heap in use grew by the difference, for that many queries.
-func (s *suite) heapPerQuery(ctx context.Context) (*HeapResult, error) {
-	m, delay := s.t.heapQueries, s.t.heapDelay
-	shards, procs, err := s.startShards(ctx, "slow-shard", HeapFanOut, delay.String())
+// heapShapes are the fan-outs and top_ks the heap per in-flight query is measured at: the
+// target's fan-out and each of the run's fan-outs from 16 up, at every top_k; only the
+// target's shape when quick.
+func heapShapes(fanOuts []int, quick bool) (shapes [][2]int) {
+	ns := []int{HeapFanOut}
+	for _, n := range fanOuts {
+		if n >= 16 && n != HeapFanOut && !quick {
+			ns = append(ns, n)
+		}
+	}
+	if quick {
+		return [][2]int{{HeapFanOut, HeapTopK}}
+	}
+	for _, n := range ns {
+		for _, k := range TopKs {
+			shapes = append(shapes, [2]int{n, k})
+		}
+	}
+	return shapes
+}
+
+// heapSlowProcs is how many processes serve the slow shards of the heap measurement.
+const heapSlowProcs = 4
+
+// heapScaling measures the proxy's heap per in-flight query at every shape of heapShapes, each on a
+// fresh proxy over slow shards shared by all. Each shape holds about as many shard calls in flight
+// as the target's (heapQueries × HeapFanOut), so the larger fan-outs run fewer queries.
+func (s *suite) heapScaling(ctx context.Context, fanOuts []int) ([]HeapResult, error) {
+	shapes := heapShapes(fanOuts, s.cfg.Quick)
+	maxN := 0
+	for _, sh := range shapes {
+		maxN = max(maxN, sh[0])
+	}
+	s.progressf("heap per in-flight query: %d shapes, shards delayed %v", len(shapes), s.t.heapDelay)
+	shards, procs, err := s.startShards(ctx, "slow-shard", maxN, heapSlowProcs, s.t.heapDelay.String())
+	defer stopGroup(procs...)
 	if err != nil {
 		return nil, err
 	}
-	defer stopGroup(procs...)
-	proxy, addrs, err := s.startProxy(ctx, "proxy-heap", shards, "--max-in-flight", strconv.Itoa(2*m+64),
+	var out []HeapResult
+	for _, sh := range shapes {
+		n, k := sh[0], sh[1]
+		m := min(max(s.t.heapQueries*HeapFanOut/n, s.t.heapQueries/16, 5), s.t.heapQueries)
+		r, err := s.heapPerQuery(ctx, shards[:n], k, m)
+		if err != nil {
+			return out, err
+		}
+		s.progressf("  fan-out %d, top_k %d, %d queries: %s", n, k, m, r)
+		out = append(out, *r)
+	}
+	return out, nil
+}
+
+// heapPerQuery measures the proxy's heap per in-flight query at fan-out len(shards) and top_k k:
+// the shards wait heapDelay before answering, so queries stay in flight; a warm round of m
+// concurrent queries, then a garbage collection and a scrape; then another round, and while every
+// one of its queries is admitted and has started all its shard calls, another collection and
+// scrape. The heap in use grew by the difference, for m queries.
+func (s *suite) heapPerQuery(ctx context.Context, shards []string, k, m int) (*HeapResult, error) {
+	delay, n := s.t.heapDelay, len(shards)
+	proxy, addrs, err := s.startProxy(ctx, fmt.Sprintf("proxy-heap-%d-%d", n, k), shards, "--max-in-flight", strconv.Itoa(2*m+64),
 		"--shard-timeout", "1m", "--idle-timeout", "1m")
 	if err != nil {
 		return nil, err
@@ -48,18 +96,25 @@ func (s *suite) heapPerQuery(ctx context.Context) (*HeapResult, error) {
 	adm := newAdmin(addrs[1])
 
 	// round sends m queries at once, runs measure (if any) while they are in flight, and waits
-	// for every answer, each of which must be complete.
+	// for every answer, each of which must have k hits. An answer degraded (a shard call that
+	// failed: on an overloaded machine, one the proxy gave up on) is counted, not an error: the
+	// measurement is taken while every shard call is still running.
+	var degraded atomic.Int64
 	round := func(measure func() error) error {
 		qctx, cancel := context.WithTimeout(ctx, delay+time.Minute)
 		defer cancel()
+		degraded.Store(0)
 		errs := make([]error, m)
 		var wg sync.WaitGroup
 		for i := range m {
 			wg.Go(func() {
 				q := loadgen.DefaultQueries[i%len(loadgen.DefaultQueries)]
-				resp, err := client.Search(qctx, &queryv1.SearchRequest{Query: q, TopK: HeapTopK})
-				if err == nil && (len(resp.GetHits()) != HeapTopK || resp.GetCoverage().GetDegraded()) {
+				resp, err := client.Search(qctx, &queryv1.SearchRequest{Query: q, TopK: uint32(k)})
+				if err == nil && len(resp.GetHits()) != k {
 					err = fmt.Errorf("%d hits, coverage %v", len(resp.GetHits()), resp.GetCoverage())
+				}
+				if err == nil && resp.GetCoverage().GetDegraded() {
+					degraded.Add(1)
 				}
 				if err != nil {
 					errs[i] = fmt.Errorf("query %d: %w", i, err)
@@ -84,7 +139,7 @@ func (s *suite) heapPerQuery(ctx context.Context) (*HeapResult, error) {
 		if aerr := proxy.alive(); aerr != nil {
 			err = fmt.Errorf("%w; %w", err, aerr)
 		}
-		return nil, fmt.Errorf("heap per query: %w", err)
+		return nil, fmt.Errorf("heap per query at fan-out %d, top_k %d: %w", n, k, err)
 	}
 	// The warm round makes what lasts (connection buffers, metric series, pools' first fill).
 	if err := round(nil); err != nil {
@@ -109,12 +164,12 @@ func (s *suite) heapPerQuery(ctx context.Context) (*HeapResult, error) {
 				return err
 			}
 			inFlight, started := now.get(mInFlight), now.get(mStarted, shardService...)-startedBefore
-			if inFlight >= float64(m) && started >= float64(m*HeapFanOut) {
+			if inFlight >= float64(m) && started >= float64(m*n) {
 				break
 			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("after %v: %v queries in flight and %v shard calls started, want %d and %d",
-					wait, inFlight, started, m, m*HeapFanOut)
+					wait, inFlight, started, m, m*n)
 			}
 			select {
 			case <-tick.C:
@@ -138,7 +193,7 @@ func (s *suite) heapPerQuery(ctx context.Context) (*HeapResult, error) {
 		return fail(err)
 	}
 	r := &HeapResult{
-		FanOut: HeapFanOut, TopK: HeapTopK, Queries: m, ShardDelayMS: delay.Milliseconds(),
+		FanOut: n, TopK: k, Queries: m, Degraded: int(degraded.Load()), ShardDelayMS: delay.Milliseconds(),
 		HeapBefore: uint64(before.get(mHeapInuse)), HeapDuring: uint64(during.get(mHeapInuse)),
 		StackBefore: uint64(before.get(mStackInuse)), StackDuring: uint64(during.get(mStackInuse)),
 		GoroutinesBefore: int(before.get(mGoroutines)), GoroutinesDuring: int(during.get(mGoroutines)),

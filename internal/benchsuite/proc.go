@@ -59,6 +59,37 @@ type child struct {
 // (in any order), returning each match's first group. The process is registered before it
 // starts, so stopAll reaches it on every path.
 func (c *children) start(ctx context.Context, name string, want []*regexp.Regexp, args ...string) (*child, []string, error) {
+	return c.startFind(ctx, name, func(text []byte) ([]string, bool) {
+		got := make([]string, len(want))
+		for i, re := range want {
+			m := re.FindSubmatch(text)
+			if m == nil {
+				return nil, false
+			}
+			got[i] = string(m[1])
+		}
+		return got, true
+	}, args...)
+}
+
+// startMany is start for a process that prints n lines matching re (a multi-partition shard): it
+// returns the first group of each, in order.
+func (c *children) startMany(ctx context.Context, name string, re *regexp.Regexp, n int, args ...string) (*child, []string, error) {
+	return c.startFind(ctx, name, func(text []byte) ([]string, bool) {
+		ms := re.FindAllSubmatch(text, n)
+		if len(ms) < n {
+			return nil, false
+		}
+		got := make([]string, n)
+		for i, m := range ms {
+			got[i] = string(m[1])
+		}
+		return got, true
+	}, args...)
+}
+
+// startFind is start with find looking for what the process prints once it serves.
+func (c *children) startFind(ctx context.Context, name string, find func([]byte) ([]string, bool), args ...string) (*child, []string, error) {
 	log, err := os.Create(filepath.Join(c.dir, name+".log"))
 	if err != nil {
 		return nil, nil, err
@@ -88,18 +119,7 @@ func (c *children) start(ctx context.Context, name string, want []*regexp.Regexp
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
 	for {
-		got := make([]string, len(want))
-		all := true
-		text := ch.out.bytes()
-		for i, re := range want {
-			m := re.FindSubmatch(text)
-			if m == nil {
-				all = false
-				break
-			}
-			got[i] = string(m[1])
-		}
-		if all {
+		if got, ok := find(ch.out.bytes()); ok {
 			return ch, got, nil
 		}
 		select {

@@ -32,10 +32,17 @@ type Report struct {
 	// Setup says how long the runs were and how they were paced.
 	Setup string `json:"setup"`
 	// BackgroundCores is how many cores other processes kept busy just before the run.
-	BackgroundCores float64    `json:"background_cores"`
-	Scenarios       []Scenario `json:"scenarios"`
-	// Heap is the proxy's heap per in-flight query; nil if not measured.
-	Heap *HeapResult `json:"heap_per_query,omitempty"`
+	BackgroundCores float64 `json:"background_cores"`
+	// Rounds is how many times each core scenario ran, interleaved with the others.
+	Rounds int `json:"rounds"`
+	// Scenarios holds every round of every scenario.
+	Scenarios []Scenario `json:"scenarios"`
+	// Heap is the proxy's heap per in-flight query at the target's shape (HeapFanOut,
+	// HeapTopK); nil if not measured. HeapScaling holds it at every shape measured.
+	Heap        *HeapResult  `json:"heap_per_query,omitempty"`
+	HeapScaling []HeapResult `json:"heap_per_query_scaling,omitempty"`
+	// Cost is the cost model fitted to gather's CPU per query; nil without enough scenarios.
+	Cost *CostModel `json:"cost_model,omitempty"`
 	// Idle is the cost of idle QS connections; nil if not measured.
 	Idle *IdleResult `json:"idle_connections,omitempty"`
 	// Tail is the tail scenario (hedging off against on); nil if it did not run.
@@ -53,6 +60,8 @@ type Scenario struct {
 	// FanOut is the number of shards per query; 0 for the ceiling, which has none.
 	FanOut int `json:"fan_out"`
 	TopK   int `json:"top_k"`
+	// Round is the round (from 0) the scenario was measured in.
+	Round int `json:"round"`
 	// ResponseBytes is the encoded size of one answer.
 	ResponseBytes int `json:"response_bytes"`
 
@@ -75,6 +84,12 @@ type Scenario struct {
 	ServerCPUPerQueryUS      float64 `json:"server_cpu_per_query_us"`
 	ServerAllocBytesPerQuery float64 `json:"server_alloc_bytes_per_query"`
 	ServerAllocsPerQuery     float64 `json:"server_allocs_per_query"`
+	// HitsReceivedPerQuery and HitsDecodedPerQuery are the hits the proxy parsed out of its
+	// shards' messages and those it decoded in full, per query in the saturation run, from its
+	// gather_shard_hits_received_total and gather_shard_hits_decoded_total; nil where the server
+	// has no such counter.
+	HitsReceivedPerQuery *float64 `json:"hits_received_per_query,omitempty"`
+	HitsDecodedPerQuery  *float64 `json:"hits_decoded_per_query,omitempty"`
 
 	// Rate is the open loop's rate: half QPS.
 	Rate float64 `json:"open_loop_rate"`
@@ -124,6 +139,9 @@ type HeapResult struct {
 	TopK         int   `json:"top_k"`
 	Queries      int   `json:"queries"`
 	ShardDelayMS int64 `json:"shard_delay_ms"`
+	// Degraded counts the measured round's answers that came back degraded (a shard call failed
+	// after the measurement: on an overloaded machine).
+	Degraded int `json:"degraded,omitempty"`
 	// Heap in use, goroutine stacks in use and goroutines, after a GC, before the round and while
 	// its queries were in flight.
 	HeapBefore       uint64 `json:"heap_inuse_before"`
@@ -139,9 +157,13 @@ type HeapResult struct {
 }
 
 func (h *HeapResult) String() string {
-	return fmt.Sprintf("heap %s per in-flight query (%s → %s for %d queries); goroutine stacks %s and %.1f goroutines per query",
+	s := fmt.Sprintf("heap %s per in-flight query (%s → %s for %d queries); goroutine stacks %s and %.1f goroutines per query",
 		bytesIEC(h.HeapPerQuery), bytesIEC(float64(h.HeapBefore)), bytesIEC(float64(h.HeapDuring)), h.Queries,
 		bytesIEC(h.StackPerQuery), h.GoroutinesPerQuery)
+	if h.Degraded > 0 {
+		s += fmt.Sprintf(" (%d answers degraded after the measurement)", h.Degraded)
+	}
+	return s
 }
 
 // IdleResult is what idle QS connections cost the proxy.
@@ -193,37 +215,70 @@ func (r *IdleResult) String() string {
 	return s
 }
 
-// table is the scenario table: one header, one row per scenario.
+// table is the scenario table: one header, one row per scenario with its medians over the rounds
+// (and, for the throughput and CPU columns, their range).
 func (r *Report) table() (header []string, rows [][]string) {
-	header = []string{"server", "N", "top_k", "answer", "QPS", "÷ ceil/(N+1)", "busy cores (others)",
-		"CPU/q", "srv CPU/q", "srv alloc/q", "srv allocs/q", "half-load rate",
+	header = []string{"server", "N", "top_k", "rounds", "answer", "QPS", "÷ ceil/(N+1)", "busy cores (others)",
+		"CPU/q", "srv CPU/q", "srv CPU/shard call", "srv alloc/q", "srv allocs/q", "hits recv/q", "hits decoded/q", "half-load rate",
 		"p50", "p90", "p99", "p99.9", "max", "added p50", "added p99", "errors"}
-	for i := range r.Scenarios {
-		sc := &r.Scenarios[i]
-		n := "-"
-		if sc.Kind != KindCeiling {
-			n = fmt.Sprint(sc.FanOut)
+	num := func(format string) func(float64) string {
+		return func(v float64) string { return fmt.Sprintf(format, v) }
+	}
+	us := func(v float64) string { return loadgen.FormatMicros(int64(v)) }
+	for _, g := range r.groups() {
+		med := func(f func(*Scenario) float64) float64 { return g.spread(f).Median }
+		n, perCall := "-", "-"
+		if g.Kind != KindCeiling {
+			n = fmt.Sprint(g.FanOut)
+			perCall = us(med(func(sc *Scenario) float64 { return sc.ServerCPUPerQueryUS / float64(sc.FanOut) }))
 		}
-		errs := fmt.Sprint(sc.Errors)
-		if sc.Dropped > 0 {
-			errs += fmt.Sprintf(" (+%d dropped)", sc.Dropped)
+		var errs, dropped int64
+		others := 0.0
+		for _, sc := range g.Rounds {
+			errs += sc.Errors
+			dropped += sc.Dropped
+			others = max(others, sc.OtherCores, sc.OtherCoresOpen)
+		}
+		errText := fmt.Sprint(errs)
+		if dropped > 0 {
+			errText += fmt.Sprintf(" (+%d dropped)", dropped)
+		}
+		lat := func(f func(loadgen.Summary) int64) string {
+			return us(med(func(sc *Scenario) float64 { return float64(f(sc.Latency)) }))
+		}
+		added := func(f func(loadgen.Summary) int64) string {
+			return us(med(func(sc *Scenario) float64 { return float64(f(sc.Overhead)) }))
 		}
 		rows = append(rows, []string{
-			string(sc.Kind), n, fmt.Sprint(sc.TopK), bytesIEC(float64(sc.ResponseBytes)),
-			fmt.Sprintf("%.0f", sc.QPS), fmt.Sprintf("%.2f", sc.RelCeiling), fmt.Sprintf("%.2f (%.2f)", sc.BusyCores, max(sc.OtherCores, sc.OtherCoresOpen)),
-			loadgen.FormatMicros(int64(sc.MachineCPUPerQueryUS)), loadgen.FormatMicros(int64(sc.ServerCPUPerQueryUS)), bytesIEC(sc.ServerAllocBytesPerQuery), fmt.Sprintf("%.0f", sc.ServerAllocsPerQuery),
-			fmt.Sprintf("%.0f/s", sc.Rate),
-			loadgen.FormatMicros(sc.Latency.P50US), loadgen.FormatMicros(sc.Latency.P90US), loadgen.FormatMicros(sc.Latency.P99US), loadgen.FormatMicros(sc.Latency.P999US),
-			loadgen.FormatMicros(sc.Latency.MaxUS), loadgen.FormatMicros(sc.Overhead.P50US), loadgen.FormatMicros(sc.Overhead.P99US), errs,
+			string(g.Kind), n, fmt.Sprint(g.TopK), fmt.Sprint(len(g.Rounds)),
+			bytesIEC(med(func(sc *Scenario) float64 { return float64(sc.ResponseBytes) })),
+			g.spread(func(sc *Scenario) float64 { return sc.QPS }).format(num("%.0f")),
+			g.spread(func(sc *Scenario) float64 { return sc.RelCeiling }).format(num("%.2f")),
+			fmt.Sprintf("%.2f (%.2f)", med(func(sc *Scenario) float64 { return sc.BusyCores }), others),
+			us(med(func(sc *Scenario) float64 { return sc.MachineCPUPerQueryUS })),
+			g.spread(func(sc *Scenario) float64 { return sc.ServerCPUPerQueryUS }).format(us),
+			perCall,
+			bytesIEC(med(func(sc *Scenario) float64 { return sc.ServerAllocBytesPerQuery })),
+			fmt.Sprintf("%.0f", med(func(sc *Scenario) float64 { return sc.ServerAllocsPerQuery })),
+			g.spread(func(sc *Scenario) float64 { return optional(sc.HitsReceivedPerQuery) }).format(num("%.0f")),
+			g.spread(func(sc *Scenario) float64 { return optional(sc.HitsDecodedPerQuery) }).format(num("%.0f")),
+			fmt.Sprintf("%.0f/s", med(func(sc *Scenario) float64 { return sc.Rate })),
+			lat(func(s loadgen.Summary) int64 { return s.P50US }), lat(func(s loadgen.Summary) int64 { return s.P90US }),
+			lat(func(s loadgen.Summary) int64 { return s.P99US }), lat(func(s loadgen.Summary) int64 { return s.P999US }),
+			lat(func(s loadgen.Summary) int64 { return s.MaxUS }),
+			added(func(s loadgen.Summary) int64 { return s.P50US }), added(func(s loadgen.Summary) int64 { return s.P99US }),
+			errText,
 		})
 	}
 	return header, rows
 }
 
 // legend explains the table's columns.
-const legend = `QPS: saturation (closed loop). ÷ ceil/(N+1): QPS × (N+1) / ceiling QPS at the same top_k (a query at fan-out N costs N+1 RPCs).
+const legend = `Each cell is the median over the rounds (each round runs every scenario, interleaved); where a range follows, it is the least and largest round.
+QPS: saturation (closed loop). ÷ ceil/(N+1): QPS × (N+1) / ceiling QPS at the same top_k in the same round (a query at fan-out N costs N+1 RPCs).
 busy cores: the machine's during the saturation run; (others): the most that processes outside the suite kept busy, in either run (noise).
-CPU/q: the machine's busy time per query at saturation (server, shards, load generator); srv CPU/q, alloc/q, allocs/q: the server process's own.
+CPU/q: the machine's busy time per query at saturation (server, shards, load generator); srv CPU/q, alloc/q, allocs/q: the server process's own; srv CPU/shard call: srv CPU/q ÷ N.
+hits recv/q, hits decoded/q: hits the proxy parsed out of shard messages, and decoded in full, per query (its gather_shard_hits_received_total and gather_shard_hits_decoded_total; n/a without them).
 p50 to max: latency of an open loop at half the saturating QPS. added: that latency less the slowest shard's, as the server reports it (the ceiling has no shards: its added latency is the whole round trip).`
 
 // WriteText writes the report as text: the setup, the scenario table, the memory measurements,
@@ -244,7 +299,22 @@ func (r *Report) WriteText(w io.Writer) error {
 		}
 		b.WriteString("\n" + legend + "\n")
 	}
-	if r.Heap != nil {
+	if c := r.Cost; c != nil {
+		fmt.Fprintf(&b, "\ncost model: %s\n", c)
+		if err := writeAligned(&b, c.table); err != nil {
+			return err
+		}
+		for _, l := range c.projectionLines() {
+			fmt.Fprintf(&b, "  %s\n", l)
+		}
+	}
+	if len(r.HeapScaling) > 0 {
+		b.WriteString("\nproxy heap per in-flight query (queries waiting on delayed shards):\n")
+		for i := range r.HeapScaling {
+			h := &r.HeapScaling[i]
+			fmt.Fprintf(&b, "  fan-out %d, top_k %d: %s; heap and stacks %s per shard call\n", h.FanOut, h.TopK, h, bytesIEC((h.HeapPerQuery+h.StackPerQuery)/float64(h.FanOut)))
+		}
+	} else if r.Heap != nil {
 		fmt.Fprintf(&b, "\nproxy heap per in-flight query (fan-out %d, top_k %d, %d queries waiting on shards delayed %dms): %s\n",
 			r.Heap.FanOut, r.Heap.TopK, r.Heap.Queries, r.Heap.ShardDelayMS, r.Heap)
 	}
@@ -290,7 +360,21 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		writeMarkdownTable(&b, r.table, 3)
 		b.WriteString("\n" + strings.ReplaceAll(legend, "\n", "  \n") + "\n")
 	}
-	if r.Heap != nil {
+	if c := r.Cost; c != nil {
+		fmt.Fprintf(&b, "\n**Cost model:** %s.\n\n", c)
+		writeMarkdownTable(&b, c.table, 0)
+		b.WriteString("\n")
+		for _, l := range c.projectionLines() {
+			fmt.Fprintf(&b, "- %s\n", l)
+		}
+	}
+	if len(r.HeapScaling) > 0 {
+		b.WriteString("\n**Proxy heap per in-flight query** (queries waiting on delayed shards):\n\n")
+		for i := range r.HeapScaling {
+			h := &r.HeapScaling[i]
+			fmt.Fprintf(&b, "- fan-out %d, top_k %d: %s; heap and stacks %s per shard call\n", h.FanOut, h.TopK, h, bytesIEC((h.HeapPerQuery+h.StackPerQuery)/float64(h.FanOut)))
+		}
+	} else if r.Heap != nil {
 		fmt.Fprintf(&b, "\n**Proxy heap per in-flight query** (fan-out %d, top_k %d, %d queries waiting on shards delayed %dms): %s.\n",
 			r.Heap.FanOut, r.Heap.TopK, r.Heap.Queries, r.Heap.ShardDelayMS, r.Heap)
 	}

@@ -18,14 +18,14 @@ import (
 // scenario measures one server at one top_k: a probe query for the answer's size, a warmup, a
 // saturation run bracketed by scrapes of the server's admin /metrics, then an open loop at half
 // the saturating QPS. The result is appended to the report.
-func (s *suite) scenario(ctx context.Context, kind Kind, fanOut, topK int, server *child, addr, adminAddr string) error {
-	sc := Scenario{Kind: kind, FanOut: fanOut, TopK: topK}
+func (s *suite) scenario(ctx context.Context, round int, kind Kind, fanOut, topK int, server *child, addr, adminAddr string) error {
+	sc := Scenario{Kind: kind, FanOut: fanOut, TopK: topK, Round: round}
 	label := sc.Label()
 	if err := s.settle(ctx); err != nil {
 		return err
 	}
 	s.done++
-	prefix := fmt.Sprintf("[%2d/%d] %-26s", s.done, s.total, label)
+	prefix := fmt.Sprintf("[%3d/%d] r%d %-28s", s.done, s.total, round+1, label)
 	fail := func(err error) error {
 		if aerr := server.alive(); aerr != nil {
 			err = fmt.Errorf("%w; %w", err, aerr)
@@ -92,7 +92,7 @@ func (s *suite) scenario(ctx context.Context, kind Kind, fanOut, topK int, serve
 	if err != nil {
 		return fail(err)
 	}
-	if s.cfg.CPUProfile != "" && kind == KindGather && fanOut == TargetFanOut && topK == TopKs[0] {
+	if s.cfg.CPUProfile != "" && round == 0 && kind == KindGather && fanOut == TargetFanOut && topK == TopKs[0] {
 		// Profiled apart from the measured run, which the profiler would slow down.
 		if sc.CPUProfile, err = s.profile(ctx, run, sat, adm); err != nil {
 			return fail(err)
@@ -103,6 +103,15 @@ func (s *suite) scenario(ctx context.Context, kind Kind, fanOut, topK int, serve
 		sc.ServerCPUPerQueryUS = (after.get(mCPU) - before.get(mCPU)) * 1e6 / n
 		sc.ServerAllocBytesPerQuery = (after.get(mAllocBytes) - before.get(mAllocBytes)) / n
 		sc.ServerAllocsPerQuery = (after.get(mMallocs) - before.get(mMallocs)) / n
+		perQuery := func(name string) *float64 {
+			v, ok := after.lookup(name)
+			if !ok {
+				return nil
+			}
+			x := (v - before.get(name)) / n
+			return &x
+		}
+		sc.HitsReceivedPerQuery, sc.HitsDecodedPerQuery = perQuery(mHitsReceived), perQuery(mHitsDecoded)
 	}
 	if sc.QPS <= 0 {
 		return fail(fmt.Errorf("no query completed in the saturation run (%+v)", sc.Saturation.Counts))
@@ -123,7 +132,7 @@ func (s *suite) scenario(ctx context.Context, kind Kind, fanOut, topK int, serve
 	}
 	if kind == KindCeiling {
 		sc.RelCeiling = 1
-	} else if c := s.ceiling(topK); c != nil {
+	} else if c := s.rep.ceilingNear(round, topK); c != nil {
 		sc.RelCeiling = sc.QPS * float64(sc.FanOut+1) / c.QPS
 	}
 	s.rep.Scenarios = append(s.rep.Scenarios, sc)
@@ -192,16 +201,6 @@ func (s *suite) profile(ctx context.Context, run func(string, loadgen.Config) (*
 		return "", fmt.Errorf("cpu profile: %w", profErr)
 	}
 	return path, nil
-}
-
-// ceiling returns the ceiling scenario at topK, if it has run.
-func (s *suite) ceiling(topK int) *Scenario {
-	for i := range s.rep.Scenarios {
-		if sc := &s.rep.Scenarios[i]; sc.Kind == KindCeiling && sc.TopK == topK {
-			return sc
-		}
-	}
-	return nil
 }
 
 // otherLoadWarning says, if others is noticeable, that processes outside the suite used that

@@ -27,6 +27,10 @@ const (
 	mGoroutines = "go_goroutines"
 	mInFlight   = "gather_admission_in_flight_queries"
 	mStarted    = "grpc_client_started_total"
+	// The hits the proxy parsed out of its shards' messages, and those whose payload (text,
+	// fields) it decoded in full; absent from a proxy that does not count them.
+	mHitsReceived = "gather_shard_hits_received_total"
+	mHitsDecoded  = "gather_shard_hits_decoded_total"
 )
 
 // admin is the admin HTTP endpoint of a gather process: /metrics and /debug/pprof/.
@@ -118,6 +122,15 @@ func (m metrics) get(name string, match ...string) float64 {
 	}
 	v, _ := m.page.Sum(name, match...)
 	return v
+}
+
+// lookup returns the sum of the samples of name matching the label pairs, and whether the page
+// has any sample of name.
+func (m metrics) lookup(name string, match ...string) (float64, bool) {
+	if m.page == nil {
+		return 0, false
+	}
+	return m.page.Sum(name, match...)
 }
 
 // cpuTimes is the machine's CPU time so far, from the first line of /proc/stat, in clock ticks.

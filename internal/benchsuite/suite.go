@@ -50,6 +50,44 @@ type Config struct {
 	// TailRate, if positive, is the tail scenario's open-loop rate instead of half the
 	// saturating one.
 	TailRate float64
+	// FanOuts are the fan-outs of gather's scenarios (the naive baseline's too, from 2 up),
+	// ascending. Empty means DefaultFanOuts (QuickFanOuts with Quick).
+	FanOuts []int
+	// Rounds is how many times every core scenario runs, interleaved: each round runs them all,
+	// in an order rotated from the round before, and every ratio is judged on its median over
+	// the rounds. 0 means DefaultRounds (2 with Quick).
+	Rounds int
+	// CostPlot, if set, is the PNG file the cost model's plot (the proxy's CPU per query against
+	// the fan-out, with the fit) is written to.
+	CostPlot string
+}
+
+// DefaultRounds is the number of rounds of the core scenarios unless Config.Rounds says otherwise.
+const DefaultRounds = 3
+
+// fanOuts returns the run's fan-outs, ascending and without repeats.
+func (c Config) fanOuts() []int {
+	f := c.FanOuts
+	if len(f) == 0 {
+		f = DefaultFanOuts
+		if c.Quick {
+			f = QuickFanOuts
+		}
+	}
+	f = slices.Clone(f)
+	slices.Sort(f)
+	return slices.Compact(f)
+}
+
+// rounds returns the run's number of rounds.
+func (c Config) rounds() int {
+	switch {
+	case c.Rounds > 0:
+		return c.Rounds
+	case c.Quick:
+		return 2
+	}
+	return DefaultRounds
 }
 
 // The parts of the suite (Config.Parts).
@@ -68,9 +106,20 @@ func (c Config) runs(part string) bool {
 
 // The scenarios' fan-outs and top_ks.
 var (
-	FanOuts = []int{1, 4, 16}
-	TopKs   = []int{10, 100}
+	// DefaultFanOuts are gather's fan-outs in a full run; QuickFanOuts with Config.Quick.
+	DefaultFanOuts = []int{1, 4, 16, 64, 128}
+	QuickFanOuts   = []int{1, 4}
+	TopKs          = []int{10, 100}
 )
+
+// NaiveMinFanOut is the least fan-out the naive baseline runs at: at fan-out 1 it has nothing
+// to merge, and tells nothing gather's fan-out 1 does not.
+const NaiveMinFanOut = 2
+
+// ShardProcs is the most processes the fast synthetic shards are served by: fan-out 64 and 128
+// put several shards in each (`gather shard --partitions`), so the machine's cores are not
+// spent on 128 runtimes; fan-out 16 and below get a process per shard, as before.
+const ShardProcs = 16
 
 // HeapFanOut and HeapTopK are the shape of the heap-per-query measurement.
 const (
@@ -195,73 +244,109 @@ func (s *suite) run(ctx context.Context) error {
 	return nil
 }
 
-// core runs the scenarios and the memory measurements of issue 5.
+// server is one process a core scenario measures: the ceiling, a proxy or a naive baseline.
+type server struct {
+	kind        Kind
+	fanOut      int
+	proc        *child
+	addr, admin string
+}
+
+// core runs the scenarios, interleaved over the rounds, and the memory measurements.
 func (s *suite) core(ctx context.Context) error {
-	s.total = len(TopKs) * (1 + 2*len(FanOuts))
-	maxFan := FanOuts[len(FanOuts)-1]
-	s.progressf("starting %d synthetic shards", maxFan)
-	shards, procs, err := s.startShards(ctx, "shard", maxFan, "none")
+	fanOuts, rounds := s.cfg.fanOuts(), s.cfg.rounds()
+	maxFan := fanOuts[len(fanOuts)-1]
+	s.progressf("starting %d synthetic shards in %d processes", maxFan, min(maxFan, ShardProcs))
+	shards, procs, err := s.startShards(ctx, "shard", maxFan, ShardProcs, "none")
 	defer stopGroup(procs...) // idle, but the tail scenario need not share the machine with them
 	if err != nil {
 		return err
 	}
 	s.shards = shards
 
+	// Every server runs for all the rounds; only the one measured is busy.
+	var servers []server
+	defer func() {
+		for _, sv := range servers {
+			stopGroup(sv.proc)
+		}
+	}()
+	start := func(kind Kind, n int, name string, args ...string) error {
+		ch, addrs, err := s.procs.start(ctx, name, []*regexp.Regexp{reProxyAddr, reProxyAdmin}, args...)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, server{kind: kind, fanOut: n, proc: ch, addr: addrs[0], admin: addrs[1]})
+		return nil
+	}
 	// The ceiling: one canned target answers every top_k.
-	ceiling, addrs, err := s.procs.start(ctx, "ceiling", []*regexp.Regexp{reProxyAddr, reProxyAdmin},
-		"benchsuite", "target", "--kind", "canned", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0",
-		"--shards", strconv.Itoa(DefaultCannedShards))
-	if err != nil {
+	if err := start(KindCeiling, 0, "ceiling", "benchsuite", "target", "--kind", "canned", "--listen", "127.0.0.1:0",
+		"--admin", "127.0.0.1:0", "--shards", strconv.Itoa(DefaultCannedShards)); err != nil {
 		return err
 	}
-	for _, k := range TopKs {
-		if err := s.scenario(ctx, KindCeiling, 0, k, ceiling, addrs[0], addrs[1]); err != nil {
+	ceilingAddr := servers[0].addr
+	for _, n := range fanOuts {
+		if err := start(KindGather, n, fmt.Sprintf("proxy-%d", n), s.proxyArgs(s.shards[:n], "--max-in-flight", "4096")...); err != nil {
 			return err
 		}
-	}
-	ceilingAddr := addrs[0] // kept serving for the raw hop at gather's rate, below
-
-	for _, n := range FanOuts {
-		proxy, paddrs, err := s.startProxy(ctx, fmt.Sprintf("proxy-%d", n), s.shards[:n], "--max-in-flight", "4096")
-		if err != nil {
-			return err
+		if n < NaiveMinFanOut {
+			continue
 		}
-		for _, k := range TopKs {
-			if err := s.scenario(ctx, KindGather, n, k, proxy, paddrs[0], paddrs[1]); err != nil {
-				return err
-			}
-		}
-		stopGroup(proxy)
-		if n == TargetFanOut {
-			for _, k := range TopKs {
-				if err := s.hopAtRate(ctx, ceilingAddr, s.rep.scenario(KindGather, n, k)); err != nil {
-					return err
-				}
-			}
-			stopGroup(ceiling)
-		}
-		naiveArgs := []string{"benchsuite", "target", "--kind", "naive", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+		args := []string{"benchsuite", "target", "--kind", "naive", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
 		for i, a := range s.shards[:n] {
-			naiveArgs = append(naiveArgs, "--shard", ShardName(i)+"="+a)
+			args = append(args, "--shard", ShardName(i)+"="+a)
 		}
-		naive, naddrs, err := s.procs.start(ctx, fmt.Sprintf("naive-%d", n), []*regexp.Regexp{reProxyAddr, reProxyAdmin}, naiveArgs...)
-		if err != nil {
+		if err := start(KindNaive, n, fmt.Sprintf("naive-%d", n), args...); err != nil {
 			return err
 		}
+	}
+
+	type job struct {
+		sv   server
+		topK int
+	}
+	var jobs []job
+	for _, sv := range servers {
 		for _, k := range TopKs {
-			if err := s.scenario(ctx, KindNaive, n, k, naive, naddrs[0], naddrs[1]); err != nil {
+			jobs = append(jobs, job{sv, k})
+		}
+	}
+	s.total = rounds * len(jobs)
+	s.rep.Rounds = rounds
+	for r := range rounds {
+		// Each round starts a little further down the list: drifts of the machine fall on every
+		// server alike.
+		off := r * len(jobs) / rounds
+		for i := range jobs {
+			j := jobs[(off+i)%len(jobs)]
+			if err := s.scenario(ctx, r, j.sv.kind, j.sv.fanOut, j.topK, j.sv.proc, j.sv.addr, j.sv.admin); err != nil {
 				return err
 			}
 		}
-		stopGroup(naive)
+		for _, k := range TopKs {
+			if err := s.hopAtRate(ctx, ceilingAddr, s.rep.scenarioIn(r, KindGather, TargetFanOut, k)); err != nil {
+				return err
+			}
+		}
 	}
+	s.rep.relateToCeiling()
+	if s.rep.Cost = fitCost(s.rep); s.rep.Cost != nil {
+		s.progressf("cost model: %s", s.rep.Cost)
+		if s.cfg.CostPlot != "" {
+			if err := s.rep.Cost.WritePlot(s.cfg.CostPlot); err != nil {
+				return fmt.Errorf("cost model plot: %w", err)
+			}
+		}
+	}
+	for _, sv := range servers {
+		stopGroup(sv.proc)
+	}
+	servers = nil
 
-	s.progressf("heap per in-flight query: %d queries at fan-out %d, top_k %d, shards delayed %v",
-		s.t.heapQueries, HeapFanOut, HeapTopK, s.t.heapDelay)
-	if s.rep.Heap, err = s.heapPerQuery(ctx); err != nil {
+	if s.rep.HeapScaling, err = s.heapScaling(ctx, fanOuts); err != nil {
 		return err
 	}
-	s.progressf("  %s", s.rep.Heap)
+	s.rep.Heap = s.rep.heapAt(HeapFanOut, HeapTopK)
 	if s.t.idleConns > 0 {
 		s.progressf("idle QS connections: opening %d", s.t.idleConns)
 		if s.rep.Idle, err = s.idleConns(ctx); err != nil {
@@ -296,37 +381,54 @@ func (s *suite) checkQuiet(ctx context.Context) error {
 	return nil
 }
 
-// startShards starts n synthetic shards named prefix-I serving partition I/n with the given
-// latency spec and extra flags, all at once, and returns their addresses and processes in order
-// (nil for those that did not start).
-func (s *suite) startShards(ctx context.Context, prefix string, n int, latency string, extra ...string) ([]string, []*child, error) {
+// startShards starts n synthetic shards with the given latency spec and extra flags, served by
+// procs processes named prefix-P (at most n; all started at once), and returns the shards'
+// addresses in shard order and the processes. Shard i is served by process i mod procs, so the
+// first k shards are spread over min(k, procs) processes; every shard is a partition of its own,
+// with its own seed. A process that did not start is nil.
+func (s *suite) startShards(ctx context.Context, prefix string, n, procs int, latency string, extra ...string) ([]string, []*child, error) {
+	procs = max(min(procs, n), 1)
+	per := (n + procs - 1) / procs
 	addrs := make([]string, n)
-	procs := make([]*child, n)
+	children := make([]*child, procs)
 	g, gctx := errgroup.WithContext(ctx)
-	for i := range n {
+	for p := range procs {
 		g.Go(func() error {
-			ch, got, err := s.procs.start(gctx, fmt.Sprintf("%s-%d", prefix, i), []*regexp.Regexp{reShardAddr},
-				append([]string{"shard", "--synthetic", "--latency", latency, "--listen", "127.0.0.1:0",
-					"--partition", fmt.Sprintf("%d/%d", i, n), "--log-format", "text"}, extra...)...)
+			args := append([]string{"shard", "--synthetic", "--latency", latency, "--listen", "127.0.0.1:0",
+				"--partition", fmt.Sprintf("%d/%d", p*per, procs*per), "--log-format", "text"}, extra...)
+			if per > 1 {
+				args = append(args, "--partitions", strconv.Itoa(per))
+			}
+			ch, got, err := s.procs.startMany(gctx, fmt.Sprintf("%s-%d", prefix, p), reShardAddr, per, args...)
 			if err != nil {
 				return err
 			}
-			addrs[i], procs[i] = got[0], ch
+			children[p] = ch
+			for j, a := range got {
+				if i := j*procs + p; i < n {
+					addrs[i] = a
+				}
+			}
 			return nil
 		})
 	}
-	return addrs, procs, g.Wait()
+	return addrs, children, g.Wait()
 }
 
 // startProxy starts a gather proxy over shards (named shard-0, shard-1, ...) and returns it with
 // its QueryService and admin addresses. Its access log goes to its log file; its admin port
 // serves pprof, for the suite's CPU profile and heap figures.
 func (s *suite) startProxy(ctx context.Context, name string, shards []string, extra ...string) (*child, []string, error) {
+	return s.procs.start(ctx, name, []*regexp.Regexp{reProxyAddr, reProxyAdmin}, s.proxyArgs(shards, extra...)...)
+}
+
+// proxyArgs are startProxy's arguments to the gather binary.
+func (s *suite) proxyArgs(shards []string, extra ...string) []string {
 	args := []string{"proxy", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-format", "text", "--pprof"}
 	for i, a := range shards {
 		args = append(args, "--shard", ShardName(i)+"="+a)
 	}
-	return s.procs.start(ctx, name, []*regexp.Regexp{reProxyAddr, reProxyAdmin}, append(args, extra...)...)
+	return append(args, extra...)
 }
 
 // progressf prints a progress line, if asked to.

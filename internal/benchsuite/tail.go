@@ -236,7 +236,7 @@ func (s *suite) tail(ctx context.Context) (*TailResult, error) {
 	start := func(prefix, latency string) ([][]string, error) {
 		sets := make([][]string, TailReplicas)
 		for r := range TailReplicas {
-			addrs, ps, err := s.startShards(ctx, fmt.Sprintf("%s-r%d", prefix, r), TailShards, latency)
+			addrs, ps, err := s.startShards(ctx, fmt.Sprintf("%s-r%d", prefix, r), TailShards, TailShards, latency)
 			procs = append(procs, ps...)
 			if err != nil {
 				return nil, fmt.Errorf("tail: %w", err)
@@ -249,7 +249,7 @@ func (s *suite) tail(ctx context.Context) (*TailResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	hung, ps, err := s.startShards(ctx, "tail-hung", TailShards, TailLatency, "--fault", "hang")
+	hung, ps, err := s.startShards(ctx, "tail-hung", TailShards, TailShards, TailLatency, "--fault", "hang")
 	procs = append(procs, ps...)
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
