@@ -143,3 +143,24 @@ func decodeRegistration(v []byte) (Registration, error) {
 	}
 	return r, nil
 }
+
+// Advertised returns the address a replica listening on listen registers: advertise when it is
+// given, else listen, whose host must then be one a proxy can dial: a wildcard (0.0.0.0, [::] or
+// no host) is refused with an error that says to give --advertise. The port of listen is not
+// checked (it may be 0 before the listener is bound): callers pass the bound address.
+func Advertised(listen, advertise string) (string, error) {
+	if advertise != "" {
+		if err := CheckAddress(advertise); err != nil {
+			return "", fmt.Errorf("--advertise: %w", err)
+		}
+		return advertise, nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("--listen %q is not HOST:PORT", listen)
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || err == nil && ip.IsUnspecified() {
+		return "", fmt.Errorf("--listen %s is a wildcard address, which a proxy cannot dial: give --advertise HOST:PORT, the address this shard is reachable at", listen)
+	}
+	return listen, nil
+}

@@ -100,3 +100,22 @@ func ExampleParseTarget() {
 	// /gather/prod/shard-1/r0
 	// invalid registry URL "etcd://10.0.0.1:2379": no key prefix: give one, so that gather's keys stay apart from the rest of etcd; want etcd://HOST:PORT[,HOST:PORT...]/PREFIX, e.g. etcd://127.0.0.1:2379/gather/prod
 }
+
+func TestAdvertised(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		listen, advertise, want, wantErr string
+	}{
+		{"127.0.0.1:7071", "", "127.0.0.1:7071", ""},
+		{"0.0.0.0:7071", "10.0.0.5:7071", "10.0.0.5:7071", ""},
+		{"0.0.0.0:7071", "", "", "--listen 0.0.0.0:7071 is a wildcard address, which a proxy cannot dial: give --advertise"},
+		{"[::]:7071", "", "", "wildcard"},
+		{":7071", "", "", "wildcard"},
+		{"127.0.0.1:7071", "0.0.0.0:7071", "", "--advertise: \"0.0.0.0:7071\": 0.0.0.0 is a wildcard"},
+	} {
+		got, err := discovery.Advertised(tc.listen, tc.advertise)
+		if got != tc.want || (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("Advertised(%q, %q) = %q, %v; want %q and an error saying %q", tc.listen, tc.advertise, got, err, tc.want, tc.wantErr)
+		}
+	}
+}
