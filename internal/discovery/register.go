@@ -8,8 +8,8 @@ import (
 	"math"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // DefaultTTL is the default lease TTL of a registration: how long a registrant that died stays

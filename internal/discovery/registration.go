@@ -110,9 +110,7 @@ func CheckAddress(a string) error {
 		}
 		return nil
 	}
-	if len(host) > 253 || strings.IndexFunc(host, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_')
-	}) >= 0 {
+	if len(host) > 253 || strings.IndexFunc(host, notHostRune) >= 0 {
 		return fmt.Errorf("%q: host %q is neither an IP address nor a host name", a, host)
 	}
 	return nil
@@ -163,4 +161,10 @@ func Advertised(listen, advertise string) (string, error) {
 		return "", fmt.Errorf("--listen %s is a wildcard address, which a proxy cannot dial: give --advertise HOST:PORT, the address this shard is reachable at", listen)
 	}
 	return listen, nil
+}
+
+// notHostRune reports whether r cannot appear in a host name.
+func notHostRune(r rune) bool {
+	ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.' || r == '_'
+	return !ok
 }
