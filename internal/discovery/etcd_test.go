@@ -400,3 +400,52 @@ func TestResyncAfterNewHistory(t *testing.T) {
 	e.register(t, "shard-1", "r1", "127.0.0.1:7072")
 	e.waitFor(t, 10*time.Second, "r1 in the new history", hasReplica("shard-1", "r1", "127.0.0.1:7072"))
 }
+
+// TestOutageLongerThanTTL stops etcd for longer than the TTL (as a network cut would): the
+// registrant's client gives the lease up, and once etcd is back the registrant writes its key
+// under a new lease, which the old lease's expiry then leaves alone.
+func TestOutageLongerThanTTL(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.register(t, "shard-0", "r0", "127.0.0.1:7071")
+	r0 := hasReplica("shard-0", "r0", "127.0.0.1:7071")
+	e.waitFor(t, 5*time.Second, "r0", r0)
+	before := e.lease(t, r.Key())
+	e.srv.Stop()
+	lost := func() bool {
+		return metrictest.Sum(t, e.reg, "gather_discovery_registrations_total", map[string]string{"outcome": "lost"}) == 1
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for !lost() {
+		if time.Now().After(deadline) {
+			t.Fatal("the registrant did not give its lease up within 10s of etcd stopping")
+		}
+		<-tick.C
+	}
+	e.srv.Resume()
+	for e.lease(t, r.Key()) == before {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("the registrant did not register again within 10s of etcd's return")
+		}
+		<-tick.C
+	}
+	// The old lease, restored with etcd, expires within its TTL; the key is no longer under it.
+	e.holds(t, 2*testTTL, "r0", r0)
+}
+
+// lease returns the lease of key (0 if there is no key).
+func (e *env) lease(t *testing.T, key string) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := e.cli.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0
+	}
+	return resp.Kvs[0].Lease
+}

@@ -158,6 +158,13 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
+	s.Resume()
+}
+
+// Resume starts a stopped etcd again on the same ports with the same data, as after a network
+// cut or an outage.
+func (s *Server) Resume() {
+	s.tb.Helper()
 	if err := s.start(); err != nil {
 		s.tb.Fatalf("etcd restart: %v\n%s", err, s.logTail())
 	}
