@@ -171,7 +171,7 @@ func (r *Registrar) run(ctx context.Context) {
 }
 
 // Close stops keeping the registration alive and revokes its lease, which deletes the key. It
-// waits for the Registrar's goroutine; ctx bounds the revocation. If the revocation fails the
+// waits for the Registrar's goroutine; ctx bounds the revocation. Call it once. If the revocation fails the
 // key stays until its lease expires, within the TTL, and the error says so.
 func (r *Registrar) Close(ctx context.Context) error {
 	r.cancel()

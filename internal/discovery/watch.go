@@ -65,7 +65,8 @@ func WithResync(d time.Duration) WatchOption { return func(w *Watcher) { w.resyn
 
 // NewWatcher returns a Watcher of t's prefix that calls onChange with each new topology. onChange
 // is called from Run's goroutine, one call at a time, first with the state Run reads at its
-// start; it should return quickly (the watch waits for it). cli stays the caller's.
+// start; it should return quickly (the watch waits for it) and must not modify the Topology
+// (the Watcher compares the next one with it). cli stays the caller's.
 func NewWatcher(cli *clientv3.Client, t Target, onChange func(Topology), opts ...WatchOption) *Watcher {
 	w := &Watcher{cli: cli, prefix: t.Prefix, onChange: onChange, log: slog.Default(), maxKeys: DefaultMaxKeys, resync: DefaultResync}
 	for _, o := range opts {
