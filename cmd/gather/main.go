@@ -35,6 +35,7 @@ var commands = []command{
 	{"proxy", "serve the QueryService in front of a set of shards", runProxy},
 	{"query", "ask a QueryService and print the hits as a table", runQuery},
 	{"bench", "drive load at a QueryService and report latency percentiles and throughput", runBench},
+	{"discover", "print the topology registered in etcd (gather shard --register) and follow its changes", runDiscover},
 	{"diag", "print a proxy's TCP sockets by state and the kernel's listen-queue drops", runDiag},
 	{"benchsuite", "measure gather against a raw gRPC hop and a naive fan-out (make bench), and judge the targets", runBenchsuite},
 	{"chaos", "replay the old incident against gather demo and judge how the proxy came through", runChaos},

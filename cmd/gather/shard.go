@@ -50,7 +50,11 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	accessFlags := addAccessFlags(fs, false)
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
 	lf := addLogFlags(fs)
+	rf := addRegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := rf.check(*listen); err != nil {
 		return err
 	}
 	spec, err := fault.ParseSpec(*faultSpec)
@@ -67,6 +71,9 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	listens, err := partitionListens(*listen, part, *partitions, *synth)
 	if err != nil {
 		return err
+	}
+	if len(listens) > 1 && rf.url != "" {
+		return errors.New("--register serves one partition per process: drop --partitions, or --register (--partitions is for benchmarks)")
 	}
 	tlsCfg, err := tlsFlags.Server()
 	if err != nil {
@@ -183,7 +190,18 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		defer a.Stop(stopCtx)
 		log.Info("admin serving", "admin", a.Addr())
 	}
+	// Registered once serving, deregistered (deferred, so before the servers stop) on the way
+	// out: a proxy never dials a shard that is not serving yet, and drops it before it drains.
 	for i, g := range servers {
+		deregister, err := rf.registerShard(ctx, corpus.Partition{Index: part.Index + i, Count: part.Count}, g.Addr(), o.reg, log)
+		if err != nil {
+			return err
+		}
+		defer func() { // its own grace: stopCtx's began when the shard started
+			dctx, cancel := graceContext(ctx, 3*time.Second)
+			defer cancel()
+			deregister(dctx)
+		}()
 		log.Info("shard serving", "listen", g.Addr(), "tls", tlsCfg.Enabled(), "client_auth", string(tlsCfg.Mode()),
 			"authz_policy", accessCfg.PolicyFile != "")
 		fmt.Fprintf(stdout, "gather shard: %s serving gather.shard.v1.ShardService on %s\n", descriptions[i], g.Addr())

@@ -1,8 +1,8 @@
 package fanout
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"

@@ -1,0 +1,13 @@
+// Package discovery keeps gather's topology in etcd: a shard registers its partition, replica id
+// and address there (Register), and a proxy watches the registrations and builds a validated
+// topology from them (Watcher).
+//
+// The layout under a prefix P (from an etcd://HOST:PORT/P URL, ParseTarget) is one key per
+// replica, P/<shard>/<replica-id>, whose value is a JSON Registration, attached to a lease the
+// registrant keeps alive. A registrant that stops gracefully revokes its lease (the key goes at
+// once); one that dies stops renewing it and etcd deletes the key when the lease's TTL runs out.
+//
+// The etcd client (go.etcd.io/etcd/client/v3) is used directly rather than through its gRPC
+// resolver: that resolver drops endpoint metadata (the partition a replica serves) and its
+// ResolveNow does nothing.
+package discovery
