@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -129,9 +130,30 @@ func (g *grpcServer) Stop(ctx context.Context) {
 }
 
 // graceContext is the context of a shutdown: it ignores the cancellation of parent (the signal
-// that started the shutdown) and ends after grace.
+// that started the shutdown) and ends grace after it, so that it may be made before the shutdown
+// starts (a deferred stop) and still gives the whole grace to the drain.
 func graceContext(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(parent), grace)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	var (
+		mu    sync.Mutex
+		timer *time.Timer
+	)
+	stop := context.AfterFunc(parent, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() == nil {
+			timer = time.AfterFunc(grace, cancel)
+		}
+	})
+	return ctx, func() {
+		stop()
+		cancel()
+		mu.Lock()
+		defer mu.Unlock()
+		if timer != nil {
+			timer.Stop()
+		}
+	}
 }
 
 // adminServer is the admin HTTP server: /metrics and /healthz, plus what Handle adds, and

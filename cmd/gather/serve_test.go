@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,5 +50,32 @@ func TestInvalidUTF8(t *testing.T) {
 		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "query is not valid UTF-8 (bad byte at offset 3)") {
 			t.Errorf("%s: got %v, want INVALID_ARGUMENT saying where the query is not UTF-8", what, err)
 		}
+	}
+}
+
+// TestGraceBeginsAtShutdown: a grace context made at start-up (a deferred stop) gives the whole
+// grace to the drain when the shutdown comes, however long the process ran before it; with a
+// timer from its creation, a shard that served longer than its grace stopped without draining.
+func TestGraceBeginsAtShutdown(t *testing.T) {
+	parent, shutdown := context.WithCancel(t.Context())
+	defer shutdown()
+	const grace = 100 * time.Millisecond
+	ctx, cancel := graceContext(parent, grace)
+	defer cancel()
+	time.Sleep(3 * grace) // serving, longer than the grace
+	if err := ctx.Err(); err != nil {
+		t.Fatalf("before the shutdown: %v, want the grace not started", err)
+	}
+	shutdown()
+	start := time.Now()
+	<-ctx.Done()
+	if waited := time.Since(start); waited < grace {
+		t.Errorf("the grace ended %v after the shutdown, want at least %v", waited, grace)
+	}
+
+	ctx2, cancel2 := graceContext(t.Context(), time.Hour)
+	cancel2()
+	if ctx2.Err() == nil {
+		t.Error("cancel did not end the grace context")
 	}
 }
