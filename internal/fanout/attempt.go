@@ -385,6 +385,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	if err != nil && !empty {
 		return recvError(a, err, c.cfg.MaxMessageBytes)
 	}
+	c.metrics.received.Add(float64(len(resp.GetHits())))
 	a.framed = true
 	if s := sc.s; s.set != nil {
 		ttff := time.Since(a.start)
@@ -409,6 +410,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 				}
 				return recvError(a, err, c.cfg.MaxMessageBytes)
 			}
+			c.metrics.received.Add(float64(len(resp.GetHits())))
 		}
 		hits := resp.GetHits()
 		if len(hits) == 0 {

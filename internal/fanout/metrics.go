@@ -11,6 +11,9 @@ import (
 type metrics struct {
 	hedges, denied, retries *prometheus.CounterVec
 	ejections, selections   *prometheus.CounterVec
+	// received counts every hit parsed out of a shard message, the first messages of attempts that
+	// lost a hedge race included: what the proxy paid to decode, whether or not it was merged.
+	received prometheus.Counter
 
 	score, ejected, delay, tokens *prometheus.Desc
 	held, maxHeld                 *prometheus.Desc
@@ -52,6 +55,10 @@ func newMetrics() *metrics {
 			Name: "gather_replica_selections_total",
 			Help: "Attempts sent to each replica: first attempts, hedges and retries.",
 		}, []string{"shard", "replica"}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gather_shard_hits_received_total",
+			Help: "Hits parsed out of shard messages, whether or not they reached an answer; divided by queries, what the fan-out decodes per query.",
+		}),
 		score: prometheus.NewDesc("gather_replica_score",
 			"The replica's load score: its decaying peak-sensitive average time to first frame, in seconds, times its attempts in flight plus one. Lower is preferred.",
 			[]string{"shard", "replica"}, nil),
@@ -113,6 +120,7 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
 		v.Describe(ch)
 	}
+	m.received.Describe(ch)
 	ch <- m.score
 	ch <- m.ejected
 	ch <- m.delay
@@ -126,6 +134,7 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
 		v.Collect(ch)
 	}
+	m.received.Collect(ch)
 	for _, s := range col.c.shards {
 		if s.set != nil {
 			for i, r := range s.replicas {
