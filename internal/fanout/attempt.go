@@ -58,12 +58,12 @@ type shardCall struct {
 	skipFires int  // the timer's function is due this many times for firings made moot
 	drain     bool // the winner no longer waits for demand
 	done      bool // no attempt starts any more
-	winner   *attempt
-	last     *attempt // the attempt that ended last without winning
-	live     [2]*attempt
-	tried    replica.Mask
-	attempts int
-	hedges   sync.WaitGroup // the hedge's goroutine, if one was started
+	winner    *attempt
+	last      *attempt // the attempt that ended last without winning
+	live      [2]*attempt
+	tried     replica.Mask
+	attempts  int
+	hedges    sync.WaitGroup // the hedge's goroutine, if one was started
 
 	primary attempt  // the first attempt, then each retry in turn
 	hedge   *attempt // made when a hedge starts
