@@ -284,3 +284,44 @@ func FuzzFetchLess(f *testing.F) {
 		}
 	})
 }
+
+// TestCompleteStreamEndsCleanly: a shard that has sent all it matched, or top_k hits, is read to
+// the end of its stream at once rather than left waiting for demand, so its call ends cleanly
+// (not stopped early) although the merge stops the query before needing anything more from it;
+// one that could still send waits, and is stopped early.
+func TestCompleteStreamEndsCleanly(t *testing.T) {
+	t.Parallel()
+	all := shardtest.Hits("all", 3, 0)    // 3 matches, all in its first message (the hint is 6)
+	topK := shardtest.Hits("topk", 30, 0) // top_k of them in one message
+	more := shardtest.Hits("more", 30, 0) // 6 first, more to come
+	for i, h := range more { // below the answer, as are all's
+		more[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() - 1000}
+	}
+	for i, h := range all {
+		all[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() - 500}
+	}
+	var topo []ShardSpec
+	// The last shard holds the merge (and so the early stop) up long after the others have sent
+	// their first messages, and their streams' ends.
+	late := shardtest.Hits("late", 30, 0)
+	for i, b := range []shardtest.Behavior{{Hits: all, Paced: true}, {Hits: topK}, {Hits: more, Paced: true, Batch: 64},
+		{Hits: late, Delay: 200 * time.Millisecond}} {
+		topo = append(topo, ShardSpec{Name: fmt.Sprint(i), Replicas: []string{shardtest.Start(t, b).Addr()}})
+	}
+	c, err := New(topo, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	const k = 10
+	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
+	if got := mergeAll(call, k); len(got) != k {
+		t.Fatalf("%d hits, want %d", len(got), k)
+	}
+	res := call.Close()
+	for i, want := range []bool{false, false, true} {
+		if r := res[i]; r.Status != StatusOK || r.StoppedEarly != want {
+			t.Errorf("shard %d: %v (%v), stopped early %v; want OK, stopped early %v", i, r.Status, r.Err, r.StoppedEarly, want)
+		}
+	}
+}
