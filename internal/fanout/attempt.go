@@ -45,12 +45,12 @@ type shardCall struct {
 	// three, as they never run at once.
 	timer *time.Timer
 	// drainAt is when the winner stops waiting for demand and reads the rest of its stream as it
-	// comes, as the fan-out did before it decoded on demand: half-way to the per-shard deadline.
-	// A merge held up that long is waiting for a slow shard, which the deadline may cut; the
-	// shards that have sent what the merge may still need must then not be cut with it unread.
-	// Half leaves the reading ample time on a loaded machine (an eighth, 25ms of a 200ms shard
-	// timeout, did not always suffice under the race detector), and a healthy query is over long
-	// before.
+	// comes, as the fan-out did before it decoded on demand: a quarter of the way to the
+	// per-shard deadline. A merge held up that long is waiting for a slow shard, which the
+	// deadline may cut; the shards that have sent what the merge may still need must then not be
+	// cut with it unread. Three quarters of the time leave the reading ample room on a loaded
+	// machine (an eighth, 25ms of a 200ms shard timeout, and a half did not always suffice under
+	// the race detector on a busy machine), and a healthy query is over long before.
 	drainAt time.Time
 
 	mu        sync.Mutex
@@ -107,7 +107,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	sctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
 	defer cancel()
 	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
-		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 2),
+		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4),
 		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()}}
 	defer c.releaseSet(sc.contract.seen)
 	if s.delay != nil {

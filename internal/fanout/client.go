@@ -12,7 +12,7 @@
 // each. The streams are not cut: what the merge does not ask for waits, undecoded, in the
 // call's flow-control window, so the answer is the full fetch's by construction. While a call
 // waits for the merge its idle timer is off (the proxy is not reading; the shard's silence says
-// nothing); half-way to its deadline it reads the rest as it comes, so that a merge held up by a
+// nothing); a quarter of the way to its deadline it reads the rest as it comes, so that a merge held up by a
 // slow shard does not see the others cut at the deadline with hits unread. A shard that fails, stalls, breaks the contract or
 // sends more than the size limits allow ends its own cursor early and is reported in its Result;
 // it never blocks the others beyond its deadline, and what it can make a query hold is bounded
@@ -127,8 +127,8 @@ type Config struct {
 	MergeReserve time.Duration
 	// Buffer is how many decoded batches each shard may have waiting for the merge. A shard's
 	// messages after its first are decoded one at a time as the merge asks for them (see
-	// Cursor), so more than one waits only once its call has drained, half-way to its
-	// deadline. Default 4.
+	// Cursor), so more than one waits only once its call has drained, a quarter of the way to
+	// its deadline. Default 4.
 	Buffer int
 	// Keepalive is applied to every shard connection. Default: liveness.Client{}.Params(), a ping
 	// after 10s without activity, given up 3s later, also without active calls, which gather's

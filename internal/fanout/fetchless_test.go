@@ -294,7 +294,7 @@ func TestCompleteStreamEndsCleanly(t *testing.T) {
 	all := shardtest.Hits("all", 3, 0)    // 3 matches, all in its first message (the hint is 6)
 	topK := shardtest.Hits("topk", 30, 0) // top_k of them in one message
 	more := shardtest.Hits("more", 30, 0) // 6 first, more to come
-	for i, h := range more { // below the answer, as are all's
+	for i, h := range more {              // below the answer, as are all's
 		more[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() - 1000}
 	}
 	for i, h := range all {
