@@ -40,21 +40,31 @@ type shardCall struct {
 	// contract and the hit budget apply to the winner's hits only.
 	contract contract
 	// timer fires after the hedge delay until an attempt delivers its first message (phaseHedge),
-	// then after the idle timeout (phaseIdle, reset on every message with hits): one timer
-	// serves both, as they never run at once.
+	// then after the idle timeout (phaseIdle, reset on every message with hits), or at drainAt
+	// while the winner waits for the merge to ask for more (phaseParked): one timer serves all
+	// three, as they never run at once.
 	timer *time.Timer
+	// drainAt is when the winner stops waiting for demand and reads the rest of its stream as it
+	// comes, as the fan-out did before it decoded on demand: a quarter of the way to the
+	// per-shard deadline. A merge held up that long is waiting for a slow shard, which the
+	// deadline may cut; the shards that have sent what the merge may still need must then not be
+	// cut with it unread. Three quarters of the time leave the reading ample room on a loaded
+	// machine (an eighth, 25ms of a 200ms shard timeout, and a half did not always suffice under
+	// the race detector on a busy machine), and a healthy query is over long before.
+	drainAt time.Time
 
-	mu       sync.Mutex
-	phase    phase
-	skipFire bool // the timer's function is due for a hedge delay that a winner made moot
-	denied   bool // a hedge was denied (and is asked for again, see startHedge)
-	done     bool // no attempt starts any more
-	winner   *attempt
-	last     *attempt // the attempt that ended last without winning
-	live     [2]*attempt
-	tried    replica.Mask
-	attempts int
-	hedges   sync.WaitGroup // the hedge's goroutine, if one was started
+	mu        sync.Mutex
+	phase     phase
+	skipFires int  // the timer's function is due this many times for firings made moot
+	drain     bool // the winner no longer waits for demand
+	denied    bool // a hedge was denied (and is asked for again, see startHedge)
+	done      bool // no attempt starts any more
+	winner    *attempt
+	last      *attempt // the attempt that ended last without winning
+	live      [2]*attempt
+	tried     replica.Mask
+	attempts  int
+	hedges    sync.WaitGroup // the hedge's goroutine, if one was started
 
 	primary attempt  // the first attempt, then each retry in turn
 	hedge   *attempt // made when a hedge starts
@@ -63,10 +73,12 @@ type shardCall struct {
 type phase int
 
 const (
-	phaseNone   phase = iota // the timer is stopped
-	phaseHedge               // the timer is the hedge delay
-	phaseHedged              // the hedge delay passed
-	phaseIdle                // an attempt won; the timer is the idle timeout
+	phaseNone    phase = iota // the timer is stopped
+	phaseHedge                // the timer is the hedge delay
+	phaseHedged               // the hedge delay passed
+	phaseIdle                 // an attempt won; the timer is the idle timeout
+	phaseParked               // the winner waits for demand; the timer is drainAt
+	phaseDrained              // drainAt passed
 )
 
 // attempt is one stream of a shard call, on one replica. Its fields are written by the goroutine
@@ -96,7 +108,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	sctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
 	defer cancel()
 	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
-		idle: c.cfg.IdleTimeout, span: span,
+		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4),
 		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()}}
 	defer c.releaseSet(sc.contract.seen)
 	if s.delay != nil {
@@ -234,8 +246,8 @@ func (sc *shardCall) retry() (due, spent bool) {
 func (sc *shardCall) onTimer() {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	if sc.skipFire {
-		sc.skipFire = false
+	if sc.skipFires > 0 {
+		sc.skipFires--
 		return
 	}
 	switch sc.phase {
@@ -246,7 +258,51 @@ func (sc *shardCall) onTimer() {
 		}
 	case phaseIdle:
 		sc.winner.cancel(fmt.Errorf("%w (%s)", ErrIdle, sc.idle))
+	case phaseParked:
+		if time.Now().Before(sc.drainAt) {
+			return // an idle timeout that fired as the winner parked
+		}
+		sc.phase, sc.drain = phaseDrained, true
+		select {
+		case sc.cur.demand <- struct{}{}: // wakes the winner
+		default:
+		}
 	}
+}
+
+// await waits, after the winner a gave the cursor a batch, until the merge asks for the shard's
+// next message (Cursor.Next), a's stream ends (Stop, Close, the deadline) or drainAt passes. It
+// returns at once once drainAt has passed, and when no hit can follow: the shard has sent
+// top_k hits, or as many as it said matched, so the stream is read to its end (and ends cleanly,
+// not stopped early). While it waits the idle timer is off: the proxy is not reading, so the
+// shard's silence says nothing; it restarts when the wait ends.
+func (sc *shardCall) await(a *attempt) error {
+	if uint64(sc.contract.sent) >= min(uint64(sc.req.GetTopK()), sc.res.TotalMatches) {
+		return nil
+	}
+	sc.mu.Lock()
+	if sc.drain || !time.Now().Before(sc.drainAt) {
+		sc.drain = true
+		sc.mu.Unlock()
+		return nil
+	}
+	sc.timer.Stop() // an idle timeout already under way finds phaseParked before drainAt: moot
+	sc.phase = phaseParked
+	sc.timer.Reset(time.Until(sc.drainAt))
+	sc.mu.Unlock()
+	select {
+	case <-sc.cur.demand:
+	case <-a.ctx.Done():
+		return a.ctx.Err()
+	}
+	sc.mu.Lock()
+	if sc.phase == phaseParked && !sc.timer.Stop() {
+		sc.skipFires++ // drainAt fired as demand came; its function waits for mu
+	}
+	sc.phase = phaseIdle
+	sc.timer.Reset(sc.idle)
+	sc.mu.Unlock()
+	return nil
 }
 
 // startHedge applies the hedge policy and starts the hedge in a goroutine of its own. Called
@@ -318,7 +374,7 @@ func (sc *shardCall) win(a *attempt) bool {
 			attribute.String("gather.source", a.source.String())))
 	}
 	if sc.phase == phaseHedge && !sc.timer.Stop() {
-		sc.skipFire = true // the hedge delay fired; its function waits for mu
+		sc.skipFires++ // the hedge delay fired; its function waits for mu
 	}
 	sc.phase = phaseIdle
 	sc.timer.Reset(sc.idle)
@@ -405,6 +461,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	if err != nil && !empty {
 		return recvError(a, err, c.cfg.MaxMessageBytes)
 	}
+	c.metrics.received.Add(float64(len(a.codec.hits)))
 	a.framed = true
 	if s := sc.s; s.set != nil {
 		ttff := time.Since(a.start)
@@ -429,6 +486,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 				}
 				return recvError(a, err, c.cfg.MaxMessageBytes)
 			}
+			c.metrics.received.Add(float64(len(a.codec.hits)))
 		}
 		hits := a.codec.hits
 		if len(hits) == 0 {
@@ -463,6 +521,11 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 		if verr != nil {
 			// Returning ends the attempt: the caller's cancel tears the stream down.
 			return verr
+		}
+		if n > 0 {
+			if err := sc.await(a); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -182,11 +182,11 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	call.budget.Store(c.cfg.MaxQueryHitBytes)
 	deadline := c.deadline(ctx, req, time.Now()) // assigned once: the goroutines copy it
 	// One request message serves every shard: grpc-go only reads a message it sends.
-	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK}
+	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(c.shards), req.TopK)}
 	curs := make([]Cursor, len(c.shards)) // one allocation for all the cursors
 	for i, s := range c.shards {
 		cur := &curs[i]
-		cur.ch, cur.shard = make(chan []ShardHit, c.cfg.Buffer), i
+		cur.ch, cur.demand, cur.shard = make(chan []ShardHit, c.cfg.Buffer), make(chan struct{}, 1), i
 		call.cursors[i] = cur
 		call.results[i].Shard = s.name
 		call.wg.Add(1)
@@ -336,24 +336,38 @@ func classify(callCtx, ictx context.Context, err error) (Status, error) {
 
 // Cursor is one shard's hits as a sorted sequence (merge.Sequence[Hit]). It is read by one
 // goroutine; it ends when the shard's stream ends, however it ends.
+//
+// The shard's first message is decoded as soon as it arrives; each later one only once the
+// cursor has used up the hits it was given and Next needs more (see shardCall.await): the merge
+// calls Next on a shard only after taking its current hit into the answer, so a shard whose hits
+// rank below the answer's last never costs the decoding of another message.
 type Cursor struct {
-	ch    chan []ShardHit
-	batch []ShardHit
-	pos   int
-	cur   Hit
-	shard int
+	ch chan []ShardHit
+	// demand asks the receiving goroutine for the shard's next message; it holds one request.
+	demand chan struct{}
+	fed    bool // a batch has arrived: later ones are decoded on demand
+	batch  []ShardHit
+	pos    int
+	cur    Hit
+	shard  int
 }
 
 // Next advances to the shard's next hit, blocking until it arrives or the shard call ends.
 func (c *Cursor) Next() bool {
 	c.pos++
 	for c.pos >= len(c.batch) {
+		if c.fed && len(c.ch) == 0 {
+			select {
+			case c.demand <- struct{}{}:
+			default: // asked already
+			}
+		}
 		b, ok := <-c.ch
 		if !ok {
 			c.batch, c.pos = nil, 0
 			return false
 		}
-		c.batch, c.pos = b, 0
+		c.batch, c.pos, c.fed = b, 0, true
 	}
 	c.cur = Hit{ShardHit: &c.batch[c.pos], Shard: c.shard}
 	return true

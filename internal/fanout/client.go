@@ -4,7 +4,16 @@
 //
 // Every shard call runs under its own context, derived from the caller's, with its own deadline
 // and an idle timeout between frames; the call is cancelled on every exit path and its receiving
-// goroutine is always joined by Call.Close. A shard that fails, stalls, breaks the contract or
+// goroutine is always joined by Call.Close.
+//
+// Fetch less: each shard is asked for a short first message (SearchRequest.first_batch_hits,
+// FirstBatch) and decodes its later messages only when the merge needs more of its hits, so
+// that at a large fan-out the shards whose hits never reach the answer cost one small message
+// each. The streams are not cut: what the merge does not ask for waits, undecoded, in the
+// call's flow-control window, so the answer is the full fetch's by construction. While a call
+// waits for the merge its idle timer is off (the proxy is not reading; the shard's silence says
+// nothing); a quarter of the way to its deadline it reads the rest as it comes, so that a merge held up by a
+// slow shard does not see the others cut at the deadline with hits unread. A shard that fails, stalls, breaks the contract or
 // sends more than the size limits allow ends its own cursor early and is reported in its Result;
 // it never blocks the others beyond its deadline, and what it can make a query hold is bounded
 // by Config (see its doc comment for the bound).
@@ -117,7 +126,10 @@ type Config struct {
 	// calls end before the caller gives up: at least this, and at least 5% of the caller's
 	// remaining time. Default 20ms.
 	MergeReserve time.Duration
-	// Buffer is how many received batches each shard may have waiting for the merge. Default 4.
+	// Buffer is how many decoded batches each shard may have waiting for the merge. A shard's
+	// messages after its first are decoded one at a time as the merge asks for them (see
+	// Cursor), so more than one waits only once its call has drained, a quarter of the way to
+	// its deadline. Default 4.
 	Buffer int
 	// Keepalive is applied to every shard connection. Default: liveness.Client{}.Params(), a ping
 	// after 10s without activity, given up 3s later, also without active calls, which gather's

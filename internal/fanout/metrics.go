@@ -12,6 +12,9 @@ type metrics struct {
 	hedges, denied, retries *prometheus.CounterVec
 	ejections, selections   *prometheus.CounterVec
 	decoded                 prometheus.Counter
+	// received counts every hit parsed out of a shard message, the first messages of attempts that
+	// lost a hedge race included: what the proxy paid to decode, whether or not it was merged.
+	received prometheus.Counter
 
 	score, ejected, delay, tokens *prometheus.Desc
 	held, maxHeld                 *prometheus.Desc
@@ -56,6 +59,10 @@ func newMetrics() *metrics {
 		decoded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gather_shard_hits_decoded_total",
 			Help: "Shard hits whose payload (text, fields) the proxy decoded into Go values. Answers carry the payload as the shard encoded it, so this stays near 0: it counts the hits of shard messages only protobuf-go could read, and those of answers to in-process callers.",
+		}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gather_shard_hits_received_total",
+			Help: "Hits parsed out of shard messages, whether or not they reached an answer; divided by queries, what the fan-out decodes per query.",
 		}),
 		score: prometheus.NewDesc("gather_replica_score",
 			"The replica's load score: its decaying peak-sensitive average time to first frame, in seconds, times its attempts in flight plus one. Lower is preferred.",
@@ -119,6 +126,7 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 		v.Describe(ch)
 	}
 	m.decoded.Describe(ch)
+	m.received.Describe(ch)
 	ch <- m.score
 	ch <- m.ejected
 	ch <- m.delay
@@ -133,6 +141,7 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 		v.Collect(ch)
 	}
 	m.decoded.Collect(ch)
+	m.received.Collect(ch)
 	for _, s := range col.c.shards {
 		if s.set != nil {
 			for i, r := range s.replicas {

@@ -21,6 +21,7 @@ import (
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/lifecycle"
 	"github.com/gatherproxy/gather/internal/liveness"
+	"github.com/gatherproxy/gather/internal/metrictest"
 	"github.com/gatherproxy/gather/internal/panicguard"
 	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/synthetic"
@@ -138,6 +139,9 @@ func newBenchProxyTopo(tb testing.TB, topo []fanout.ShardSpec, fcfg fanout.Confi
 	tb.Helper()
 	w := newWiring()
 	fcfg.Tracer = w.tr.Tracer()
+	if fcfg.Registerer == nil {
+		fcfg.Registerer = w.reg
+	}
 	fcfg.DialOptions = append(fcfg.DialOptions, w.dialOptions()...)
 	fan, err := fanout.New(topo, fcfg)
 	if err != nil {
@@ -248,6 +252,28 @@ func BenchmarkSearch(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSearchFanOut64 is BenchmarkSearch's via=handler at fan-out 64 and top_k 100, where
+// most shards' hits never reach the answer; it also reports the hits the fan-out parsed per
+// query (gather_shard_hits_received_total), which a full fetch makes 64 × 100.
+func BenchmarkSearchFanOut64(b *testing.B) {
+	addrs := startSynthetic(b, 64)
+	p := newBenchProxy(b, addrs, fanout.Config{})
+	req := &queryv1.SearchRequest{Query: benchQuery, TopK: 100}
+	ctx := b.Context()
+	if _, err := p.svc.Search(ctx, req); err != nil { // warm: connections, the shards' cache
+		b.Fatal(err)
+	}
+	before := metrictest.Sum(b, p.w.reg, "gather_shard_hits_received_total", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := p.svc.Search(ctx, req)
+		if err != nil || len(resp.GetHits()) != 100 || resp.GetCoverage().GetDegraded() {
+			b.Fatalf("got %d hits, %v", len(resp.GetHits()), err)
+		}
+	}
+	b.ReportMetric((metrictest.Sum(b, p.w.reg, "gather_shard_hits_received_total", nil)-before)/float64(b.N), "hits-parsed/op")
 }
 
 // BenchmarkSearchReplicas is BenchmarkSearch's via=handler at fan-out 4 and top_k 10 with every

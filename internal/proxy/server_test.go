@@ -313,7 +313,10 @@ func TestSearchHangingShardCutBeforeCallerDeadline(t *testing.T) {
 func TestSearchShardTimeoutAndIdleTimeout(t *testing.T) {
 	t.Parallel()
 	h := hitsFor(3)
-	c := newCluster(t, fanout.Config{ShardTimeout: 300 * time.Millisecond, IdleTimeout: 150 * time.Millisecond},
+	// The idle clock of a shard runs only while the proxy reads it: from the moment the merge
+	// asks the silent shard for its third hit, within milliseconds (its two hits rank among the
+	// first), or at the latest a quarter of the way to the deadline, when every stream is read.
+	c := newCluster(t, fanout.Config{ShardTimeout: 600 * time.Millisecond, IdleTimeout: 150 * time.Millisecond},
 		shardtest.Behavior{Hits: h[0]},
 		// sends one batch of 2, then goes silent: cut by the idle timeout, its 2 hits kept
 		shardtest.Behavior{Hits: h[1], Batch: 2, Hang: true, HangAfter: 1},
@@ -353,9 +356,13 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	nan[2] = &shardv1.Hit{DocId: "nan-x", Score: math.NaN()}
 	// The honest shards answer late: the merge cannot complete top_k, and so stop the other
 	// calls early, before the breaking shards have sent everything (the too-many shard's excess
-	// comes in its fourth message, which a stopped call would never read).
-	late := 500 * time.Millisecond
-	c := newCluster(t, fanout.Config{},
+	// comes in its fourth message, which a stopped call would never read). Late means after the
+	// drain point, a quarter of the way to the deadline: until then the fan-out decodes a
+	// shard's later messages only when the merge needs them, and a violation in hits the answer
+	// never needs goes unseen, as it does in a stopped call.
+	const timeout = 2 * time.Second
+	late := timeout/2 + 300*time.Millisecond
+	c := newCluster(t, fanout.Config{ShardTimeout: timeout},
 		shardtest.Behavior{Hits: h[0], Delay: late}, shardtest.Behavior{Hits: bad, Batch: 4},
 		// in batches: a single message of more than top_k hits is refused whole, before decoding
 		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true, Batch: 5}, shardtest.Behavior{Hits: nan},

@@ -35,7 +35,8 @@ var _ shardv1.ShardServiceServer = (*Server)(nil)
 // maximum), searches the index, and streams the hits in the contract's
 // order: score descending, ties by doc_id ascending. A message carries at
 // most the configured hits per message and at most shardsvc.MaxMessageBytes
-// encoded; the first one carries total_matches and documents, and is sent
+// encoded, and honours the request's first_batch_hits (shardsvc.Pace); the
+// first one carries total_matches and documents, and is sent
 // even when there are no hits. If the stream's context ends, the search stops
 // and Search returns Canceled or DeadlineExceeded; the context is also
 // checked between messages.
@@ -56,8 +57,9 @@ func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingS
 		hits[i] = &structs[i]
 	}
 	msg := &shardv1.SearchResponse{TotalMatches: res.Total, Documents: res.Documents}
+	pace := shardsvc.NewPace(req, s.cfg.hitsPerMessage)
 	for {
-		n, err := shardsvc.NextBatch(hits, s.cfg.hitsPerMessage)
+		n, err := shardsvc.NextBatch(hits, pace.Next())
 		if err != nil { // the index holds a passage too large to send; Open refuses to build one
 			return status.Errorf(codes.Internal, "partition %s: %v", s.ix.info.Partition, err)
 		}

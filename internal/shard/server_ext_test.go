@@ -96,6 +96,50 @@ func TestSearchContractAndBatches(t *testing.T) {
 	}
 }
 
+// TestSearchHonoursFirstBatch: with first_batch_hits set, the first message holds that many
+// hits and each later one twice as many, up to the per-message limit, and the hits are the
+// unpaced ranking.
+func TestSearchHonoursFirstBatch(t *testing.T) {
+	t.Parallel()
+	ix := openIndex(t)
+	const query = "apple river"
+	want, err := shardtest.Collect(t.Context(), startServer(t, ix), query, shard.DefaultMaxTopK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranking := ids(shardtest.HitsOf(want))
+	c := startServer(t, ix, shard.WithHitsPerMessage(4))
+	st, err := c.Search(t.Context(), &shardv1.SearchRequest{Query: query, TopK: shard.DefaultMaxTopK, FirstBatchHits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*shardv1.SearchResponse
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	hits := checkContract(t, msgs, shard.DefaultMaxTopK)
+	if got := ids(hits); !slices.Equal(got, ranking) {
+		t.Errorf("hits %v, want %v", got, ranking)
+	}
+	var sizes, wantSizes []int
+	for _, m := range msgs {
+		sizes = append(sizes, len(m.GetHits()))
+	}
+	for left, next := len(ranking), 1; left > 0; left, next = left-next, min(2*next, 4) {
+		wantSizes = append(wantSizes, min(left, next))
+	}
+	if !slices.Equal(sizes, wantSizes) {
+		t.Errorf("batch sizes %v, want %v", sizes, wantSizes)
+	}
+	if msgs[0].GetTotalMatches() != want[0].GetTotalMatches() {
+		t.Errorf("total_matches %d, want %d", msgs[0].GetTotalMatches(), want[0].GetTotalMatches())
+	}
+}
+
 // TestSearchTies checks that equal scores are ordered by doc_id byte-wise.
 func TestSearchTies(t *testing.T) {
 	t.Parallel()

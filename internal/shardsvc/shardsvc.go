@@ -115,6 +115,41 @@ func NextBatch(hits []*shardv1.Hit, maxHits int) (int, error) {
 	return n, nil
 }
 
+// Pace gives the hit count limit of each message of one stream, as a shard honours the
+// request's first_batch_hits: at most the hint in the first message, twice as many in each later
+// one as in the one before, up to the shard's own per-message limit. Without a hint every
+// message may hold that limit. The proxy decodes later messages only as its merge needs them, so
+// a short first message saves it work when the shard's hits do not reach the answer, and the
+// doubling keeps a long stream to a few messages.
+type Pace struct {
+	next int // the next message's limit; 0: limit
+	// limit is the shard's per-message limit; below 1, none.
+	limit int
+}
+
+// NewPace returns the pace of a stream answering req from a shard that puts at most maxHits in
+// a message (below 1: no count limit, as for [NextBatch]).
+func NewPace(req *shardv1.SearchRequest, maxHits int) Pace {
+	p := Pace{next: int(min(req.GetFirstBatchHits(), 1<<30)), limit: maxHits}
+	if p.limit >= 1 && p.next >= p.limit {
+		p.next = 0
+	}
+	return p
+}
+
+// Next returns the hit limit of the next message, to pass to [NextBatch], and moves on.
+func (p *Pace) Next() int {
+	n := p.next
+	if n == 0 {
+		return p.limit
+	}
+	p.next *= 2
+	if p.next >= 1<<30 || (p.limit >= 1 && p.next >= p.limit) {
+		p.next = 0
+	}
+	return n
+}
+
 // Wait waits for d, or until ctx ends, in which case it returns ctx's error as a CANCELED or
 // DEADLINE_EXCEEDED status error. A d of zero or less returns at once.
 func Wait(ctx context.Context, d time.Duration) error {

@@ -2,6 +2,7 @@ package shardsvc_test
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,5 +122,36 @@ func TestNextBatch(t *testing.T) {
 	// ... but only when it comes first: otherwise the batch simply ends before it.
 	if n, err := shardsvc.NextBatch(append(hits(2, 10), big...), 64); n != 2 || err != nil {
 		t.Errorf("hits before an oversized one: got %d, %v; want 2, nil", n, err)
+	}
+}
+
+// TestPace: a stream honouring first_batch_hits starts with the hint and doubles up to the
+// per-message limit; without a hint, or with one at or above the limit, every message may hold
+// the limit.
+func TestPace(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		first uint32
+		limit int
+		want  []int
+	}{
+		{0, 64, []int{64, 64, 64}},
+		{0, 0, []int{0, 0}},
+		{1, 64, []int{1, 2, 4, 8, 16, 32, 64, 64}},
+		{3, 64, []int{3, 6, 12, 24, 48, 64, 64}},
+		{2, 5, []int{2, 4, 5, 5}},
+		{64, 64, []int{64, 64}},
+		{100, 64, []int{64, 64}},
+		{5, 0, []int{5, 10, 20, 40}},
+		{1 << 31, 0, []int{1 << 30, 0, 0}},
+	} {
+		p := shardsvc.NewPace(&shardv1.SearchRequest{FirstBatchHits: tc.first}, tc.limit)
+		var got []int
+		for range tc.want {
+			got = append(got, p.Next())
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("first %d, limit %d: limits %v, want %v", tc.first, tc.limit, got, tc.want)
+		}
 	}
 }

@@ -27,6 +27,12 @@ type Behavior struct {
 	Hits []*shardv1.Hit
 	// Batch is the number of hits per message; 0 means all in one message.
 	Batch int
+	// Paced makes the shard honour the request's first_batch_hits as gather's shards do
+	// (shardsvc.Pace, with Batch as the per-message limit): the first message holds at most that
+	// many hits, each later one twice as many as the one before. First, when positive, replaces
+	// the request's hint.
+	Paced bool
+	First int
 	// Delay is waited before the first message; BatchDelay between messages.
 	Delay, BatchDelay time.Duration
 	// HangAfter, when non-negative, makes the shard stop after sending that many messages and
@@ -202,6 +208,10 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 	if b.Script != nil {
 		return b.play(ctx, stream, &s.sent)
 	}
+	pace := shardsvc.NewPace(req, batch)
+	if b.First > 0 {
+		pace = shardsvc.NewPace(&shardv1.SearchRequest{FirstBatchHits: uint32(b.First)}, batch)
+	}
 	sent := 0
 	for first := true; first || len(hits) > 0; first = false {
 		if b.Hang && sent == b.HangAfter {
@@ -214,6 +224,9 @@ func (s *Shard) Search(req *shardv1.SearchRequest, stream shardv1.ShardService_S
 			}
 		}
 		n := min(batch, len(hits))
+		if b.Paced {
+			n = min(pace.Next(), len(hits))
+		}
 		msg := &shardv1.SearchResponse{Hits: hits[:n]}
 		if first {
 			msg.TotalMatches, msg.Documents = total, docs

@@ -13,7 +13,7 @@
 // answer for a smaller top_k is a prefix of the answer for a larger one. Each hit carries a text
 // of a configurable length (default 200 bytes, about a passage) and two fields.
 //
-// Responses are built once per (query, top_k) and then reused, read-only, by every later call,
+// Responses are built once per (query, top_k, first_batch_hits) and then reused, read-only, by every later call,
 // concurrent ones included, up to a bound on the number of cached hits; so a warm server allocates
 // next to nothing per call. This is safe because nothing writes to a message after it is built:
 // gRPC and protobuf only read a message they send (grpc-go documents that a message must not be

@@ -150,7 +150,8 @@ func New(seed uint64, opts ...Option) *Server {
 // It validates the request like the reference shard (InvalidArgument for a query that is blank,
 // not UTF-8 or too long, and for a top_k of 0 or above the maximum), waits for the delay of the
 // latency model, then streams exactly top_k hits in the contract's order, at most the configured
-// hits per message and at most shardsvc.MaxMessageBytes per message; the first message carries
+// hits per message and at most shardsvc.MaxMessageBytes per message, honouring the request's
+// first_batch_hits (shardsvc.Pace); the first message carries
 // total_matches and documents. If the call's context ends during the delay or between
 // messages, Search returns Canceled or DeadlineExceeded at once.
 func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingServer[shardv1.SearchResponse]) error {
@@ -158,7 +159,7 @@ func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingS
 		return err
 	}
 	ctx := stream.Context()
-	ans, err := s.answer(req.GetQuery(), req.GetTopK())
+	ans, err := s.answer(req.GetQuery(), req.GetTopK(), req.GetFirstBatchHits())
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -188,26 +189,28 @@ func (s *Server) Hits(query string, topK int) []*shardv1.Hit {
 	if topK < 1 {
 		return nil
 	}
-	ans, err := s.answer(query, uint32(min(topK, s.cfg.limits.MaxTopK)))
+	ans, err := s.answer(query, uint32(min(topK, s.cfg.limits.MaxTopK)), 0)
 	if err != nil {
 		return nil
 	}
 	return append([]*shardv1.Hit(nil), ans.hits...)
 }
 
-// answer returns the messages for (query, topK), from the cache or built and cached. It fails
-// only for a hit too large for any message, which MaxTextBytes rules out.
-func (s *Server) answer(query string, topK uint32) (*answer, error) {
-	key := cacheKey{query: query, topK: topK}
+// answer returns the messages for (query, topK), their first holding at most firstBatch hits
+// when it is not 0 (shardsvc.Pace), from the cache or built and cached. It fails only for a hit
+// too large for any message, which MaxTextBytes rules out.
+func (s *Server) answer(query string, topK, firstBatch uint32) (*answer, error) {
+	key := cacheKey{query: query, topK: topK, firstBatch: firstBatch}
 	if a := s.cache.get(key); a != nil {
 		return a, nil
 	}
 	hits := s.gen.hits(query, int(topK))
 	a := &answer{hits: hits}
 	per := s.cfg.hitsPerMessage
-	a.msgs = make([]*shardv1.SearchResponse, 0, (len(hits)+per-1)/per)
+	pace := shardsvc.NewPace(&shardv1.SearchRequest{FirstBatchHits: firstBatch}, per)
+	a.msgs = make([]*shardv1.SearchResponse, 0, (len(hits)+per-1)/per+1)
 	for rest := hits; len(rest) > 0 || len(a.msgs) == 0; {
-		n, err := shardsvc.NextBatch(rest, per)
+		n, err := shardsvc.NextBatch(rest, pace.Next())
 		if err != nil {
 			return nil, err
 		}
@@ -227,8 +230,9 @@ type answer struct {
 }
 
 type cacheKey struct {
-	query string
-	topK  uint32
+	query      string
+	topK       uint32
+	firstBatch uint32
 }
 
 // cache holds answers up to limit hits in all, evicting arbitrary entries to make room.

@@ -364,3 +364,40 @@ func TestSmallCacheStillAnswersRight(t *testing.T) {
 		}
 	}
 }
+
+// TestSearchHonoursFirstBatch: with first_batch_hits set, the first message holds that many hits
+// and each later one twice as many, up to the per-message limit; the hits are those of the
+// unpaced answer.
+func TestSearchHonoursFirstBatch(t *testing.T) {
+	t.Parallel()
+	s := start(t, synthetic.New(9))
+	plain, err := shardtest.Collect(t.Context(), s.client, "union", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.client.Search(t.Context(), &shardv1.SearchRequest{Query: "union", TopK: 100, FirstBatchHits: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*shardv1.SearchResponse
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			break
+		}
+		msgs = append(msgs, m)
+	}
+	var sizes []int
+	for _, m := range msgs {
+		sizes = append(sizes, len(m.GetHits()))
+	}
+	if want := []int{3, 6, 12, 24, 48, 7}; !slices.Equal(sizes, want) {
+		t.Errorf("batch sizes %v, want %v", sizes, want)
+	}
+	if !slices.EqualFunc(shardtest.HitsOf(msgs), shardtest.HitsOf(plain), func(a, b *shardv1.Hit) bool { return proto.Equal(a, b) }) {
+		t.Error("paced hits differ from the unpaced answer's")
+	}
+	if msgs[0].GetTotalMatches() != plain[0].GetTotalMatches() || msgs[0].GetDocuments() != plain[0].GetDocuments() {
+		t.Error("the paced first message lacks the counts")
+	}
+}

@@ -32,9 +32,18 @@ type SearchRequest struct {
 	Query string `protobuf:"bytes,1,opt,name=query,proto3" json:"query,omitempty"`
 	// The largest number of hits to return. Must be at least 1; at most the shard's configured
 	// maximum (default 1000, as on the proxy).
-	TopK          uint32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TopK uint32 `protobuf:"varint,2,opt,name=top_k,json=topK,proto3" json:"top_k,omitempty"`
+	// A hint: how many hits to put in the first message; 0 (unset) leaves the batching to the
+	// shard. The gather proxy decodes a shard's later messages only when its merge needs more of
+	// that shard's hits, so a small first message spares it decoding hits that can never reach the
+	// answer; it asks for one more than the number of the global top_k one shard holds, at the
+	// median, when documents are spread over the shards by hash. A shard that honours it sends at
+	// most this many hits first, then lets its messages grow (gather's shards double them) up to
+	// its own per-message limit, so that a long stream still takes few messages. Ignoring it is
+	// correct: nothing else in the contract changes.
+	FirstBatchHits uint32 `protobuf:"varint,3,opt,name=first_batch_hits,json=firstBatchHits,proto3" json:"first_batch_hits,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SearchRequest) Reset() {
@@ -77,6 +86,13 @@ func (x *SearchRequest) GetQuery() string {
 func (x *SearchRequest) GetTopK() uint32 {
 	if x != nil {
 		return x.TopK
+	}
+	return 0
+}
+
+func (x *SearchRequest) GetFirstBatchHits() uint32 {
+	if x != nil {
+		return x.FirstBatchHits
 	}
 	return 0
 }
@@ -224,13 +240,14 @@ var File_gather_shard_v1_shard_proto protoreflect.FileDescriptor
 
 const file_gather_shard_v1_shard_proto_rawDesc = "" +
 	"\n" +
-	"\x1bgather/shard/v1/shard.proto\x12\x0fgather.shard.v1\x1a\x1bbuf/validate/validate.proto\"\xe8\x01\n" +
+	"\x1bgather/shard/v1/shard.proto\x12\x0fgather.shard.v1\x1a\x1bbuf/validate/validate.proto\"\x92\x02\n" +
 	"\rSearchRequest\x12v\n" +
 	"\x05query\x18\x01 \x01(\tB`\xbaH]\xba\x01Z\n" +
 	"\x0fquery.not_blank\x124query is blank: send at least one word to search for\x1a\x11this.trim() != ''R\x05query\x12_\n" +
 	"\x05top_k\x18\x02 \x01(\rBJ\xbaHG\xba\x01D\n" +
 	"\x12top_k.at_least_one\x12\"top_k is 0: ask for at least 1 hit\x1a\n" +
-	"this >= 1uR\x04topK\"}\n" +
+	"this >= 1uR\x04topK\x12(\n" +
+	"\x10first_batch_hits\x18\x03 \x01(\rR\x0efirstBatchHits\"}\n" +
 	"\x0eSearchResponse\x12(\n" +
 	"\x04hits\x18\x01 \x03(\v2\x14.gather.shard.v1.HitR\x04hits\x12#\n" +
 	"\rtotal_matches\x18\x02 \x01(\x04R\ftotalMatches\x12\x1c\n" +

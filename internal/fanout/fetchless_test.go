@@ -1,0 +1,327 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
+	"github.com/gatherproxy/gather/internal/merge"
+	"github.com/gatherproxy/gather/internal/shardtest"
+)
+
+// TestFirstBatch: the hint is one more than the median of Binomial(k, 1/n), checked against the
+// median computed exactly with rationals; no hint where it would be top_k or more.
+func TestFirstBatch(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		n    int
+		k    uint32
+		want uint32
+	}{
+		{1, 100, 0}, {2, 1, 0}, {64, 100, 2}, {4, 10, 3}, {16, 10, 1}, {16, 100, 7}, {10, 29, 4},
+		{2, 2, 0}, {3, 1000, 334}, {64, 1000, 16}, {2, 10000, 5001}, {1000, 10, 1},
+	} {
+		if got := FirstBatch(tc.n, tc.k); got != tc.want {
+			t.Errorf("FirstBatch(%d, %d) = %d, want %d", tc.n, tc.k, got, tc.want)
+		}
+	}
+	for n := 2; n <= 70; n += 3 {
+		for k := 1; k <= 300; k += 7 {
+			if got, want := binomialMedian(k, 1/float64(n)), exactMedian(k, n); got != want {
+				t.Errorf("median of Binomial(%d, 1/%d) = %d, want %d", k, n, got, want)
+			}
+		}
+	}
+}
+
+// exactMedian is the smallest m with P(X <= m) >= 1/2, X ~ Binomial(k, 1/n), in rationals.
+func exactMedian(k, n int) int {
+	// P(X = 0) = ((n-1)/n)^k; P(X = m+1) = P(X = m) (k-m) / ((m+1) (n-1)).
+	term := new(big.Rat).SetFrac(new(big.Int).Exp(big.NewInt(int64(n-1)), big.NewInt(int64(k)), nil),
+		new(big.Int).Exp(big.NewInt(int64(n)), big.NewInt(int64(k)), nil))
+	half := big.NewRat(1, 2)
+	cdf := new(big.Rat)
+	for m := 0; ; m++ {
+		if cdf.Add(cdf, term); cdf.Cmp(half) >= 0 {
+			return m
+		}
+		term.Mul(term, big.NewRat(int64(k-m), int64(m+1)*int64(n-1)))
+	}
+}
+
+// mergeAll merges a call's cursors the way the proxy does and returns the first k hits as
+// shard/doc_id, stopping the call once it has them.
+func mergeAll(call *Call, k int) []string {
+	cursors := call.Cursors()
+	seqs := make([]merge.Sequence[Hit], len(cursors))
+	for i, c := range cursors {
+		seqs[i] = c
+	}
+	tree := merge.New(Less, seqs...)
+	var out []string
+	for len(out) < k && tree.Next() {
+		h := tree.At()
+		out = append(out, fmt.Sprintf("%d/%s", h.Shard, h.DocID))
+	}
+	if len(out) == k {
+		call.Stop()
+	}
+	return out
+}
+
+// referenceMerge is the full fetch: every hit every shard would send (its first k), sorted, the
+// first k taken.
+func referenceMerge(k int, perShard [][]*shardv1.Hit) []string {
+	var all []Hit
+	for i, hits := range perShard {
+		for _, h := range hits[:min(k, len(hits))] {
+			all = append(all, Hit{ShardHit: &ShardHit{DocID: h.GetDocId(), Score: h.GetScore()}, Shard: i})
+		}
+	}
+	slices.SortFunc(all, func(a, b Hit) int {
+		switch {
+		case Less(a, b):
+			return -1
+		case Less(b, a):
+			return 1
+		}
+		return 0
+	})
+	var out []string
+	for _, h := range all[:min(k, len(all))] {
+		out = append(out, fmt.Sprintf("%d/%s", h.Shard, h.DocID))
+	}
+	return out
+}
+
+// TestLaterMessagesDecodedOnDemand: a shard whose hits rank below the answer's has only its
+// first message decoded, although it sent the rest; one whose hits make the answer is read as
+// far as the merge needs.
+func TestLaterMessagesDecodedOnDemand(t *testing.T) {
+	t.Parallel()
+	high := shardtest.Hits("high", 40, 0) // scores from 100 down
+	low := shardtest.Hits("low", 40, 0)
+	for i, h := range low {
+		low[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() - 1000}
+	}
+	a := shardtest.Start(t, shardtest.Behavior{Hits: high, Paced: true, Batch: 64})
+	b := shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, Batch: 64})
+	c, err := New([]ShardSpec{{Name: "a", Replicas: []string{a.Addr()}}, {Name: "b", Replicas: []string{b.Addr()}}}, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	const k = 20
+	first := int(FirstBatch(2, k)) // 11
+	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
+	got := mergeAll(call, k)
+	res := call.Close()
+	if want := referenceMerge(k, [][]*shardv1.Hit{high, low}); !slices.Equal(got, want) {
+		t.Fatalf("hits\n got %v\nwant %v", got, want)
+	}
+	// a: 11, then 9 of its next 22 are needed, and the 21st to compare (there is none: top_k).
+	if res[0].Hits != k || res[1].Hits != first {
+		t.Errorf("hits decoded: a %d, b %d; want a %d (its two messages), b %d (its first)", res[0].Hits, res[1].Hits, k, first)
+	}
+	if got, want := testutil.ToFloat64(c.metrics.received), float64(k+first); got != want {
+		t.Errorf("gather_shard_hits_received_total %v, want %v", got, want)
+	}
+	for i, r := range res {
+		if r.Status != StatusOK {
+			t.Errorf("shard %d: %v (%v)", i, r.Status, r.Err)
+		}
+	}
+}
+
+// TestParkedShardIsNotIdle: a shard that has sent what the merge asked for is not cut by the
+// idle timeout while the merge does not ask for more, even though it then pauses longer than
+// the timeout before sending the rest; the answer is the full fetch.
+func TestParkedShardIsNotIdle(t *testing.T) {
+	t.Parallel()
+	const idle = 100 * time.Millisecond
+	low := shardtest.Hits("low", 6, 3)
+	high := shardtest.Hits("high", 12, 0)
+	// sends 2 hits, pauses for 2 × idle, sends the other 4
+	pausing := shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, First: 2, Batch: 64, BatchDelay: 2 * idle})
+	// holds the merge up for 3 × idle before its first message
+	slow := shardtest.Start(t, shardtest.Behavior{Hits: high, Delay: 3 * idle})
+	c, err := New([]ShardSpec{{Name: "a", Replicas: []string{pausing.Addr()}}, {Name: "b", Replicas: []string{slow.Addr()}}},
+		Config{IdleTimeout: idle, ShardTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	const k = 18 // every hit of both shards
+	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
+	got := mergeAll(call, k)
+	res := call.Close()
+	for i, r := range res {
+		if r.Status != StatusOK {
+			t.Fatalf("shard %d: %v (%v), want OK", i, r.Status, r.Err)
+		}
+	}
+	if want := referenceMerge(k, [][]*shardv1.Hit{low, high}); !slices.Equal(got, want) {
+		t.Errorf("hits\n got %v\nwant %v", got, want)
+	}
+}
+
+// fuzzPool is a set of fake shards and one Client per fan-out, made once per fuzz target and
+// reused by every input (a shard's behavior is set per input).
+type fuzzPool struct {
+	shards  []*shardtest.Shard
+	clients []*Client // clients[n-1] fans out to the first n shards
+}
+
+const fuzzMaxShards = 6
+
+func newFuzzPool(f *testing.F) *fuzzPool {
+	p := &fuzzPool{}
+	for range fuzzMaxShards {
+		p.shards = append(p.shards, shardtest.Start(f, shardtest.Behavior{}))
+	}
+	for n := 1; n <= fuzzMaxShards; n++ {
+		var topo []ShardSpec
+		for i := range n {
+			topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{p.shards[i].Addr()}})
+		}
+		c, err := New(topo, Config{ShardTimeout: time.Minute})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(func() { _ = c.Close() })
+		p.clients = append(p.clients, c)
+	}
+	return p
+}
+
+// fuzzHits makes one shard's hits from r: correctly ordered, with the given score distribution,
+// doc_ids unique across shards.
+func fuzzHits(r *rand.Rand, shard, n int, scores uint8) []*shardv1.Hit {
+	hits := make([]*shardv1.Hit, n)
+	for i := range hits {
+		var s float64
+		switch scores % 4 {
+		case 0: // few distinct scores: ties within and across shards
+			s = float64(r.IntN(3))
+		case 1: // every hit the same score
+			s = 7
+		case 2: // spread
+			s = r.Float64() * 100
+		default: // a shard-dependent offset, so that some shards rank far below the others
+			s = float64(shard*10) + float64(r.IntN(5))
+		}
+		hits[i] = &shardv1.Hit{DocId: fmt.Sprintf("d%03d-%d-%d", r.IntN(1000), shard, i), Score: s}
+	}
+	slices.SortFunc(hits, func(a, b *shardv1.Hit) int {
+		switch {
+		case a.Score != b.Score:
+			if a.Score > b.Score {
+				return -1
+			}
+			return 1
+		case a.DocId < b.DocId:
+			return -1
+		case a.DocId > b.DocId:
+			return 1
+		}
+		return 0
+	})
+	return hits
+}
+
+// FuzzFetchLess: whatever the fan-out, top_k, first batch, batching, score distribution and
+// shard lengths (shards that end before top_k, or send nothing), the merged answer of shards
+// decoded on demand equals the full fetch, and every shard call ends OK. Shards follow the
+// proxy's first-batch hint, or one of their own, or none.
+func FuzzFetchLess(f *testing.F) {
+	f.Add(uint64(1), uint8(4), uint8(10), uint8(0), uint8(0), uint8(0))
+	f.Add(uint64(2), uint8(6), uint8(30), uint8(1), uint8(3), uint8(1))
+	f.Add(uint64(3), uint8(3), uint8(7), uint8(2), uint8(64), uint8(2))
+	f.Add(uint64(4), uint8(5), uint8(50), uint8(0), uint8(5), uint8(3))
+	f.Add(uint64(5), uint8(1), uint8(20), uint8(3), uint8(2), uint8(0))
+	f.Add(uint64(6), uint8(6), uint8(1), uint8(1), uint8(0), uint8(3))
+	f.Add(uint64(7), uint8(2), uint8(60), uint8(5), uint8(7), uint8(1))
+	pool := newFuzzPool(f)
+	f.Fuzz(func(t *testing.T, seed uint64, n, k, first, batch, scores uint8) {
+		nShards := 1 + int(n)%fuzzMaxShards
+		topK := 1 + int(k)%64
+		r := rand.New(rand.NewPCG(seed, uint64(n)<<8|uint64(k)))
+		perShard := make([][]*shardv1.Hit, nShards)
+		for i := range perShard {
+			length := r.IntN(topK + 4) // some end early, some have more than top_k
+			if r.IntN(5) == 0 {
+				length = r.IntN(3)
+			}
+			perShard[i] = fuzzHits(r, i, length, scores)
+			b := shardtest.Behavior{Hits: perShard[i], Batch: int(batch) % 9}
+			switch first % 3 {
+			case 0: // the proxy's hint
+				b.Paced = true
+			case 1: // a first batch of the shard's own
+				b.Paced, b.First = true, 1+r.IntN(8)
+			}
+			pool.shards[i].SetBehavior(b)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		call := pool.clients[nShards-1].Start(ctx, Request{Query: "q", TopK: uint32(topK)})
+		got := mergeAll(call, topK)
+		res := call.Close()
+		for i, r := range res {
+			if r.Status != StatusOK {
+				t.Fatalf("shard %d: %v (%v)", i, r.Status, r.Err)
+			}
+		}
+		if want := referenceMerge(topK, perShard); !slices.Equal(got, want) {
+			t.Fatalf("n %d, top_k %d: hits\n got %v\nwant %v", nShards, topK, got, want)
+		}
+	})
+}
+
+// TestCompleteStreamEndsCleanly: a shard that has sent all it matched, or top_k hits, is read to
+// the end of its stream at once rather than left waiting for demand, so its call ends cleanly
+// (not stopped early) although the merge stops the query before needing anything more from it;
+// one that could still send waits, and is stopped early.
+func TestCompleteStreamEndsCleanly(t *testing.T) {
+	t.Parallel()
+	all := shardtest.Hits("all", 3, 0)    // 3 matches, all in its first message (the hint is 6)
+	topK := shardtest.Hits("topk", 30, 0) // top_k of them in one message
+	more := shardtest.Hits("more", 30, 0) // 6 first, more to come
+	for i, h := range more {              // below the answer, as are all's
+		more[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() - 1000}
+	}
+	for i, h := range all {
+		all[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() - 500}
+	}
+	var topo []ShardSpec
+	// The last shard holds the merge (and so the early stop) up long after the others have sent
+	// their first messages, and their streams' ends.
+	late := shardtest.Hits("late", 30, 0)
+	for i, b := range []shardtest.Behavior{{Hits: all, Paced: true}, {Hits: topK}, {Hits: more, Paced: true, Batch: 64},
+		{Hits: late, Delay: 200 * time.Millisecond}} {
+		topo = append(topo, ShardSpec{Name: fmt.Sprint(i), Replicas: []string{shardtest.Start(t, b).Addr()}})
+	}
+	c, err := New(topo, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	const k = 10
+	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
+	if got := mergeAll(call, k); len(got) != k {
+		t.Fatalf("%d hits, want %d", len(got), k)
+	}
+	res := call.Close()
+	for i, want := range []bool{false, false, true} {
+		if r := res[i]; r.Status != StatusOK || r.StoppedEarly != want {
+			t.Errorf("shard %d: %v (%v), stopped early %v; want OK, stopped early %v", i, r.Status, r.Err, r.StoppedEarly, want)
+		}
+	}
+}
