@@ -109,8 +109,8 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	defer cancel()
 	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
 		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4),
-		contract: contract{lim: &c.limits, topK: req.GetTopK(), seen: c.seenSet()}}
-	defer c.releaseSet(sc.contract.seen)
+		contract: contract{lim: &c.limits, topK: req.GetTopK(), sets: c}}
+	defer sc.contract.release()
 	if s.delay != nil {
 		c.budget.Deposit()
 		sc.delay = s.delay.Current()

@@ -36,10 +36,49 @@ type contract struct {
 	topK uint32
 	sent uint32    // hits checked and found good so far
 	prev *ShardHit // the last of them
-	// seen holds the doc_ids of the stream so far, to find one repeated at another score (at the
-	// same score, the tie order catches it). Keys share the hits' strings: no copy, and no
-	// allocation per hit once the map has grown.
+	// few and then seen hold the doc_ids of the stream so far, to find one repeated at another
+	// score (at the same score, the tie order catches it): the first len(few) in few, scanned;
+	// past them all of them in seen, a set taken from sets (Client.seenSet) only then, since most
+	// streams send a few hits (fetch less) and a query in flight should not hold a set per shard.
+	// Both share the hits' strings: no copy, and no allocation per hit once the set has grown.
+	few  [8]string
 	seen map[string]struct{}
+	sets *Client
+}
+
+// repeated reports whether id is the doc_id of a hit checked before, and remembers it.
+func (c *contract) repeated(id string) bool {
+	if c.seen != nil {
+		if _, dup := c.seen[id]; dup {
+			return true
+		}
+		c.seen[id] = struct{}{}
+		return false
+	}
+	n := int(c.sent)
+	for _, s := range c.few[:min(n, len(c.few))] {
+		if s == id {
+			return true
+		}
+	}
+	if n < len(c.few) {
+		c.few[n] = id
+		return false
+	}
+	c.seen = c.sets.seenSet()
+	for _, s := range c.few {
+		c.seen[s] = struct{}{}
+	}
+	c.seen[id] = struct{}{}
+	return false
+}
+
+// release gives the set back to the client's pool, if one was taken.
+func (c *contract) release() {
+	if c.seen != nil {
+		c.sets.releaseSet(c.seen)
+		c.seen = nil
+	}
 }
 
 // check returns how many of hits, the next batch of the stream, keep the contract, their cost
@@ -71,10 +110,9 @@ func (c *contract) check(hits []ShardHit) (int, int64, error) {
 					ErrOrder, quoteID(id), quoteID(p.DocID), score)
 			}
 		}
-		if _, dup := c.seen[id]; dup {
+		if c.repeated(id) {
 			return i, cost, fmt.Errorf("%w: doc_id %s repeated (now at score %g)", ErrOrder, quoteID(id), score)
 		}
-		c.seen[id] = struct{}{}
 		c.prev, c.sent, cost = h, c.sent+1, cost+hc
 	}
 	return len(hits), cost, nil

@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"net"
 	"strings"
@@ -185,4 +186,33 @@ func TestCloseWithoutReading(t *testing.T) {
 		t.Errorf("status %v (%v), want Canceled", res.Status, res.Err)
 	}
 	s.WaitIdle(t, 5*time.Second)
+}
+
+// TestRepeatedIDs: a doc_id repeated at another score is found among a stream's first hits,
+// which take no set from the pool, and past them, once they are in the set.
+func TestRepeatedIDs(t *testing.T) {
+	t.Parallel()
+	lim := &limits{docID: 64, text: 1 << 10, fields: 8, fieldBytes: 64}
+	hits := func(n int, dup string) []ShardHit {
+		var ps []*shardv1.Hit
+		for i := range n {
+			ps = append(ps, &shardv1.Hit{DocId: fmt.Sprintf("d%02d", i), Score: float64(100 - i)})
+		}
+		return fromProto(append(ps, &shardv1.Hit{DocId: dup, Score: 1}))
+	}
+	for _, n := range []int{5, 8, 20} {
+		c := contract{lim: lim, topK: 100, sets: &Client{}}
+		got, _, err := c.check(hits(n, "d03"))
+		if got != n || !errors.Is(err, ErrOrder) {
+			t.Errorf("%d hits then d03 again: %d kept, %v; want %d and ErrOrder", n, got, err, n)
+		}
+		if taken := c.seen != nil; taken != (n > len(c.few)) {
+			t.Errorf("%d hits: a set taken from the pool is %v, want %v", n, taken, n > len(c.few))
+		}
+		c.release()
+		c = contract{lim: lim, topK: 100, sets: &Client{}}
+		if got, _, err := c.check(hits(n, "new")); got != n+1 || err != nil {
+			t.Errorf("%d hits then a new id: %d kept, %v; want all", n, got, err)
+		}
+	}
 }
