@@ -15,15 +15,17 @@ import (
 // reads and writes (TLS is below it), the send windows the client has granted, and which of the
 // streams the server has begun answering are waiting for the client to make room.
 //
-// grpc-go's reader goroutine calls Read and its writer goroutine (the loopy writer) calls Write;
-// the flow-control state they both update is guarded by mu.
+// grpc-go's reader goroutine calls Read, or ReadOnReady once the handshake is done, and its
+// writer goroutine (the loopy writer) calls Write; the flow-control state they both update is
+// guarded by mu.
 type Conn struct {
 	net.Conn
 	raw net.Conn // the TCP connection under any TLS, for socket options
 	g   *Guard
 	key string
 
-	in, out scanner // each used by one goroutine only: Read's and Write's
+	in, out scanner   // each used by one goroutine only: Read's and Write's
+	rr      readyRead // ReadOnReady's state, used by Read's goroutine only
 
 	mu            sync.Mutex
 	connWindow    int64 // the connection's send window
@@ -59,25 +61,32 @@ var (
 )
 
 func newConn(g *Guard, c, raw net.Conn) *Conn {
-	return &Conn{
+	conn := &Conn{
 		Conn: c, raw: raw, g: g, key: c.RemoteAddr().String(),
 		in:            scanner{preface: len(clientPreface)},
 		connWindow:    defaultWindow,
 		initialWindow: defaultWindow,
 		streams:       make(map[uint32]*stream),
 	}
+	conn.rr.init(c)
+	return conn
 }
 
 // Read reads from the connection and follows the client's flow-control frames.
 func (c *Conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
-		now := time.Now()
-		c.mu.Lock()
-		c.in.scan(p[:n], func(f frame) { c.incoming(f, now) })
-		c.mu.Unlock()
+		c.received(p[:n])
 	}
 	return n, err
+}
+
+// received follows the frames in p, bytes just read from the client.
+func (c *Conn) received(p []byte) {
+	now := time.Now()
+	c.mu.Lock()
+	c.in.scan(p, func(f frame) { c.incoming(f, now) })
+	c.mu.Unlock()
 }
 
 // Write writes to the connection with a deadline of the guard's send timeout: a client whose

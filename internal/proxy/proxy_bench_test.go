@@ -178,6 +178,9 @@ func startSynthetic(tb testing.TB, n int, opts ...synthetic.Option) []string {
 //   - via=grpc-par: the same from 8 concurrent clients (b.RunParallel); ns/op is wall time per
 //     query at saturation, the inverse of throughput on this machine, shared by client, proxy and
 //     shards.
+//
+// Both also report cpu-ns/op: the process's CPU time (client, proxy and shards) per query, which
+// on a machine shared with other work is steadier than ns/op.
 //   - via=handler: (*proxy.Server).Search called directly, without the QS hop: the handler, the
 //     fan-out and merge, the observe/access log, the N shard client calls with their
 //     interceptors, plus the N shard servers.
@@ -206,6 +209,7 @@ func BenchmarkSearch(b *testing.B) {
 				b.Run(fmt.Sprintf("K=%d/via=grpc", k), func(b *testing.B) {
 					ctx := b.Context()
 					b.ReportAllocs()
+					defer reportCPU(b)()
 					for b.Loop() {
 						resp, err := p.client.Search(ctx, req)
 						check(b, resp, err)
@@ -215,6 +219,7 @@ func BenchmarkSearch(b *testing.B) {
 					ctx := b.Context()
 					b.ReportAllocs()
 					b.SetParallelism(4) // 8 clients on 2 cores
+					defer reportCPU(b)()
 					b.RunParallel(func(pb *testing.PB) {
 						for pb.Next() {
 							resp, err := p.client.Search(ctx, req)
