@@ -40,7 +40,7 @@ func BenchmarkIdleConns(b *testing.B) {
 			t:     timing{idleConns: n, idleTimeout: 2 * time.Minute},
 			procs: &children{bin: bin, dir: dir},
 		}
-		shards, _, err := s.startShards(ctx, "shard-"+strconv.Itoa(i), 1, "none")
+		shards, _, err := s.startShards(ctx, "shard-"+strconv.Itoa(i), 1, 1, "none")
 		if err != nil {
 			s.procs.stopAll()
 			b.Fatal(err)
