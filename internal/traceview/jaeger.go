@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -166,6 +167,25 @@ func (s *Span) tagString(key string) string {
 func (s *Span) tagBool(key string) bool {
 	v, _ := s.tag(key).(bool)
 	return v
+}
+
+// grpcCodes are the canonical names of gRPC status codes, as OpenTelemetry's
+// rpc.response.status_code has them, by number (the older rpc.grpc.status_code).
+var grpcCodes = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+	"ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+	"UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
+
+// statusCode returns the gRPC status of an RPC span by its canonical name (DEADLINE_EXCEEDED),
+// from rpc.response.status_code (otelgrpc today) or rpc.grpc.status_code (before), or "".
+func (s *Span) statusCode() string {
+	if c := s.tagString("rpc.response.status_code"); c != "" {
+		return c
+	}
+	c := s.tagString("rpc.grpc.status_code")
+	if n, err := strconv.Atoi(c); err == nil && n >= 0 && n < len(grpcCodes) {
+		return grpcCodes[n]
+	}
+	return c
 }
 
 // parent returns the span ID of the span's parent, or "".

@@ -5,12 +5,9 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"google.golang.org/grpc/codes"
 )
 
 // The marks drawn over a bar, and the bars themselves.
@@ -176,8 +173,8 @@ func rootNote(s *Span) string {
 	if v := s.tagString("gather.hits"); v != "" {
 		parts = append(parts, v+" hits")
 	}
-	if c, err := strconv.ParseUint(s.tagString("rpc.grpc.status_code"), 10, 32); err == nil && c != 0 {
-		parts = append(parts, codes.Code(c).String())
+	if c := s.statusCode(); c != "" && c != "OK" {
+		parts = append(parts, c)
 	}
 	return strings.Join(parts, ", ")
 }
@@ -232,12 +229,12 @@ func attemptRow(s *Span) row {
 		label += ":" + p
 	}
 	r := row{label: label, start: s.start(), end: s.end(), bar: barAttempt}
-	code, err := strconv.ParseUint(s.tagString("rpc.grpc.status_code"), 10, 32)
-	if err != nil {
+	code := s.statusCode()
+	if code == "" {
 		return r // no status: the attempt had not ended when the trace was exported
 	}
-	r.note = codes.Code(code).String()
-	if codes.Code(code) == codes.Canceled {
+	r.note = code
+	if code == "CANCELLED" {
 		r.marks = append(r.marks, mark{r.end, markCancel})
 	}
 	return r
