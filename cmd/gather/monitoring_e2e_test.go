@@ -191,13 +191,13 @@ func TestDashboardQueries(t *testing.T) {
 	prometheus := lookTool(t, "prometheus")
 	queries := dashboardQueries(t)
 	rules := loadRules(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-
 	demo := startGather(t, "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--replicas", "2",
 		"--corpus", smallCorpus(t, 8), "--data-dir", t.TempDir())
 	addr := demo.await(t, demoProxy)
 	admin := demo.await(t, demoAdmin)
+	// From here on (the demo's index build is bounded by await): at most a minute.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
 
 	// Prometheus takes no port 0 it would tell us about: take a free port and give it back.
 	promAddr := freeAddr(t)
