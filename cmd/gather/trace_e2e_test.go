@@ -88,7 +88,6 @@ func TestTraceCommand(t *testing.T) {
 		{"no trace ID", []string{"--jaeger", jaeger.URL}, 1, nil, []string{"give one trace ID"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
 			var stdout, stderr bytes.Buffer
 			cmd := exec.CommandContext(t.Context(), gatherBin, append([]string{"trace"}, tc.args...)...)
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
