@@ -21,7 +21,7 @@ demo-traced: build ## make demo, exporting every query's trace to a local Jaeger
 	OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_INSECURE=true $(BIN)/gather demo
 
 .PHONY: jaeger
-jaeger: ## Run Jaeger v2 all-in-one on 127.0.0.1 (UI on :16686); builds it once (~4 min)
+jaeger: ## Run Jaeger v2 all-in-one on 127.0.0.1 (query API on :16686, no UI: see gather trace); builds it once (~4 min)
 	scripts/jaeger.sh
 
 .PHONY: test

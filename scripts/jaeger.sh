@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs a local Jaeger v2 all-in-one with in-memory storage, every port on 127.0.0.1:
-#   UI and query API  http://127.0.0.1:16686   (e.g. /api/traces?service=gather-proxy)
+#   query API         http://127.0.0.1:16686   (e.g. /api/traces?service=gather-proxy); no UI:
+#                     a build from module source serves Jaeger's placeholder page instead, so
+#                     look at traces with `gather trace TRACE_ID` (or the container image, README)
 #   OTLP receivers    127.0.0.1:4317 (gRPC), 127.0.0.1:4318 (HTTP)
 # Jaeger v2 cannot be `go install`ed (its go.mod has a replace directive), so the binary is built
 # once from its module source, fetched through the Go module proxy, and cached.

@@ -4,7 +4,8 @@
 //	gather demo                      4 shards + the proxy on 127.0.0.1, ready for grpcurl
 //	gather shard --listen ADDR --partition I/N [--corpus FILE] [--data-dir DIR]
 //	gather proxy --listen ADDR --shard NAME=ADDR[,ADDR...] ... | --config FILE
-//	gather query [--addr ADDR] [--top-k N] TEXT
+//	gather query [--addr ADDR] [--top-k N] [--trace] TEXT
+//	gather trace [--jaeger URL] TRACE_ID   a query's trace as a waterfall, from Jaeger's query API
 //	gather diag [--admin ADDR]
 //	gather bench [--addr ADDR] [--mode closed|open] [--workers N | --rate R] [--duration D]
 //	gather chaos [--addr ADDR] [--admin ADDR] [--duration D] ...   replay the old incident against gather demo
@@ -33,7 +34,8 @@ var commands = []command{
 	{"demo", "run 4 index shards and the proxy on 127.0.0.1", runDemo},
 	{"shard", "serve one partition of a corpus as a ShardService", runShard},
 	{"proxy", "serve the QueryService in front of a set of shards", runProxy},
-	{"query", "ask a QueryService and print the hits as a table", runQuery},
+	{"query", "ask a QueryService and print the hits as a table (--trace: and the query's trace)", runQuery},
+	{"trace", "draw a query's trace from Jaeger as a waterfall: the proxy, each shard call, hedges and cuts", runTrace},
 	{"bench", "drive load at a QueryService and report latency percentiles and throughput", runBench},
 	{"discover", "print the topology registered in etcd (gather shard --register) and follow its changes", runDiscover},
 	{"diag", "print a proxy's TCP sockets by state and the kernel's listen-queue drops", runDiag},

@@ -18,13 +18,14 @@ import (
 )
 
 func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("query", "[--addr ADDR] [--top-k N] TEXT...", stderr)
+	fs := newFlags("query", "[--addr ADDR] [--top-k N] [--trace [--jaeger URL]] TEXT...", stderr)
 	addr := fs.String("addr", "127.0.0.1:7070", "QueryService `address`")
 	topK := fs.Uint("top-k", 10, "how many hits to ask for")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	full := fs.Bool("require-full", false, "fail unless every shard answers")
 	width := fs.Int("width", 80, "characters of passage text to show per hit (0: none)")
 	tlsFlags := tlsconf.AddClientFlags(fs, "tls", "the connection to the QueryService")
+	tf := addTraceFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -48,18 +49,31 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer func() { _ = conn.Close() }()
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	qctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	traceID := ""
+	if *tf.on {
+		qctx, traceID = tf.start(qctx)
+	}
 	req := &queryv1.SearchRequest{Query: text, TopK: uint32(*topK)}
 	if *full {
 		req.PartialPolicy = queryv1.PartialPolicy_PARTIAL_POLICY_REQUIRE_FULL
 	}
-	resp, err := queryv1.NewQueryServiceClient(conn).Search(ctx, req)
+	resp, err := queryv1.NewQueryServiceClient(conn).Search(qctx, req)
 	if err != nil {
 		st := status.Convert(err)
+		if traceID != "" {
+			fmt.Fprintf(stdout, "trace %s\n", traceID)
+		}
 		return fmt.Errorf("search %s: %s: %s", *addr, st.Code(), st.Message())
 	}
-	return printResponse(stdout, resp, *width)
+	if err := printResponse(stdout, resp, *width); err != nil {
+		return err
+	}
+	if traceID == "" {
+		return nil
+	}
+	return tf.draw(ctx, stdout, traceID, len(resp.GetShards()))
 }
 
 func printResponse(w io.Writer, resp *queryv1.SearchResponse, width int) error {
