@@ -309,7 +309,8 @@ func (sc *shardCall) await(a *attempt) error {
 // with mu held.
 //
 // A denial other than for the deadline is not final: the call asks again each time its waiting
-// attempt has waited twice as long, until the deadline is too near. The budget refills as calls
+// attempt has waited half as long again, until the deadline is too near, and may then spend the
+// tokens a first ask may not (hedge.Budget.SpendSpeculative). The budget refills as calls
 // are made, and a slow replica becomes a candidate once the attempt has waited twice its usual
 // time (replica.Set.PickHedge): a call that hangs on a replica just as the budget ran dry, or
 // just as the machine slowed every replica down, is not left to its per-shard deadline. The
@@ -320,7 +321,7 @@ func (sc *shardCall) startHedge() {
 	if w := sc.live[0]; w != nil {
 		waited = time.Since(w.start)
 	}
-	i, why := hedge.Decide(sc.call.client.budget, time.Until(sc.deadline), s.delay.Typical(),
+	i, why := hedge.Decide(sc.call.client.budget, time.Until(sc.deadline), s.delay.Typical(), sc.denied,
 		func() (int, error) { return s.set.PickHedge(sc.tried, waited) })
 	if why != hedge.Allowed {
 		if !sc.denied {
@@ -333,7 +334,7 @@ func (sc *shardCall) startHedge() {
 		}
 		if why != hedge.DeniedDeadline {
 			sc.phase = phaseHedge
-			sc.timer.Reset(max(waited, sc.delay))
+			sc.timer.Reset(max(waited/2, sc.delay))
 		}
 		return
 	}

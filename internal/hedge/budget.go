@@ -97,14 +97,27 @@ func (b *Budget) Deposit() {
 }
 
 // Spend takes one token, if there is one.
-func (b *Budget) Spend() bool {
+func (b *Budget) Spend() bool { return b.spend(false) }
+
+// SpendSpeculative takes one token if the bucket keeps at least half of what it may hold (in
+// whole tokens) after it: for a hedge at the hedge delay, a bet that the call is in the tail.
+// The lower half is kept for calls that have waited far longer and are stuck (Decide's again):
+// when the machine slows every call down at once, the bets on calls that are merely late
+// would otherwise spend the bucket before the stuck ones ask.
+func (b *Budget) SpendSpeculative() bool { return b.spend(true) }
+
+func (b *Budget) spend(speculative bool) bool {
 	if b == nil {
 		return false
 	}
 	b.tick()
+	keep := int64(0)
+	if speculative {
+		keep = b.cap.Load() / unit / 2 * unit
+	}
 	for {
 		t := b.tokens.Load()
-		if t < unit {
+		if t-unit < keep {
 			return false
 		}
 		if b.tokens.CompareAndSwap(t, t-unit) {
@@ -171,14 +184,15 @@ func (d Denial) String() string {
 
 // Decide is the hedge policy, for a shard call that has had no first frame after the hedge delay.
 // left is the time to its per-shard deadline, expect what a hedge is expected to take to its
-// first frame (Delay.Typical); pick chooses the replica (replica.Set.Pick in Hedge mode). In
-// order: no hedge if left < expect; one token from b, or no hedge; then the replica, or the
-// token back and no hedge. It returns the replica picked, or why there is none.
-func Decide(b *Budget, left, expect time.Duration, pick func() (int, error)) (int, Denial) {
+// first frame (Delay.Typical); again says the call asks again after a denial, having waited far
+// longer than the delay; pick chooses the replica (replica.Set.PickHedge). In order: no hedge if
+// left < expect; one token from b (SpendSpeculative for a first ask, Spend when again), or no
+// hedge; then the replica, or the token back and no hedge. It returns the replica picked, or why there is none.
+func Decide(b *Budget, left, expect time.Duration, again bool, pick func() (int, error)) (int, Denial) {
 	if left < expect {
 		return 0, DeniedDeadline
 	}
-	if !b.Spend() {
+	if again && !b.Spend() || !again && !b.SpendSpeculative() {
 		return 0, DeniedBudget
 	}
 	i, err := pick()

@@ -195,25 +195,54 @@ func TestDecide(t *testing.T) {
 	t.Parallel()
 	b := NewBudget(Config{BudgetCap: 1})
 	picked := func() (int, error) { return 3, nil }
-	if _, why := Decide(b, 5*time.Millisecond, 10*time.Millisecond, picked); why != DeniedDeadline {
+	if _, why := Decide(b, 5*time.Millisecond, 10*time.Millisecond, false, picked); why != DeniedDeadline {
 		t.Errorf("5ms left, 10ms expected: %v, want deadline", why)
 	}
 	for _, tc := range []struct {
 		err  error
 		want Denial
 	}{{replica.ErrSlow, DeniedSlowShard}, {replica.ErrNoCandidate, DeniedNoCandidate}} {
-		if _, why := Decide(b, time.Second, time.Millisecond, func() (int, error) { return 0, tc.err }); why != tc.want {
+		if _, why := Decide(b, time.Second, time.Millisecond, false, func() (int, error) { return 0, tc.err }); why != tc.want {
 			t.Errorf("pick %v: %v, want %v", tc.err, why, tc.want)
 		}
 	}
-	if i, why := Decide(b, time.Second, time.Millisecond, picked); why != Allowed || i != 3 {
+	if i, why := Decide(b, time.Second, time.Millisecond, false, picked); why != Allowed || i != 3 {
 		t.Errorf("got %d, %v; want replica 3 (the tokens given back)", i, why)
 	}
-	if _, why := Decide(b, time.Second, time.Millisecond, picked); why != DeniedBudget {
+	if _, why := Decide(b, time.Second, time.Millisecond, false, picked); why != DeniedBudget {
 		t.Errorf("empty bucket: %v, want budget", why)
 	}
-	if _, why := Decide(nil, time.Second, time.Millisecond, picked); why != DeniedBudget {
+	if _, why := Decide(nil, time.Second, time.Millisecond, true, picked); why != DeniedBudget {
 		t.Errorf("no bucket: %v, want budget", why)
+	}
+}
+
+// TestSpeculativeHedgesKeepHalf: hedges at the hedge delay stop when half the bucket is left;
+// calls asking again after waiting far longer may spend the rest.
+func TestSpeculativeHedgesKeepHalf(t *testing.T) {
+	t.Parallel()
+	b := NewBudget(Config{BudgetCap: 10})
+	picked := func() (int, error) { return 1, nil }
+	n := 0
+	for ; n < 20; n++ {
+		if _, why := Decide(b, time.Second, time.Millisecond, false, picked); why != Allowed {
+			break
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d first asks allowed of a bucket of 10, want 5", n)
+	}
+	n = 0
+	for ; n < 20; n++ {
+		if _, why := Decide(b, time.Second, time.Millisecond, true, picked); why != Allowed {
+			break
+		}
+	}
+	if n != 5 {
+		t.Errorf("then %d asks again allowed, want the other 5", n)
+	}
+	if b1 := NewBudget(Config{BudgetCap: 1}); !b1.SpendSpeculative() {
+		t.Error("a bucket of 1 keeps no half token: a first ask must be allowed")
 	}
 }
 
