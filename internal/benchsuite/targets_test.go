@@ -10,12 +10,12 @@ import (
 // shape is what one round of report measures, relative to the ceiling (10,000 q/s at 20µs of
 // server CPU per query).
 type shape struct {
-	relQPS   float64 // gather's QPS ÷ ceiling/(N+1), at every fan-out and top_k
-	naive    float64 // gather's QPS ÷ naive's
-	relCPU   float64 // gather's server CPU per query ÷ ((N+1) × the ceiling's)
-	addedP50 int64   // gather's added latency at fan-out 4, against a raw hop's p50 of 100µs
-	addedP99 int64   // and p99 of 1000µs
-	decoded  *float64
+	relQPS   float64  // gather's QPS ÷ ceiling/(N+1), at every fan-out and top_k
+	naive    float64  // gather's QPS ÷ naive's
+	relCPU   float64  // gather's server CPU per query ÷ ((N+1) × the ceiling's)
+	addedP50 int64    // gather's added latency at fan-out 4, against a raw hop's p50 of 100µs
+	addedP99 int64    // and p99 of 1000µs
+	received *float64 // hits received per query at fan-out 64, top_k 100
 }
 
 func ptr(v float64) *float64 { return &v }
@@ -30,8 +30,8 @@ func report(rounds ...shape) *Report {
 			r.Scenarios = append(r.Scenarios, Scenario{Kind: KindCeiling, TopK: k, Round: i, QPS: c, ServerCPUPerQueryUS: 20})
 			for _, n := range []int{4, 16, 64} {
 				g := Scenario{Kind: KindGather, FanOut: n, TopK: k, Round: i, QPS: sh.relQPS * c / float64(n+1),
-					ServerCPUPerQueryUS: sh.relCPU * float64(n+1) * 20, HitsDecodedPerQuery: sh.decoded,
-					HitsReceivedPerQuery: ptr(float64(n * k))}
+					ServerCPUPerQueryUS: sh.relCPU * float64(n+1) * 20, HitsDecodedPerQuery: ptr(0),
+					HitsReceivedPerQuery: sh.received}
 				if n == TargetFanOut {
 					g.Rate = g.QPS / 2
 					g.Overhead = loadgen.Summary{Count: 100, P50US: sh.addedP50, P99US: sh.addedP99}
@@ -62,7 +62,7 @@ const (
 
 func TestJudgeRatios(t *testing.T) {
 	t.Parallel()
-	good := shape{relQPS: 0.95, naive: 3.5, relCPU: 1.1, addedP50: 140, addedP99: 1900, decoded: ptr(250)}
+	good := shape{relQPS: 0.95, naive: 3.5, relCPU: 1.1, addedP50: 140, addedP99: 1900, received: ptr(250)}
 	with := func(f func(*shape)) shape { s := good; f(&s); return s }
 	for _, tc := range []struct {
 		name   string
@@ -72,7 +72,7 @@ func TestJudgeRatios(t *testing.T) {
 	}{
 		{"all met", report(good), map[int]string{vCPU: Met, vQPS: Met, vNaive: Met, vAdded: Met, vHits: Met},
 			map[int]string{vCPU: "fan-out 4: proxy 110µs per query against 5 × 20µs: 1.10×", vQPS: "fan-out 16: 559 q/s against ceiling 10000/17: 0.95×",
-				vHits: "decoded 250 per query, received 6400"}},
+				vHits: "received 250 per query (N × top_k = 6400), payloads decoded 0"}},
 		{"CPU too high", report(with(func(s *shape) { s.relCPU = 1.2 })), map[int]string{vCPU: NotMet, vQPS: Met}, nil},
 		{"below 0.9 of the ceiling at fan-out 4", report(with(func(s *shape) { s.relQPS = 0.88 })), map[int]string{vQPS: NotMet}, nil},
 		{"not far enough ahead of naive", report(with(func(s *shape) { s.naive = 2.9 })), map[int]string{vNaive: NotMet},
@@ -80,9 +80,9 @@ func TestJudgeRatios(t *testing.T) {
 		{"added p50 too high", report(with(func(s *shape) { s.addedP50 = 160 })), map[int]string{vAdded: NotMet},
 			map[int]string{vAdded: "raw hop p50 100µs, p99 1ms: p50 1.60×, p99 1.90×"}},
 		{"added p99 too high", report(with(func(s *shape) { s.addedP99 = 2100 })), map[int]string{vAdded: NotMet}, nil},
-		{"every hit decoded", report(with(func(s *shape) { s.decoded = ptr(6400) })), map[int]string{vHits: NotMet}, nil},
-		{"no decode counter", report(with(func(s *shape) { s.decoded = nil })), map[int]string{vHits: NotMeasured},
-			map[int]string{vHits: "decoded n/a per query"}},
+		{"every hit received", report(with(func(s *shape) { s.received = ptr(6400) })), map[int]string{vHits: NotMet}, nil},
+		{"no received counter", report(with(func(s *shape) { s.received = nil })), map[int]string{vHits: NotMeasured},
+			map[int]string{vHits: "received n/a per query"}},
 		// One bad round of three: the median holds.
 		{"median over rounds", report(good, with(func(s *shape) { s.relQPS, s.relCPU = 0.5, 2 }), good),
 			map[int]string{vCPU: Met, vQPS: Met}, map[int]string{vQPS: "0.95× (0.50–0.95 over 3 rounds)"}},
