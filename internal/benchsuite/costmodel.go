@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"image/color"
 	"math"
-	"os"
 	"strings"
 
 	"gonum.org/v1/gonum/mat"
@@ -236,17 +235,5 @@ func (c *CostModel) WritePlot(path string) error {
 	// Room around the points, for their error bars and the legend.
 	p.X.Min, p.X.Max = float64(minN)*0.8, float64(maxN)*1.25
 	p.Y.Min, p.Y.Max = p.Y.Min*0.8, p.Y.Max*2
-	w, err := p.WriterTo(plotWidth, plotHeight, "png")
-	if err != nil {
-		return err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := w.WriteTo(f); err != nil {
-		_ = f.Close()
-		return err
-	}
-	return f.Close()
+	return savePNG(p, path)
 }

@@ -130,6 +130,11 @@ func (t *TailResult) WritePlot(path string) error {
 	}
 	p.X.Min = 0
 	p.Y.Min = max(p.Y.Min, 0.1)
+	return savePNG(p, path)
+}
+
+// savePNG writes p to path as a PNG of the suite's plot size.
+func savePNG(p *plot.Plot, path string) error {
 	w, err := p.WriterTo(plotWidth, plotHeight, "png")
 	if err != nil {
 		return err
