@@ -192,16 +192,25 @@ func (c *CostModel) WritePlot(path string) error {
 	p.X.Tick.Marker, p.Y.Tick.Marker = logTicks125{}, logTicks125{}
 	p.Legend.Top, p.Legend.Left = true, true
 	p.Add(plotter.NewGrid())
-	minN, maxN, drawn := math.MaxInt, 0, 0
+	// floor keeps every plotted value positive, as a log scale needs: a fit to few or noisy
+	// points can go below zero at small N (a negative fixed or top_k term), and a range can
+	// reach 0.
+	minN, maxN, drawn, floor := math.MaxInt, 0, 0, math.Inf(1)
 	for _, pt := range c.Points {
 		minN, maxN = min(minN, pt.FanOut), max(maxN, pt.FanOut)
+		if pt.CPUUS.Median > 0 {
+			floor = min(floor, pt.CPUUS.Median/2)
+		}
+	}
+	if math.IsInf(floor, 1) {
+		return errors.New("no points to plot")
 	}
 	for i, k := range TopKs {
 		col := costColors[i%len(costColors)]
 		var pts costPoints
 		for _, pt := range c.Points {
 			if pt.TopK == k {
-				pts = pts.add(float64(pt.FanOut), pt.CPUUS.Median, pt.CPUUS.Min, pt.CPUUS.Max)
+				pts = pts.add(float64(pt.FanOut), max(pt.CPUUS.Median, floor), max(pt.CPUUS.Min, floor), max(pt.CPUUS.Max, floor))
 			}
 		}
 		if pts.Len() == 0 {
@@ -218,7 +227,9 @@ func (c *CostModel) WritePlot(path string) error {
 		}
 		bars.Color = col
 		hp := c.hitsPerCall(k)
-		fit := plotter.NewFunction(func(n float64) float64 { return c.at(0, k, 0) + (c.PerShardCallUS+c.PerHitUS*hp)*n })
+		fit := plotter.NewFunction(func(n float64) float64 {
+			return max(c.at(0, k, 0)+(c.PerShardCallUS+c.PerHitUS*hp)*n, floor)
+		})
 		fit.XMin, fit.XMax, fit.Samples = float64(minN), float64(maxN), 200
 		fit.LineStyle = draw.LineStyle{Color: col, Width: vg.Points(1), Dashes: []vg.Length{vg.Points(4), vg.Points(2)}}
 		p.Add(fit, bars, sc)

@@ -108,6 +108,15 @@ func TestCostPlot(t *testing.T) {
 	if _, err := png.Decode(f); err != nil {
 		t.Errorf("not a PNG: %v", err)
 	}
+	// A fit that goes below zero at small N, as CI's noisy quick run gave (3870 - 113·top_k):
+	// a log scale cannot take it, and plotting must not panic.
+	neg := *c
+	neg.FixedUS, neg.PerTopKUS = 3870, -113
+	neg.Points = append([]CostPoint(nil), c.Points...)
+	neg.Points[0].CPUUS.Min = 0
+	if err := neg.WritePlot(filepath.Join(t.TempDir(), "negative.png")); err != nil {
+		t.Fatal(err)
+	}
 	var b strings.Builder
 	r := &Report{Cost: c}
 	if err := r.WriteText(&b); err != nil {
