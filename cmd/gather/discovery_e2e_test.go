@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,7 +36,7 @@ func TestShardRegistersInEtcd(t *testing.T) {
 
 	a := shard("a")
 	addrA := a.await(t, shardAddr)
-	top := w.waitFor(t, 10*time.Second, "replica a", func(top discovery.Topology) bool { return w.has(top, "a", addrA) })
+	top := w.WaitFor(t, 10*time.Second, "replica a", func(top discovery.Topology) bool { return w.has(top, "a", addrA) })
 	if len(top.Shards) != 1 || top.Shards[0].Name != "shard-0" || top.Shards[0].Partition.String() != "0/2" ||
 		strings.Join(top.Missing, ",") != "shard-1" {
 		t.Errorf("topology %+v; want shard-0 (0/2) alone and shard-1 missing", top)
@@ -74,20 +73,20 @@ func TestShardRegistersInEtcd(t *testing.T) {
 	if w.count(t, "/gather/e2e/shard-0/a") != 0 {
 		t.Errorf("replica a's key still in etcd after its graceful stop")
 	}
-	w.waitFor(t, ttl, "replica a gone after SIGTERM", func(top discovery.Topology) bool { return !w.has(top, "a", addrA) })
+	w.WaitFor(t, ttl, "replica a gone after SIGTERM", func(top discovery.Topology) bool { return !w.has(top, "a", addrA) })
 
 	b := shard("b")
 	addrB := b.await(t, shardAddr)
-	w.waitFor(t, 10*time.Second, "replica b", func(top discovery.Topology) bool { return w.has(top, "b", addrB) })
+	w.WaitFor(t, 10*time.Second, "replica b", func(top discovery.Topology) bool { return w.has(top, "b", addrB) })
 	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-b.exited
-	w.waitFor(t, ttl+time.Second, "replica b gone after SIGKILL", func(top discovery.Topology) bool { return !w.has(top, "b", addrB) })
+	w.WaitFor(t, ttl+time.Second, "replica b gone after SIGKILL", func(top discovery.Topology) bool { return !w.has(top, "b", addrB) })
 
 	c := shard("c")
 	addrC := c.await(t, shardAddr)
-	w.waitFor(t, 10*time.Second, "replica c", func(top discovery.Topology) bool { return w.has(top, "c", addrC) })
+	w.WaitFor(t, 10*time.Second, "replica c", func(top discovery.Topology) bool { return w.has(top, "c", addrC) })
 	c.stop(t)
 }
 
@@ -117,10 +116,8 @@ func TestRegisterUsageErrors(t *testing.T) {
 
 // watcher holds the latest topology of a discovery.Watcher run for the test.
 type watcher struct {
-	cli     *clientv3.Client
-	mu      sync.Mutex
-	cur     discovery.Topology
-	changed chan struct{}
+	cli *clientv3.Client
+	*etcdtest.Latest[discovery.Topology]
 }
 
 func watch(t *testing.T, url string) *watcher {
@@ -133,16 +130,8 @@ func watch(t *testing.T, url string) *watcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &watcher{cli: cli, changed: make(chan struct{}, 1)}
-	dw := discovery.NewWatcher(cli, target, func(top discovery.Topology) {
-		w.mu.Lock()
-		w.cur = top
-		w.mu.Unlock()
-		select {
-		case w.changed <- struct{}{}:
-		default:
-		}
-	}, discovery.WithWatchLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	w := &watcher{cli: cli, Latest: etcdtest.NewLatest[discovery.Topology]()}
+	dw := discovery.NewWatcher(cli, target, w.Set, discovery.WithWatchLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = dw.Run(ctx); close(done) }()
@@ -171,24 +160,4 @@ func (w *watcher) has(top discovery.Topology, id, addr string) bool {
 		}
 	}
 	return false
-}
-
-// waitFor waits until the topology satisfies cond, failing the test after within.
-func (w *watcher) waitFor(t *testing.T, within time.Duration, what string, cond func(discovery.Topology) bool) discovery.Topology {
-	t.Helper()
-	timer := time.NewTimer(within)
-	defer timer.Stop()
-	for {
-		w.mu.Lock()
-		cur := w.cur
-		w.mu.Unlock()
-		if cond(cur) {
-			return cur
-		}
-		select {
-		case <-w.changed:
-		case <-timer.C:
-			t.Fatalf("no topology with %s within %v; the last: %+v", what, within, cur)
-		}
-	}
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,30 +69,20 @@ type env struct {
 	cli    *clientv3.Client
 	reg    *prometheus.Registry
 	m      *discovery.Metrics
-
-	mu      sync.Mutex
-	cur     discovery.Topology
-	changed chan struct{} // signalled (without blocking) on each topology
+	// the topologies the Watcher delivers: WaitFor, Holds
+	*etcdtest.Latest[discovery.Topology]
 }
 
 func newEnv(t *testing.T, opts ...discovery.WatchOption) *env {
 	t.Helper()
-	e := &env{srv: etcdtest.Start(t), reg: prometheus.NewRegistry(), changed: make(chan struct{}, 1)}
+	e := &env{srv: etcdtest.Start(t), reg: prometheus.NewRegistry(), Latest: etcdtest.NewLatest[discovery.Topology]()}
 	e.m = discovery.NewMetrics(e.reg)
 	var err error
 	if e.target, err = discovery.ParseTarget(e.srv.URL("gather/test")); err != nil {
 		t.Fatal(err)
 	}
 	e.cli = e.client(t)
-	w := discovery.NewWatcher(e.cli, e.target, func(top discovery.Topology) {
-		e.mu.Lock()
-		e.cur = top
-		e.mu.Unlock()
-		select {
-		case e.changed <- struct{}{}:
-		default:
-		}
-	}, append([]discovery.WatchOption{discovery.WithWatchMetrics(e.m), discovery.WithWatchLogger(testLogger(t))}, opts...)...)
+	w := discovery.NewWatcher(e.cli, e.target, e.Set, append([]discovery.WatchOption{discovery.WithWatchMetrics(e.m), discovery.WithWatchLogger(testLogger(t))}, opts...)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -138,47 +127,6 @@ func (e *env) tryRegister(t *testing.T, shard, id, addr string) (*discovery.Regi
 		t.Cleanup(func() { _ = r.Close(context.Background()) })
 	}
 	return r, err
-}
-
-// waitFor waits until the current topology satisfies cond, failing the test after within.
-// It returns that topology and when it arrived.
-func (e *env) waitFor(t *testing.T, within time.Duration, what string, cond func(discovery.Topology) bool) discovery.Topology {
-	t.Helper()
-	timer := time.NewTimer(within)
-	defer timer.Stop()
-	for {
-		e.mu.Lock()
-		cur := e.cur
-		e.mu.Unlock()
-		if cond(cur) {
-			return cur
-		}
-		select {
-		case <-e.changed:
-		case <-timer.C:
-			t.Fatalf("no topology with %s within %v; the last: %+v", what, within, cur)
-		}
-	}
-}
-
-// holds fails the test if the topology stops satisfying cond during d.
-func (e *env) holds(t *testing.T, d time.Duration, what string, cond func(discovery.Topology) bool) {
-	t.Helper()
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		e.mu.Lock()
-		cur := e.cur
-		e.mu.Unlock()
-		if !cond(cur) {
-			t.Fatalf("the topology lost %s: %+v", what, cur)
-		}
-		select {
-		case <-e.changed:
-		case <-timer.C:
-			return
-		}
-	}
 }
 
 // hasReplica reports whether top has replica id of shard at addr.
@@ -226,9 +174,9 @@ func TestRegisterWatchDeregister(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	r := e.register(t, "shard-0", "r0", "127.0.0.1:7071")
-	e.waitFor(t, 5*time.Second, "shard-0/r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	e.WaitFor(t, 5*time.Second, "shard-0/r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 	e.register(t, "shard-0", "r1", "127.0.0.1:7072")
-	top := e.waitFor(t, 5*time.Second, "shard-0/r1", hasReplica("shard-0", "r1", "127.0.0.1:7072"))
+	top := e.WaitFor(t, 5*time.Second, "shard-0/r1", hasReplica("shard-0", "r1", "127.0.0.1:7072"))
 	if got := top.Specs(); len(got) != 1 || strings.Join(got[0].Replicas, ",") != "127.0.0.1:7071,127.0.0.1:7072" {
 		t.Errorf("Specs() = %+v, want shard-0 with both replicas in replica id order", got)
 	}
@@ -239,7 +187,7 @@ func TestRegisterWatchDeregister(t *testing.T) {
 	if e.keyExists(t, r.Key()) {
 		t.Errorf("%s still in etcd after Close", r.Key())
 	}
-	e.waitFor(t, 5*time.Second, "shard-0/r0 gone", not(hasReplica("shard-0", "r0", "127.0.0.1:7071")))
+	e.WaitFor(t, 5*time.Second, "shard-0/r0 gone", not(hasReplica("shard-0", "r0", "127.0.0.1:7071")))
 	if got := metrictest.Sum(t, e.reg, "gather_discovery_events_total", map[string]string{"op": "put"}); got != 2 {
 		t.Errorf("put events = %v, want 2", got)
 	}
@@ -278,12 +226,12 @@ func TestKilledRegistrantExpires(t *testing.T) {
 		t.Fatalf("registrant said %q, want registered", line)
 	}
 	child := hasReplica("shard-0", "child", "127.0.0.1:9")
-	e.waitFor(t, 5*time.Second, "the registrant", child)
+	e.WaitFor(t, 5*time.Second, "the registrant", child)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	<-exited
-	e.waitFor(t, testTTL+time.Second, "the killed registrant gone", not(child))
+	e.WaitFor(t, testTTL+time.Second, "the killed registrant gone", not(child))
 }
 
 // TestLostLeaseRegistersAgain revokes a registrant's lease behind its back (what etcd does to a
@@ -302,8 +250,8 @@ func TestLostLeaseRegistersAgain(t *testing.T) {
 	if _, err := e.cli.Revoke(ctx, clientv3.LeaseID(old)); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor(t, 5*time.Second, "r0 gone", not(hasReplica("shard-0", "r0", "127.0.0.1:7071")))
-	e.waitFor(t, 10*time.Second, "r0 back", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	e.WaitFor(t, 5*time.Second, "r0 gone", not(hasReplica("shard-0", "r0", "127.0.0.1:7071")))
+	e.WaitFor(t, 10*time.Second, "r0 back", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 	if got := metrictest.Sum(t, e.reg, "gather_discovery_registrations_total", map[string]string{"outcome": "lost"}); got != 1 {
 		t.Errorf("lost registrations = %v, want 1", got)
 	}
@@ -313,7 +261,7 @@ func TestConflictsAreRejected(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.register(t, "shard-0", "r0", "127.0.0.1:7071")
-	e.waitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	e.WaitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 
 	// The same replica id with another address, while r0 lives: refused outright.
 	if _, err := e.tryRegister(t, "shard-0", "r0", "127.0.0.1:7099"); !errors.Is(err, discovery.ErrReplicaTaken) {
@@ -331,7 +279,7 @@ func TestConflictsAreRejected(t *testing.T) {
 	if _, err := e.cli.Put(ctx, e.target.Prefix+"/shard-2/r2", "{garbage"); err != nil {
 		t.Fatal(err)
 	}
-	top := e.waitFor(t, 5*time.Second, "two rejections", func(top discovery.Topology) bool { return len(top.Rejected) == 2 })
+	top := e.WaitFor(t, 5*time.Second, "two rejections", func(top discovery.Topology) bool { return len(top.Rejected) == 2 })
 	want := []string{"address 127.0.0.1:7071 is already registered at /gather/test/shard-0/r0", "not a JSON registration"}
 	for i, r := range top.Rejected {
 		if !strings.Contains(r.Reason, want[i]) {
@@ -350,12 +298,12 @@ func TestMissingShardReported(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, discovery.WithExpected([]string{"shard-0", "shard-1"}))
 	e.register(t, "shard-0", "r0", "127.0.0.1:7071")
-	top := e.waitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	top := e.WaitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 	if strings.Join(top.Missing, ",") != "shard-1" {
 		t.Errorf("Missing = %v, want [shard-1]", top.Missing)
 	}
 	e.register(t, "shard-1", "r1", "127.0.0.1:7072")
-	e.waitFor(t, 5*time.Second, "nothing missing", func(top discovery.Topology) bool { return len(top.Missing) == 0 })
+	e.WaitFor(t, 5*time.Second, "nothing missing", func(top discovery.Topology) bool { return len(top.Missing) == 0 })
 	if got := metrictest.Sum(t, e.reg, "gather_discovery_missing_shards", nil); got != 0 {
 		t.Errorf("gather_discovery_missing_shards = %v, want 0", got)
 	}
@@ -368,13 +316,13 @@ func TestWatchResumesAfterRestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.register(t, "shard-0", "r0", "127.0.0.1:7071")
-	e.waitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	e.WaitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 	e.srv.Restart()
 	e.register(t, "shard-1", "r1", "127.0.0.1:7072")
-	e.waitFor(t, 15*time.Second, "r1 after the restart", hasReplica("shard-1", "r1", "127.0.0.1:7072"))
+	e.WaitFor(t, 15*time.Second, "r1 after the restart", hasReplica("shard-1", "r1", "127.0.0.1:7072"))
 	// r0's registrant keeps its lease alive across the restart: r0 stays for two TTLs more
 	// (there is no event to wait for: it is the absence of one that is checked).
-	e.holds(t, 2*testTTL, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	e.Holds(t, 2*testTTL, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 	if !e.keyExists(t, e.target.Prefix+"/shard-0/r0") {
 		t.Error("r0's key is gone after the restart")
 	}
@@ -395,10 +343,10 @@ func TestResyncAfterNewHistory(t *testing.T) {
 		}
 	}
 	e.register(t, "shard-0", "r0", "127.0.0.1:7071")
-	e.waitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
+	e.WaitFor(t, 5*time.Second, "r0", hasReplica("shard-0", "r0", "127.0.0.1:7071"))
 	e.srv.RestartEmpty()
 	e.register(t, "shard-1", "r1", "127.0.0.1:7072")
-	e.waitFor(t, 10*time.Second, "r1 in the new history", hasReplica("shard-1", "r1", "127.0.0.1:7072"))
+	e.WaitFor(t, 10*time.Second, "r1 in the new history", hasReplica("shard-1", "r1", "127.0.0.1:7072"))
 }
 
 // TestOutageLongerThanTTL stops etcd for longer than the TTL (as a network cut would): the
@@ -409,7 +357,7 @@ func TestOutageLongerThanTTL(t *testing.T) {
 	e := newEnv(t)
 	r := e.register(t, "shard-0", "r0", "127.0.0.1:7071")
 	r0 := hasReplica("shard-0", "r0", "127.0.0.1:7071")
-	e.waitFor(t, 5*time.Second, "r0", r0)
+	e.WaitFor(t, 5*time.Second, "r0", r0)
 	before := e.lease(t, r.Key())
 	e.srv.Stop()
 	lost := func() bool {
@@ -432,7 +380,7 @@ func TestOutageLongerThanTTL(t *testing.T) {
 		<-tick.C
 	}
 	// The old lease, restored with etcd, expires within its TTL; the key is no longer under it.
-	e.holds(t, 2*testTTL, "r0", r0)
+	e.Holds(t, 2*testTTL, "r0", r0)
 }
 
 // lease returns the lease of key (0 if there is no key).
