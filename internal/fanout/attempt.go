@@ -410,6 +410,9 @@ func (sc *shardCall) end(a *attempt) {
 	}
 	sc.mu.Unlock()
 	s := sc.s
+	if down := sc.call.client.cfg.OnReplicaDown; down != nil && !a.framed && a.ctx.Err() == nil && status.Code(a.err) == codes.Unavailable {
+		down(s.name, a.ep.addr)
+	}
 	if s.set == nil {
 		return
 	}

@@ -168,6 +168,11 @@ type Config struct {
 	// Replica configures the choice of replica and outlier ejection in each shard of more than
 	// one replica (replica.Config; its Health and OnEject are the fan-out's own).
 	Replica replica.Config
+	// OnReplicaDown, if set, is called when an attempt on a replica fails UNAVAILABLE before its
+	// first message (connection refused or lost, the replica shutting down), with the shard's
+	// name and the replica's address: how DNS discovery learns to resolve again at once. It is
+	// called on the query's goroutine and must not block.
+	OnReplicaDown func(shard, addr string)
 	// Registerer gets the fan-out's metrics: replica scores, selections and ejections, hedges,
 	// retries, the hedge delays and the budget's tokens. Default: none exported.
 	Registerer prometheus.Registerer

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -211,5 +212,41 @@ func TestUpdateWhileQuerying(t *testing.T) {
 	}
 	if got := value(t, reg, "gather_shard_connections"); got != 2 {
 		t.Errorf("%v connections with every call over, want the current topology's 2", got)
+	}
+}
+
+// TestOnReplicaDown: an attempt refused by a replica that is gone reports the replica.
+func TestOnReplicaDown(t *testing.T) {
+	t.Parallel()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	_ = dead.Close()
+	live := shardtest.Start(t, shardtest.Behavior{Hits: shardtest.Hits("x", 2, 1)})
+	var mu sync.Mutex
+	var downs []string
+	c, err := New([]ShardSpec{{Name: "s", Replicas: []string{deadAddr}}, {Name: "t", Replicas: []string{live.Addr()}}},
+		Config{OnReplicaDown: func(shard, addr string) {
+			mu.Lock()
+			downs = append(downs, shard+"/"+addr)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	call := c.Start(ctx, Request{Query: "q", TopK: 5})
+	for _, cur := range call.Cursors() {
+		drain(cur)
+	}
+	res := call.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if res[0].Status != StatusUnavailable || strings.Join(downs, ",") != "s/"+deadAddr {
+		t.Errorf("shard s %v; replicas reported down %v, want s/%s alone", res[0].Status, downs, deadAddr)
 	}
 }
