@@ -14,8 +14,8 @@ import (
 
 // runBench drives load at a QueryService and prints what it measured.
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "[--addr ADDR] [--mode closed|open] [--workers N | --rate R] [--duration D] [--json FILE]", stderr)
-	addr := fs.String("addr", "127.0.0.1:7070", "QueryService `address`")
+	fs := newFlags("bench", "[--addr ADDR[,ADDR...]] [--mode closed|open] [--workers N | --rate R] [--duration D] [--json FILE]", stderr)
+	addr := fs.String("addr", "127.0.0.1:7070", "QueryService `address`, gRPC target (dns:///HOST:PORT), or ADDR,ADDR,... for several proxies; round_robin over all of them")
 	mode := fs.String("mode", "closed", "closed (N workers, each waits for its answer) or open (a fixed arrival rate)")
 	workers := fs.Int("workers", loadgen.DefaultWorkers, "concurrent requests of a closed loop")
 	rate := fs.Float64("rate", 0, "requests per second of an open loop")

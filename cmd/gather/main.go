@@ -7,7 +7,7 @@
 //	gather query [--addr ADDR] [--top-k N] [--trace] TEXT
 //	gather trace [--jaeger URL] TRACE_ID   a query's trace as a waterfall, from Jaeger's query API
 //	gather diag [--admin ADDR]
-//	gather bench [--addr ADDR] [--mode closed|open] [--workers N | --rate R] [--duration D]
+//	gather bench [--addr ADDR[,ADDR...]] [--mode closed|open] [--workers N | --rate R] [--duration D]
 //	gather chaos [--addr ADDR] [--admin ADDR] [--duration D] ...   replay the old incident against gather demo
 package main
 

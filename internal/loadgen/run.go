@@ -3,12 +3,15 @@ package loadgen
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
@@ -38,15 +41,23 @@ func Run(ctx context.Context, client queryv1.QueryServiceClient, cfg Config) (*R
 	return r.result(ctx.Err() != nil), nil
 }
 
-// RunAddr is Run against the QueryService at addr (a gRPC target such as "127.0.0.1:7070"). It
-// dials with plaintext credentials, then opts (which may replace them), and closes the connection
-// before it returns. All requests share the one connection. The Result's Target is addr.
+// RunAddr is Run against the QueryService at addr: a gRPC target ("127.0.0.1:7070",
+// "dns:///proxies.example:7070"), or several HOST:PORT addresses separated by commas (two proxies
+// side by side). The channel balances over every address of the target or the list with
+// round_robin, one connection to each, so that load given several proxies is spread evenly over
+// them (grpc-go's default, pick_first, would send it all to one). It dials with plaintext
+// credentials, then opts (which may replace them or the service config), and closes the channel
+// before it returns. The Result's Target is addr.
 func RunAddr(ctx context.Context, addr string, cfg Config, opts ...grpc.DialOption) (*Result, error) {
 	if _, err := cfg.resolve(); err != nil {
 		return nil, err
 	}
-	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
-	conn, err := grpc.NewClient(addr, opts...)
+	target, targetOpts, err := dialTarget(addr)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, targetOpts...), opts...)
+	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("target %s: %w", addr, err)
 	}
@@ -56,6 +67,28 @@ func RunAddr(ctx context.Context, addr string, cfg Config, opts ...grpc.DialOpti
 		res.Target = addr
 	}
 	return res, err
+}
+
+// roundRobin is the service config of RunAddr's channel.
+const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+
+// dialTarget is the gRPC target and dial options of RunAddr's addr: addr itself with round_robin,
+// or for a comma-separated list, a resolver of its own that returns the list.
+func dialTarget(addr string) (string, []grpc.DialOption, error) {
+	opts := []grpc.DialOption{grpc.WithDefaultServiceConfig(roundRobin)}
+	if !strings.Contains(addr, ",") {
+		return addr, opts, nil
+	}
+	var state resolver.State
+	for a := range strings.SplitSeq(addr, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			return "", nil, fmt.Errorf("target %q: an empty address in the list; give HOST:PORT,HOST:PORT", addr)
+		}
+		state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+	}
+	r := manual.NewBuilderWithScheme("loadgen")
+	r.InitialState(state)
+	return r.Scheme() + ":///list", append(opts, grpc.WithResolvers(r)), nil
 }
 
 // run is the state of one Run.

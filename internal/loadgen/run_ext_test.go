@@ -53,6 +53,32 @@ func TestClassifiesOutcomes(t *testing.T) {
 	}
 }
 
+// TestRunAddrSpreadsOverAList: given two addresses, RunAddr sends to both, round_robin over one
+// connection each (pick_first, grpc-go's default, sends everything to the first); a list with an
+// empty element is refused with what to give.
+func TestRunAddrSpreadsOverAList(t *testing.T) {
+	t.Parallel()
+	a, b := &fake{delay: 5 * time.Millisecond}, &fake{delay: 5 * time.Millisecond}
+	addrA, _ := serve(t, a)
+	addrB, _ := serve(t, b)
+	list := addrA + "," + addrB
+	res, err := loadgen.RunAddr(t.Context(), list, loadgen.Config{Workers: 4, Requests: 100, Queries: []string{"ok"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Counts.OK != 100 || res.Target != list {
+		t.Errorf("%d ok to %q, want 100 to %q", res.Counts.OK, res.Target, list)
+	}
+	// round_robin alternates between READY connections: each gets about half.
+	if ca, cb := a.calls.Load(), b.calls.Load(); ca+cb != 100 || ca < 10 || cb < 10 {
+		t.Errorf("calls: %d to the first address, %d to the second; want about 50 each", ca, cb)
+	}
+	if _, err := loadgen.RunAddr(t.Context(), addrA+",", loadgen.Config{Requests: 1}); err == nil ||
+		!strings.Contains(err.Error(), "give HOST:PORT,HOST:PORT") {
+		t.Errorf("a list with an empty address: %v, want an error saying what to give", err)
+	}
+}
+
 func TestOverheadSubtractsSlowestShard(t *testing.T) {
 	t.Parallel()
 	const delay = 10 * time.Millisecond
