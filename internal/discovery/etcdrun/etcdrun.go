@@ -45,7 +45,8 @@ func Binary() string {
 
 // Options say where etcd runs.
 type Options struct {
-	// Dir holds the member's data (Dir/data) and its log (Dir/etcd.log). Required.
+	// Dir holds the member's data (Dir/data) and its log (Dir/etcd.log); Start creates it.
+	// Required.
 	Dir string
 	// ClientPort and PeerPort are the ports on 127.0.0.1; 0 picks a free one (Start then tries
 	// three pairs, as a port can be taken between picking it and etcd binding it).
@@ -73,6 +74,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	if opts.Dir == "" {
 		return nil, errors.New("etcdrun: no data directory")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
 	}
 	s := &Server{opts: opts, bin: bin, data: filepath.Join(opts.Dir, "data"), logFile: filepath.Join(opts.Dir, "etcd.log")}
 	tries := 1
