@@ -140,7 +140,9 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-		<-served
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("cluster control", "err", err)
+		}
 	}()
 
 	printCluster(stdout, cl, lis.Addr().String(), what, *replicas, time.Since(start))
@@ -151,8 +153,8 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		case line := <-cl.Exits():
 			fmt.Fprintln(stdout, "warning:", line)
 		case err := <-served:
-			served <- err // for the deferred Shutdown
-			return fmt.Errorf("cluster control: %w", err)
+			served <- err // for the deferred Shutdown, which logs it
+			return errors.New("cluster control stopped serving: stopping the cluster")
 		}
 	}
 }

@@ -147,7 +147,12 @@ func TestClusterReplacesReplicas(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("gather cluster did not stop within 30s of Ctrl-C")
 	}
-	stopped := c.out()[strings.Index(c.out(), "stopping:"):]
+	all := c.out()
+	i := strings.Index(all, "stopping:")
+	if i < 0 {
+		t.Fatalf("no stop progress in gather cluster's output:\n%s", all)
+	}
+	stopped := all[i:]
 	lastProxy, firstShard := strings.LastIndex(stopped, "proxy-"), strings.Index(stopped, "shard-")
 	lastShard, etcd := strings.LastIndex(stopped, "shard-"), strings.Index(stopped, "etcd ")
 	if lastProxy < 0 || firstShard < lastProxy || etcd < lastShard {

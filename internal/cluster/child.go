@@ -61,7 +61,7 @@ func (c *child) awaitReady(ctx context.Context, within time.Duration) ([]string,
 	case m := <-c.ready:
 		return m, nil
 	case <-c.exited:
-		return nil, fmt.Errorf("%s exited before it was serving (%v): see %s%s", c.name, c.err, c.logPath, c.logTail())
+		return nil, fmt.Errorf("%s exited before it was serving (%w): see %s%s", c.name, c.err, c.logPath, c.logTail())
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%s: %w", c.name, ctx.Err())
 	case <-timer.C:
@@ -101,7 +101,7 @@ func exitText(err error) string {
 	case err == nil:
 		return "exited 0"
 	case errors.As(err, &ee):
-		return ee.ProcessState.String()
+		return ee.String()
 	}
 	return err.Error()
 }

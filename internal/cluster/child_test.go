@@ -26,7 +26,10 @@ func TestMain(m *testing.M) {
 	switch os.Getenv(roleEnv) {
 	case "parent":
 		self, _ := os.Executable()
-		os.Setenv(roleEnv, "sleeper")
+		if err := os.Setenv(roleEnv, "sleeper"); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
 		c, err := startChild("sleeper", self, filepath.Join(os.Getenv("LOGDIR"), "sleeper.log"), regexp.MustCompile(`^ready$`))
 		if err != nil {
 			fmt.Println("error", err)
