@@ -42,12 +42,14 @@ func (s *shardFlags) Set(v string) error {
 }
 
 func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("proxy", "[--config FILE] [--listen ADDR] --shard NAME=ADDR[,ADDR...] ...", stderr)
+	fs := newFlags("proxy", "[--config FILE] [--listen ADDR] (--shard NAME=ADDR[,ADDR...] ... | --discover etcd://HOST:PORT/PREFIX)", stderr)
 	path := fs.String("config", "", "YAML config `file`; GATHER_<KEY> variables override it, flags override both")
 	listen := fs.String("listen", "", "QueryService `address` (default 127.0.0.1:7070)")
 	admin := fs.String("admin", "", "admin HTTP `address` for /metrics and /healthz (default 127.0.0.1:9090)")
 	var shards shardFlags
 	fs.Var(&shards, "shard", "a shard as `NAME=ADDR[,ADDR...]` (replicas in order of preference); repeat for each shard")
+	discover := fs.String("discover", "", "take the shards from those registered in etcd (gather shard --register), followed live: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`; instead of --shard")
+	discoverExpect := fs.String("discover-expect", "", "with --discover: comma-separated shard `names` the topology must have (default: shard-0 to shard-(N-1) once registrations say there are N partitions)")
 	shardTimeout := fs.Duration("shard-timeout", 0, "per-shard timeout (default 2s)")
 	idleTimeout := fs.Duration("idle-timeout", 0, "longest silence between two frames of a shard stream (default 1s)")
 	maxTopK := fs.Uint("max-top-k", 0, "largest top_k accepted (default 1000)")
@@ -68,7 +70,59 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return fmt.Errorf("proxy: unexpected arguments %q", fs.Args())
 	}
-	// Defaults, then the file, then GATHER_* variables, then flags.
+	// Defaults, then the file, then GATHER_* variables, then flags. resolve is also how a
+	// reloaded file becomes a configuration.
+	resolve := func(cfg config.Proxy) (config.Proxy, error) {
+		if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
+			return cfg, fmt.Errorf("proxy environment:\n%w", err)
+		}
+		if *listen != "" {
+			cfg.Listen = *listen
+		}
+		if *admin != "" {
+			cfg.Admin = *admin
+		}
+		if len(shards) > 0 {
+			cfg.Shards = shards
+		}
+		if *discover != "" {
+			cfg.Discover = *discover
+		}
+		if *discoverExpect != "" {
+			cfg.DiscoverExpect = splitList(*discoverExpect)
+		}
+		if *shardTimeout != 0 {
+			cfg.ShardTimeout = *shardTimeout
+		}
+		if *idleTimeout != 0 {
+			cfg.IdleTimeout = *idleTimeout
+		}
+		if *maxTopK != 0 {
+			cfg.MaxTopK = uint32(min(*maxTopK, math.MaxUint32)) // saturated, so Validate rejects it rather than a wrapped value
+		}
+		if *sendTimeout != 0 {
+			cfg.SendTimeout = *sendTimeout
+		}
+		if *maxInFlight != 0 {
+			cfg.MaxInFlight = *maxInFlight
+		}
+		if *admissionWait != 0 {
+			cfg.AdmissionWait = *admissionWait
+		}
+		tlsFlags.Apply(&cfg.TLS)
+		shardTLSFlags.Apply(&cfg.ShardTLS)
+		adminTLSFlags.Apply(&cfg.AdminTLS)
+		accessFlags.apply(&cfg.Access)
+		cfg.Pprof = cfg.Pprof || *pprofOn
+		if *maxAnswer != 0 {
+			cfg.MaxAnswerBytes = *maxAnswer
+		}
+		hf.apply(fs, &cfg)
+		if err := cfg.Validate(); err != nil {
+			return cfg, fmt.Errorf("proxy config:\n%w", err)
+		}
+		return cfg, nil
+	}
 	cfg := config.Defaults()
 	if *path != "" {
 		var err error
@@ -76,47 +130,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return err
 		}
 	}
-	if err := cfg.ApplyEnv(os.LookupEnv); err != nil {
-		return fmt.Errorf("proxy environment:\n%w", err)
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *admin != "" {
-		cfg.Admin = *admin
-	}
-	if len(shards) > 0 {
-		cfg.Shards = shards
-	}
-	if *shardTimeout != 0 {
-		cfg.ShardTimeout = *shardTimeout
-	}
-	if *idleTimeout != 0 {
-		cfg.IdleTimeout = *idleTimeout
-	}
-	if *maxTopK != 0 {
-		cfg.MaxTopK = uint32(min(*maxTopK, math.MaxUint32)) // saturated, so Validate rejects it rather than a wrapped value
-	}
-	if *sendTimeout != 0 {
-		cfg.SendTimeout = *sendTimeout
-	}
-	if *maxInFlight != 0 {
-		cfg.MaxInFlight = *maxInFlight
-	}
-	if *admissionWait != 0 {
-		cfg.AdmissionWait = *admissionWait
-	}
-	tlsFlags.Apply(&cfg.TLS)
-	shardTLSFlags.Apply(&cfg.ShardTLS)
-	adminTLSFlags.Apply(&cfg.AdminTLS)
-	accessFlags.apply(&cfg.Access)
-	cfg.Pprof = cfg.Pprof || *pprofOn
-	if *maxAnswer != 0 {
-		cfg.MaxAnswerBytes = *maxAnswer
-	}
-	hf.apply(fs, &cfg)
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("proxy config:\n%w", err)
+	cfg, err := resolve(cfg)
+	if err != nil {
+		return err
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {
@@ -133,17 +149,31 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer shutdownTracing(ctx, tracing, log)
-	p, err := startProxy(cfg, newObservability(tracing, log), log, *lf.queryText, callerInterceptors{})
+	o := newObservability(tracing, log)
+	p, err := startProxy(cfg, o, log, *lf.queryText, callerInterceptors{})
 	if err != nil {
 		return err
 	}
+	follow, err := followTopology(ctx, p.fan, cfg, *path, resolve, log, o.reg)
+	if err != nil {
+		stopCtx, cancel := graceContext(ctx, 0)
+		defer cancel()
+		p.Stop(stopCtx)
+		return err
+	}
+	defer follow.Stop()
 	scheme := "http"
 	if cfg.AdminTLS.Enabled() {
 		scheme = "https"
 	}
-	fmt.Fprintf(stdout, "gather proxy: QueryService on %s, admin on %s://%s, %d shards\n", p.grpc.Addr(), scheme, p.admin.Addr(), len(cfg.Shards))
+	shardsFrom := fmt.Sprintf("%d shards", len(cfg.Shards))
+	if cfg.Discover != "" {
+		shardsFrom = "shards from " + cfg.Discover
+	}
+	fmt.Fprintf(stdout, "gather proxy: QueryService on %s, admin on %s://%s, %s\n", p.grpc.Addr(), scheme, p.admin.Addr(), shardsFrom)
 	<-ctx.Done()
 	log.Info("shutting down")
+	follow.Stop() // the topology stays as it is while the queries in flight drain
 	stopCtx, cancel := graceContext(ctx, 10*time.Second)
 	defer cancel()
 	p.Stop(stopCtx)
@@ -263,6 +293,9 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	for i, s := range cfg.Shards {
 		names[i] = s.Name + "=" + strings.Join(s.Replicas, ",")
 	}
+	if cfg.Discover != "" {
+		names = []string{cfg.Discover}
+	}
 	log.Info("proxy serving", "listen", g.Addr(), "admin", a.Addr(), "shards", strings.Join(names, " "),
 		"tls", cfg.TLS.Enabled(), "client_auth", string(cfg.TLS.Mode()), "shard_tls", cfg.ShardTLS.Enabled(),
 		"authz_policy", cfg.Access.PolicyFile != "", "bearer_tokens", cfg.Access.TokensFile != "")
@@ -275,8 +308,12 @@ func proxyReady(g *grpcServer, fan *fanout.Client) error {
 	if g.Draining() {
 		return errors.New("draining")
 	}
+	states := fan.ReplicaStates()
+	if len(states) == 0 {
+		return errors.New("no shard known yet (discovery has published no topology)")
+	}
 	var down []string
-	for shard, replicas := range fan.ReplicaStates() {
+	for shard, replicas := range states {
 		up := false
 		for _, st := range replicas {
 			up = up || (st != connectivity.TransientFailure && st != connectivity.Shutdown)

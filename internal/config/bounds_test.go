@@ -326,3 +326,42 @@ func TestValidateReportsEveryBadKey(t *testing.T) {
 		t.Errorf("%T is not a joined error", err)
 	}
 }
+
+func TestValidateDiscover(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(*Proxy)
+		want   string // in the error; "" for none
+	}{
+		{"discover alone", func(c *Proxy) { c.Shards, c.Discover = nil, "etcd://127.0.0.1:2379/gather" }, ""},
+		{"discover and expect", func(c *Proxy) {
+			c.Shards, c.Discover, c.DiscoverExpect = nil, "etcd://127.0.0.1:2379/gather", []string{"shard-0"}
+		}, ""},
+		{"both", func(c *Proxy) { c.Discover = "etcd://127.0.0.1:2379/gather" }, "discover: the topology comes from discovery or from shards"},
+		{"bad url", func(c *Proxy) { c.Shards, c.Discover = nil, "http://127.0.0.1:2379/gather" }, "discover: "},
+		{"expect without discover", func(c *Proxy) { c.DiscoverExpect = []string{"shard-0"} }, "discover_expect: only with discover"},
+		{"neither", func(c *Proxy) { c.Shards = nil }, "or --discover"},
+	} {
+		c := valid()
+		tc.change(&c)
+		err := c.Validate()
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestChangedKeys(t *testing.T) {
+	t.Parallel()
+	a := valid()
+	b := a
+	b.Shards = append([]Shard{{Name: "x", Replicas: []string{"127.0.0.1:1"}}}, a.Shards...)
+	b.ShardTimeout = time.Second
+	if got := strings.Join(ChangedKeys(a, b), ","); got != "shards,shard_timeout" {
+		t.Errorf("ChangedKeys: %s, want shards,shard_timeout", got)
+	}
+	if got := ChangedKeys(a, a); len(got) != 0 {
+		t.Errorf("ChangedKeys of the same config: %v", got)
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gatherproxy/gather/internal/access"
 	"github.com/gatherproxy/gather/internal/admission"
+	"github.com/gatherproxy/gather/internal/discovery"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/liveness"
@@ -37,8 +38,16 @@ type Proxy struct {
 	Listen string `yaml:"listen"`
 	// Admin is the admin HTTP address (/metrics, /healthz). Default 127.0.0.1:9090.
 	Admin string `yaml:"admin"`
-	// Shards is the topology: every shard with its replicas.
+	// Shards is the topology: every shard with its replicas. A config file's shards are
+	// re-read when the file changes or on SIGHUP. Not with Discover.
 	Shards []Shard `yaml:"shards"`
+	// Discover, etcd://HOST:PORT[,HOST:PORT...]/PREFIX, takes the topology from the shards
+	// registered under PREFIX (gather shard --register), followed as it changes.
+	Discover string `yaml:"discover"`
+	// DiscoverExpect names the shards a discovered topology must have (reported missing when
+	// no replica of one is registered). Default: shard-0 to shard-(N-1) once registrations say
+	// there are N partitions.
+	DiscoverExpect []string `yaml:"discover_expect"`
 	// ShardTimeout, IdleTimeout and MergeReserve: see fanout.Config.
 	ShardTimeout time.Duration `yaml:"shard_timeout"`
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
@@ -110,11 +119,16 @@ func Defaults() Proxy {
 
 // Load reads a YAML file over Defaults. Unknown keys are errors.
 func Load(path string) (Proxy, error) {
-	cfg := Defaults()
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return cfg, err
+		return Defaults(), err
 	}
+	return Parse(data, path)
+}
+
+// Parse reads YAML over Defaults, as Load does; path names the file in errors.
+func Parse(data []byte, path string) (Proxy, error) {
+	cfg := Defaults()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // EOF: an empty file
@@ -149,8 +163,17 @@ func (c Proxy) validate(h host) error {
 	if err := h.checkListen(c.Admin); err != nil {
 		errs = append(errs, fmt.Errorf("admin: %w", err))
 	}
-	if len(c.Shards) == 0 {
-		errs = append(errs, errors.New("shards: no shard configured: give at least one (--shard NAME=ADDR or a shards: list)"))
+	switch {
+	case c.Discover != "" && len(c.Shards) > 0:
+		errs = append(errs, errors.New("discover: the topology comes from discovery or from shards, not both: drop one"))
+	case c.Discover != "":
+		if _, err := discovery.ParseTarget(c.Discover); err != nil {
+			errs = append(errs, fmt.Errorf("discover: %w", err))
+		}
+	case len(c.DiscoverExpect) > 0:
+		errs = append(errs, errors.New("discover_expect: only with discover"))
+	case len(c.Shards) == 0:
+		errs = append(errs, errors.New("shards: no shard configured: give at least one (--shard NAME=ADDR or a shards: list), or --discover etcd://HOST:PORT/PREFIX"))
 	}
 	seen := map[string]bool{}
 	for i, s := range c.Shards {
@@ -246,6 +269,20 @@ func (c Proxy) MaxStreams() uint32 {
 		n = admission.DefaultMaxInFlight
 	}
 	return uint32(max(1, n/2))
+}
+
+// ChangedKeys returns the top-level keys whose values differ between a and b, in the order of
+// the struct: what a reload changed.
+func ChangedKeys(a, b Proxy) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var keys []string
+	for i := range va.NumField() {
+		key, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("yaml"), ",")
+		if key != "" && key != "-" && !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 // EnvPrefix starts the environment variables ApplyEnv reads.

@@ -85,6 +85,7 @@ const (
 // that runs it (and by prepare, under the shard call's lock, before it runs).
 type attempt struct {
 	ep     *endpoint
+	index  int // of ep in its shard's replicas
 	source Source
 	slot   int // in shardCall.live
 	ctx    context.Context
@@ -105,6 +106,11 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	cur *Cursor, res *Result) {
 	c := call.client
 	start := time.Now()
+	if len(s.replicas) == 0 {
+		res.ReplicaIndex, res.Status, res.Err = -1, StatusUnavailable, ErrNoReplica
+		call.failed.Add(1)
+		return
+	}
 	sctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
 	defer cancel()
 	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
@@ -128,7 +134,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	if a == nil {
 		a = sc.last
 	}
-	res.Replica, res.ReplicaIndex, res.Source, res.Attempts = a.ep.addr, a.ep.index, a.source, sc.attempts
+	res.Replica, res.ReplicaIndex, res.Source, res.Attempts = a.ep.addr, a.index, a.source, sc.attempts
 	res.Latency = time.Since(start)
 	res.Status, res.Err = classify(ctx, a.ctx, a.err)
 	if res.Status == StatusOK && errors.Is(context.Cause(ctx), ErrStoppedEarly) && a.err != nil {
@@ -202,7 +208,7 @@ func (sc *shardCall) prepare(a *attempt, i int, source Source, slot int) {
 	if a.cancel != nil {
 		a.cancel(nil) // the retry's predecessor: its stream has ended
 	}
-	a.ep, a.source, a.slot, a.framed, a.local, a.err = sc.s.replicas[i], source, slot, false, false, nil
+	a.ep, a.index, a.source, a.slot, a.framed, a.local, a.err = sc.s.replicas[i], i, source, slot, false, false, nil
 	a.ctx, a.cancel = context.WithCancelCause(sc.ctx)
 	a.codec = codec{base: c.codec, topK: int(sc.req.GetTopK()), maxFields: c.cfg.MaxFields, decoded: c.metrics.decoded,
 		spans: a.codec.spans}
@@ -407,7 +413,7 @@ func (sc *shardCall) end(a *attempt) {
 	if s.set == nil {
 		return
 	}
-	s.set.Done(a.ep.index, outcome, a.framed, elapsed, sc.delay)
+	s.set.Done(a.index, outcome, a.framed, elapsed, sc.delay)
 	o := outcomeFailed
 	switch {
 	case won:
@@ -466,7 +472,7 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	a.framed = true
 	if s := sc.s; s.set != nil {
 		ttff := time.Since(a.start)
-		s.set.FirstFrame(a.ep.index, ttff, sc.delay)
+		s.set.FirstFrame(a.index, ttff, sc.delay)
 		if s.delay != nil {
 			s.delay.Record(ttff)
 		}

@@ -26,7 +26,7 @@ type Request struct {
 }
 
 // Hit is one shard hit as the merge sees it: the hit, as received, and the index of the shard in
-// Client.Shards order.
+// the call's Topology().Shards() order.
 type Hit struct {
 	*ShardHit
 	Shard int
@@ -124,7 +124,8 @@ func (s Source) String() string {
 type Result struct {
 	Shard   string
 	Replica string // the address of the replica that answered, or else of the attempt that ended last
-	// ReplicaIndex is that replica's position in the shard's configured list, from 0.
+	// ReplicaIndex is that replica's position in the shard's configured list, from 0; -1 when
+	// the shard had no replica (ErrNoReplica).
 	ReplicaIndex int
 	// Source is the kind of that attempt, and Attempts how many the call made (first attempt,
 	// hedge, retries).
@@ -158,6 +159,7 @@ type Call struct {
 	ctx     context.Context // the caller's context
 	cancel  context.CancelCauseFunc
 	client  *Client
+	topo    *Topology // held until Close
 	cursors []*Cursor
 	results []Result
 	failed  atomic.Int32
@@ -170,21 +172,26 @@ type Call struct {
 // deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive) and
 // the caller's deadline minus a reserve for merging: MergeReserve or 5% of the caller's
 // remaining time, whichever is larger.
+//
+// The call uses the topology current when it starts (Topology) to its end.
 func (c *Client) Start(ctx context.Context, req Request) *Call {
 	callCtx, cancel := context.WithCancelCause(ctx)
+	t := c.acquire()
+	shards := t.shards
 	call := &Call{
 		ctx:     ctx,
 		cancel:  cancel,
 		client:  c,
-		cursors: make([]*Cursor, len(c.shards)),
-		results: make([]Result, len(c.shards)),
+		topo:    t,
+		cursors: make([]*Cursor, len(shards)),
+		results: make([]Result, len(shards)),
 	}
 	call.budget.Store(c.cfg.MaxQueryHitBytes)
 	deadline := c.deadline(ctx, req, time.Now()) // assigned once: the goroutines copy it
 	// One request message serves every shard: grpc-go only reads a message it sends.
-	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(c.shards), req.TopK)}
-	curs := make([]Cursor, len(c.shards)) // one allocation for all the cursors
-	for i, s := range c.shards {
+	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(shards), req.TopK)}
+	curs := make([]Cursor, len(shards)) // one allocation for all the cursors
+	for i, s := range shards {
 		cur := &curs[i]
 		cur.ch, cur.demand, cur.shard = make(chan []ShardHit, c.cfg.Buffer), make(chan struct{}, 1), i
 		call.cursors[i] = cur
@@ -221,7 +228,11 @@ func (c *Client) deadline(ctx context.Context, req Request, now time.Time) time.
 	return deadline
 }
 
-// Cursors returns one cursor per shard, in Client.Shards order. Each is a sorted sequence of
+// Topology returns the topology the call fans out to: Cursors and Close's results are in its
+// Shards order.
+func (call *Call) Topology() *Topology { return call.topo }
+
+// Cursors returns one cursor per shard, in Topology().Shards() order. Each is a sorted sequence of
 // the shard's hits (merge.Sequence[Hit]) that ends when the shard's stream ends for any reason.
 func (call *Call) Cursors() []*Cursor { return call.cursors }
 
@@ -234,7 +245,7 @@ func (call *Call) Failed() int { return int(call.failed.Load()) }
 func (call *Call) Stop() { call.cancel(ErrStoppedEarly) }
 
 // Close cancels every shard call still running (as cancelled, unless Stop came first), waits for
-// every receiving goroutine and returns the per-shard results in Client.Shards order. It is safe
+// every receiving goroutine and returns the per-shard results in Topology().Shards() order. It is safe
 // to call more than once; later calls return the same results.
 func (call *Call) Close() []Result {
 	call.close.Do(func() {
@@ -243,6 +254,7 @@ func (call *Call) Close() []Result {
 		// The hits go back to the Client's budget: the caller may still read them (the answer
 		// it builds shares their strings), but that is bounded by its own answer limit.
 		call.client.held.Add(-(call.client.cfg.MaxQueryHitBytes - call.budget.Load()))
+		call.topo.release()
 	})
 	return call.results
 }

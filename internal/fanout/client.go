@@ -33,14 +33,11 @@ package fanout
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
@@ -239,8 +236,8 @@ var reconnect = grpc.ConnectParams{
 	MinConnectTimeout: 2 * time.Second,
 }
 
-// Client fans queries out to a fixed topology of shards. It is safe for concurrent use; Close
-// releases its connections.
+// Client fans queries out to the shards of its topology, which Update replaces while queries
+// run. It is safe for concurrent use; Close releases its connections.
 type Client struct {
 	cfg     Config
 	limits  limits
@@ -248,7 +245,16 @@ type Client struct {
 	held    atomic.Int64  // hit bytes taken by calls not yet closed, at most MaxHitBytesInFlight
 	metrics *metrics
 	codec   encoding.CodecV2 // grpc-go's proto codec, which the calls' codecs wrap
-	shards  []*shard         // sorted by name, so a shard's index orders it the way merged ties are broken
+	// topo is the current topology; each call holds the one it started with (see topology.go).
+	topo atomic.Pointer[Topology]
+	// mu serialises Update and Close, and guards what the topologies share: the connections
+	// and the shards' metric series, each counted by the topologies that hold it.
+	mu        sync.Mutex
+	endpoints map[endpointKey]*endpoint
+	names     map[string]int // shard name -> topologies that have it
+	version   uint64         // of the current topology
+	closed    bool
+	closers   sync.WaitGroup // the goroutines that close a retired topology's connections
 	// sets recycles the calls' duplicate sets (map[string]struct{}), emptied, so that a call
 	// does not grow a new one.
 	sets sync.Pool
@@ -256,7 +262,7 @@ type Client struct {
 
 type shard struct {
 	name     string
-	replicas []*endpoint
+	replicas []*endpoint // may be empty: a discovered shard that has lost every replica
 	// set chooses among the replicas and ejects outliers; delay is the hedge delay. Both are nil
 	// for a shard of one replica, whose calls have nowhere else to go; delay is nil with hedging
 	// off too.
@@ -269,13 +275,16 @@ type shard struct {
 	spanOpts []trace.SpanStartOption
 }
 
-// endpoint is one replica of a shard: its connection.
+// endpoint is one replica of a shard: its connection, shared by every topology that has the
+// shard with that address.
 type endpoint struct {
 	addr   string
-	index  int // in the shard's configured list
 	conn   *grpc.ClientConn
 	client shardv1.ShardServiceClient
+	refs   int // topologies that hold it; guarded by Client.mu
 }
+
+type endpointKey struct{ shard, addr string }
 
 // health is the replica.Health of an endpoint's connection.
 func (e *endpoint) health() replica.Health {
@@ -290,97 +299,53 @@ func (e *endpoint) health() replica.Health {
 
 // New validates the topology, creates a connection to every replica and registers the fan-out's
 // metrics with cfg.Registerer. Connections are made lazily by grpc-go and re-established on
-// failure; New itself does no network I/O.
+// failure; New itself does no network I/O. The topology may be empty, or have shards without a
+// replica, when Update is to fill it in (discovery): calls to such a shard end UNAVAILABLE.
 func New(topology []ShardSpec, cfg Config) (*Client, error) {
-	if len(topology) == 0 {
-		return nil, errors.New("no shards configured")
-	}
 	cfg = cfg.withDefaults()
 	c := &Client{cfg: cfg, codec: encoding.GetCodecV2(grpcproto.Name), budget: hedge.NewBudget(cfg.Hedge),
-		limits: limits{docID: cfg.MaxDocIDBytes, text: cfg.MaxTextBytes, fields: cfg.MaxFields, fieldBytes: cfg.MaxFieldBytes}}
+		limits:    limits{docID: cfg.MaxDocIDBytes, text: cfg.MaxTextBytes, fields: cfg.MaxFields, fieldBytes: cfg.MaxFieldBytes},
+		endpoints: map[endpointKey]*endpoint{}, names: map[string]int{}}
 	c.metrics = newMetrics()
-	fail := func(err error) (*Client, error) {
+	if _, err := c.Update(topology); err != nil {
 		_ = c.Close()
 		return nil, err
 	}
-	seen := map[string]bool{}
-	for _, spec := range topology {
-		if spec.Name == "" {
-			return fail(errors.New("a shard has no name"))
-		}
-		if seen[spec.Name] {
-			return fail(fmt.Errorf("shard %s: configured twice", spec.Name))
-		}
-		seen[spec.Name] = true
-		if len(spec.Replicas) == 0 {
-			return fail(fmt.Errorf("shard %s: no replica address", spec.Name))
-		}
-		if len(spec.Replicas) > replica.MaxReplicas {
-			return fail(fmt.Errorf("shard %s: %d replicas, more than the %d a shard may have", spec.Name, len(spec.Replicas), replica.MaxReplicas))
-		}
-		s := &shard{name: spec.Name, spanName: "shard " + spec.Name, spanOpts: []trace.SpanStartOption{
-			trace.WithSpanKind(trace.SpanKindInternal),
-			trace.WithAttributes(attribute.String("gather.shard", spec.Name)),
-		}}
-		for i, addr := range spec.Replicas {
-			addr = strings.TrimSpace(addr)
-			opts := append(append([]grpc.DialOption{
-				grpc.WithTransportCredentials(insecure.NewCredentials()),
-				grpc.WithKeepaliveParams(cfg.Keepalive),
-				grpc.WithConnectParams(reconnect),
-			}, cfg.dialOptions()...), cfg.DialOptions...)
-			conn, err := grpc.NewClient(addr, opts...)
-			if err != nil {
-				return fail(fmt.Errorf("shard %s: replica %q: %w", spec.Name, addr, err))
-			}
-			conn.Connect()
-			s.replicas = append(s.replicas, &endpoint{addr: addr, index: i, conn: conn, client: shardv1.NewShardServiceClient(conn)})
-		}
-		s.m = c.metrics.forShard(s)
-		if len(s.replicas) > 1 {
-			rcfg := cfg.Replica
-			rcfg.Health = func(i int) replica.Health { return s.replicas[i].health() }
-			rcfg.OnEject = func(i int, _ time.Duration) { s.m.ejections[i].Inc() }
-			s.set = replica.NewSet(len(s.replicas), rcfg)
-			if c.budget != nil {
-				s.delay = hedge.NewDelay(cfg.Hedge)
-			}
-		}
-		c.shards = append(c.shards, s)
-	}
-	slices.SortFunc(c.shards, func(a, b *shard) int { return strings.Compare(a.name, b.name) })
 	if err := cfg.Registerer.Register(c.metrics.collector(c)); err != nil {
-		return fail(fmt.Errorf("fan-out metrics: %w", err))
+		_ = c.Close()
+		return nil, fmt.Errorf("fan-out metrics: %w", err)
 	}
 	return c, nil
 }
 
-// Shards returns the shard names in merge order (ascending).
-func (c *Client) Shards() []string {
-	names := make([]string, len(c.shards))
-	for i, s := range c.shards {
-		names[i] = s.name
+// dial makes the connection of a new endpoint.
+func (c *Client) dial(shard, addr string) (*endpoint, error) {
+	opts := append(append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(c.cfg.Keepalive),
+		grpc.WithConnectParams(reconnect),
+	}, c.cfg.dialOptions()...), c.cfg.DialOptions...)
+	conn, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("shard %s: replica %q: %w", shard, addr, err)
 	}
-	return names
+	conn.Connect()
+	return &endpoint{addr: addr, conn: conn, client: shardv1.NewShardServiceClient(conn)}, nil
 }
 
-// Replicas returns the replica addresses of every shard, in Shards order, each list in the
-// configured order (Result.ReplicaIndex indexes it).
-func (c *Client) Replicas() [][]string {
-	out := make([][]string, len(c.shards))
-	for i, s := range c.shards {
-		for _, r := range s.replicas {
-			out[i] = append(out[i], r.addr)
-		}
-	}
-	return out
-}
+// Shards returns the shard names of the current topology in merge order (ascending).
+func (c *Client) Shards() []string { return c.Current().Shards() }
 
-// ReplicaStates returns the connectivity state of every replica connection, by shard name and
-// replica address.
+// Replicas returns the replica addresses of every shard of the current topology, in Shards
+// order, each list in the configured order (Result.ReplicaIndex indexes it).
+func (c *Client) Replicas() [][]string { return c.Current().Replicas() }
+
+// ReplicaStates returns the connectivity state of every replica connection of the current
+// topology, by shard name and replica address; a shard without replicas has an empty map.
 func (c *Client) ReplicaStates() map[string]map[string]connectivity.State {
-	out := make(map[string]map[string]connectivity.State, len(c.shards))
-	for _, s := range c.shards {
+	t := c.topo.Load()
+	out := make(map[string]map[string]connectivity.State, len(t.shards))
+	for _, s := range t.shards {
 		out[s.name] = make(map[string]connectivity.State, len(s.replicas))
 		for _, r := range s.replicas {
 			out[s.name][r.addr] = r.conn.GetState()
@@ -389,16 +354,20 @@ func (c *Client) ReplicaStates() map[string]map[string]connectivity.State {
 	return out
 }
 
-// Close closes every replica connection. Calls still running fail with UNAVAILABLE.
+// Close closes every replica connection. Calls still running fail with UNAVAILABLE; Update
+// fails from now on.
 func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
 	var errs []error
-	for _, s := range c.shards {
-		for _, r := range s.replicas {
-			if err := r.conn.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("shard %s: replica %s: %w", s.name, r.addr, err))
-			}
+	for k, e := range c.endpoints {
+		if err := e.conn.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("shard %s: replica %s: %w", k.shard, k.addr, err))
 		}
 	}
+	clear(c.endpoints)
+	c.mu.Unlock()
+	c.closers.Wait()
 	return errors.Join(errs...)
 }
 

@@ -14,6 +14,7 @@ import (
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/hedge"
+	"github.com/gatherproxy/gather/internal/replica"
 	"github.com/gatherproxy/gather/internal/shardtest"
 )
 
@@ -107,14 +108,19 @@ func TestCheckAllocatesNothingPerHit(t *testing.T) {
 
 func TestNewRejectsBadTopology(t *testing.T) {
 	t.Parallel()
+	var many []string
+	for i := range replica.MaxReplicas + 1 {
+		many = append(many, fmt.Sprintf("127.0.0.1:%d", i+1))
+	}
 	for _, tc := range []struct {
 		name string
 		topo []ShardSpec
 	}{
-		{"none", nil},
 		{"no name", []ShardSpec{{Replicas: []string{"127.0.0.1:1"}}}},
 		{"twice", []ShardSpec{{Name: "a", Replicas: []string{"127.0.0.1:1"}}, {Name: "a", Replicas: []string{"127.0.0.1:2"}}}},
-		{"no replica", []ShardSpec{{Name: "a"}}},
+		{"empty address", []ShardSpec{{Name: "a", Replicas: []string{" "}}}},
+		{"replica twice", []ShardSpec{{Name: "a", Replicas: []string{"127.0.0.1:1", "127.0.0.1:1 "}}}},
+		{"too many replicas", []ShardSpec{{Name: "a", Replicas: many}}},
 	} {
 		if c, err := New(tc.topo, Config{}); err == nil {
 			_ = c.Close()

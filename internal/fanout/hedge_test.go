@@ -345,7 +345,7 @@ func TestStuckCallHedgedOnSlowShard(t *testing.T) {
 		Hedge: hedge.Config{Initial: delay, MinSamples: 1 << 20, BudgetCap: 100}})
 	// Both replicas have answered six calls, each 16 times later than the hedge delay: the whole
 	// shard is slow.
-	set := c.shards[0].set
+	set := c.Current().shards[0].set
 	for r := range 2 {
 		for range 6 {
 			i, err := set.Pick(replica.Mask(0).With(1-r), replica.Primary)

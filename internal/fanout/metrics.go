@@ -15,9 +15,12 @@ type metrics struct {
 	// received counts every hit parsed out of a shard message, the first messages of attempts that
 	// lost a hedge race included: what the proxy paid to decode, whether or not it was merged.
 	received prometheus.Counter
+	// changes counts the topologies Update made current.
+	changes prometheus.Counter
 
 	score, ejected, delay, tokens *prometheus.Desc
 	held, maxHeld                 *prometheus.Desc
+	topoReplicas, conns           *prometheus.Desc
 }
 
 // Outcomes of hedges and retries (the outcome label): the attempt answered for the shard; it
@@ -64,6 +67,16 @@ func newMetrics() *metrics {
 			Name: "gather_shard_hits_received_total",
 			Help: "Hits parsed out of shard messages, whether or not they reached an answer; divided by queries, what the fan-out decodes per query.",
 		}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gather_topology_changes_total",
+			Help: "Topologies the fan-out made current: the first, then one per change of shards or replicas (discovery, DNS, config reload).",
+		}),
+		topoReplicas: prometheus.NewDesc("gather_topology_replicas",
+			"Replicas of each shard in the current topology; 0 for a shard that discovery expects but no replica of which is known.",
+			[]string{"shard"}, nil),
+		conns: prometheus.NewDesc("gather_shard_connections",
+			"Replica connections the fan-out holds open: those of the current topology and of earlier ones still used by queries in flight.",
+			nil, nil),
 		score: prometheus.NewDesc("gather_replica_score",
 			"The replica's load score: its decaying peak-sensitive average time to first frame, in seconds, times its attempts in flight plus one. Lower is preferred.",
 			[]string{"shard", "replica"}, nil),
@@ -112,6 +125,19 @@ func (m *metrics) forShard(s *shard) shardMetrics {
 	return sm
 }
 
+// forgetShard deletes the series of a shard no topology has any more.
+func (m *metrics) forgetShard(name string) {
+	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries} {
+		v.DeletePartialMatch(prometheus.Labels{"shard": name})
+	}
+}
+
+// forgetReplica deletes the series of a replica no topology has any more.
+func (m *metrics) forgetReplica(shard, addr string) {
+	m.selections.DeleteLabelValues(shard, addr)
+	m.ejections.DeleteLabelValues(shard, addr)
+}
+
 // collector is what New registers: the counters, and the gauges of c read at scrape time.
 func (m *metrics) collector(c *Client) prometheus.Collector { return &collector{m: m, c: c} }
 
@@ -127,6 +153,9 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	m.decoded.Describe(ch)
 	m.received.Describe(ch)
+	m.changes.Describe(ch)
+	ch <- m.topoReplicas
+	ch <- m.conns
 	ch <- m.score
 	ch <- m.ejected
 	ch <- m.delay
@@ -142,7 +171,13 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m.decoded.Collect(ch)
 	m.received.Collect(ch)
-	for _, s := range col.c.shards {
+	m.changes.Collect(ch)
+	col.c.mu.Lock()
+	conns := len(col.c.endpoints)
+	col.c.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(m.conns, prometheus.GaugeValue, float64(conns))
+	for _, s := range col.c.topo.Load().shards {
+		ch <- prometheus.MustNewConstMetric(m.topoReplicas, prometheus.GaugeValue, float64(len(s.replicas)), s.name)
 		if s.set != nil {
 			for i, r := range s.replicas {
 				snap := s.set.Snapshot(i)

@@ -150,8 +150,8 @@ func FuzzHostileShards(f *testing.F) {
 		if n := proto.Size(resp); n > srv.cfg.MaxAnswerBytes {
 			t.Fatalf("answer of %d bytes, max_answer_bytes %d", n, srv.cfg.MaxAnswerBytes)
 		}
-		if len(out.hits) > srv.room {
-			t.Fatalf("hits of %d bytes, room %d", len(out.hits), srv.room)
+		if len(out.hits) > srv.viewOf(srv.fan.Current()).room {
+			t.Fatalf("hits of %d bytes, room %d", len(out.hits), srv.viewOf(srv.fan.Current()).room)
 		}
 		if err := decodeHits(resp); err != nil {
 			t.Fatalf("the answer's hits do not decode: %v", err)
@@ -176,8 +176,8 @@ func FuzzHostileShards(f *testing.F) {
 				}
 			}
 		}
-		if answerBytes > int64(srv.room) {
-			t.Fatalf("hits of %d bytes, room %d", answerBytes, srv.room)
+		if answerBytes > int64(srv.viewOf(srv.fan.Current()).room) {
+			t.Fatalf("hits of %d bytes, room %d", answerBytes, srv.viewOf(srv.fan.Current()).room)
 		}
 		if sum.GetTruncated() != strings.Contains(sum.GetTruncationReason(), "max_answer_bytes") {
 			t.Fatalf("truncated %v with reason %q", sum.GetTruncated(), sum.GetTruncationReason())

@@ -11,7 +11,7 @@ import (
 // masks hides replica addresses from answers (Config.HideReplicas): a replica is named by its
 // ordinal in its shard's configured list, and its address is masked in the shard's error text.
 type masks struct {
-	shards [][]mask // by shard index (fanout.Client.Shards order), then replica index
+	shards [][]mask // by shard index (the topology's Shards order), then replica index
 	// ip matches the IP literals that transport errors carry ("dial tcp 10.0.0.7:7071: ..."),
 	// for addresses resolved from a configured host name.
 	ip *regexp.Regexp
@@ -38,8 +38,12 @@ func newMasks(replicas [][]string) *masks {
 // (fanout.CleanText), as the replacements may lengthen it.
 func (m *masks) hide(s, r int, text string) (string, string) {
 	replicas := m.shards[s]
+	name := "" // no replica (fanout.ErrNoReplica)
+	if r >= 0 && r < len(replicas) {
+		name = replicas[r].ordinal
+	}
 	if text == "" {
-		return replicas[r].ordinal, ""
+		return name, ""
 	}
 	for _, rm := range replicas {
 		text = strings.ReplaceAll(text, rm.addr, rm.ordinal)
@@ -50,5 +54,5 @@ func (m *masks) hide(s, r int, text string) (string, string) {
 			text = strings.ReplaceAll(text, rm.host, rm.ordinal)
 		}
 	}
-	return replicas[r].ordinal, fanout.CleanText(text)
+	return name, fanout.CleanText(text)
 }

@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -30,31 +31,52 @@ import (
 // Server is the QueryService. Create it with New.
 type Server struct {
 	queryv1.UnimplementedQueryServiceServer
-	fan   *fanout.Client
-	names []string
-	cfg   Config
-	// room is what MaxAnswerBytes leaves for hits next to the rest of an answer (summaryBound);
-	// minHit is the size of the smallest hit an answer can hold.
-	room, minHit int
-	masks        *masks // nil unless HideReplicas
+	fan *fanout.Client
+	cfg Config
+	// view is what the answers of the fan-out's latest topology need; a query uses the one of
+	// the topology its call started with (viewOf).
+	view atomic.Pointer[view]
 }
 
-// New returns a QueryService answering from the shards of fan. The caller keeps ownership of fan
-// and closes it after the gRPC server has stopped.
+// view is what answering from one topology takes: the shard names, the room MaxAnswerBytes
+// leaves for hits next to the rest of an answer (summaryBound), the size of the smallest hit an
+// answer can hold, and the replica masks (nil unless HideReplicas).
+type view struct {
+	topo         *fanout.Topology
+	names        []string
+	room, minHit int
+	masks        *masks
+}
+
+// New returns a QueryService answering from the shards of fan, following its topology as
+// fan.Update changes it. The caller keeps ownership of fan and closes it after the gRPC server
+// has stopped.
 func New(fan *fanout.Client, cfg Config) *Server {
-	s := &Server{fan: fan, names: fan.Shards(), cfg: cfg.withDefaults()}
-	topo := make([]fanout.ShardSpec, len(s.names))
-	shortest := math.MaxInt
-	for i, replicas := range fan.Replicas() {
-		topo[i] = fanout.ShardSpec{Name: s.names[i], Replicas: replicas}
-		shortest = min(shortest, len(s.names[i]))
+	return &Server{fan: fan, cfg: cfg.withDefaults()}
+}
+
+// viewOf returns the view of t, made once per topology.
+func (s *Server) viewOf(t *fanout.Topology) *view {
+	if v := s.view.Load(); v != nil && v.topo == t {
+		return v
 	}
-	s.room = s.cfg.Room(topo)
-	s.minHit = hitSize("", 0, strings.Repeat("x", shortest), "", nil) // a doc_id may be empty
+	v := &view{topo: t, names: t.Shards()}
+	spec := t.Specs()
+	shortest := 0
+	for i, name := range v.names {
+		if i == 0 || len(name) < shortest {
+			shortest = len(name)
+		}
+	}
+	v.room = s.cfg.Room(spec)
+	v.minHit = hitSize("", 0, strings.Repeat("x", shortest), "", nil) // a doc_id may be empty
 	if s.cfg.HideReplicas {
-		s.masks = newMasks(fan.Replicas())
+		v.masks = newMasks(t.Replicas())
 	}
-	return s
+	if cur := s.fan.Current(); cur == t {
+		s.view.Store(v) // a query on an older topology makes its view without keeping it
+	}
+	return v
 }
 
 // Register registers s on r as gather.query.v1.QueryService. Use it instead of
@@ -283,12 +305,13 @@ func (s *streamer) flush() error {
 
 // run fans q out, merges into out and returns the summary, or the gRPC status error that ends
 // the RPC. Every shard call is over and its goroutine joined when run returns. The hits given to
-// out take at most s.room bytes encoded: the merge stops before a hit that would not fit, stops
+// out take at most the view's room in bytes encoded: the merge stops before a hit that would not fit, stops
 // the shard calls and marks the summary truncated.
 func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*queryv1.SearchSummary, error) {
 	start := time.Now()
 	call := s.fan.Start(ctx, fanout.Request{Query: q.text, TopK: q.topK, ShardTimeout: q.shardTimeout})
 	defer func() { oc.results = call.Close() }()
+	v := s.viewOf(call.Topology())
 
 	cursors := call.Cursors()
 	seqs := make([]merge.Sequence[fanout.Hit], len(cursors))
@@ -314,13 +337,13 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 			break
 		}
 		h := tree.At()
-		size := answerHitSize(h, s.names[h.Shard])
-		if used+size > s.room {
+		size := answerHitSize(h, v.names[h.Shard])
+		if used+size > v.room {
 			truncated = true
 			break
 		}
 		used += size
-		if err := out.add(h, s.names[h.Shard], size); err != nil {
+		if err := out.add(h, v.names[h.Shard], size); err != nil {
 			return nil, s.sendError(ctx, err)
 		}
 		n++
@@ -333,7 +356,7 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
-	sum := summarize(results, s.masks)
+	sum := summarize(results, v.masks)
 	sum.Took = durationpb.New(time.Since(start))
 	if truncated {
 		sum.Truncated, sum.TruncationReason = true, truncationReason(n, s.cfg.MaxAnswerBytes)

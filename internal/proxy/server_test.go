@@ -34,6 +34,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // cluster is a proxy on loopback in front of fake shards named s0, s1, ...
 type cluster struct {
+	fan    *fanout.Client
 	shards []*shardtest.Shard
 	conn   *grpc.ClientConn
 	client queryv1.QueryServiceClient
@@ -81,7 +82,7 @@ func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behavior
 		<-done
 		_ = fan.Close()
 	})
-	c.conn, c.client = conn, queryv1.NewQueryServiceClient(conn)
+	c.fan, c.conn, c.client = fan, conn, queryv1.NewQueryServiceClient(conn)
 	return c
 }
 

@@ -171,12 +171,13 @@ func ordinal(i int) string { return "replica " + strconv.Itoa(i+1) }
 // fits refuses a top_k whose hits could never fit in the answer: even hits of the smallest
 // encoding would take it over MaxAnswerBytes. Any other top_k is served, and cut if need be.
 func (s *Server) fits(topK uint32) error {
-	if int64(topK)*int64(s.minHit) <= int64(s.room) {
+	v := s.viewOf(s.fan.Current())
+	if int64(topK)*int64(v.minHit) <= int64(v.room) {
 		return nil
 	}
 	return invalid("top_k", "top_k %d cannot fit: %d hits of the smallest size (%d bytes) would take the answer over "+
 		"max_answer_bytes (%d) with room for %d; ask for at most %d hits (refused, not cut)",
-		topK, topK, s.minHit, s.cfg.MaxAnswerBytes, max(s.room, 0), max(s.room, 0)/s.minHit)
+		topK, topK, v.minHit, s.cfg.MaxAnswerBytes, max(v.room, 0), max(v.room, 0)/v.minHit)
 }
 
 // truncationReason says why an answer stopped after n hits.
