@@ -20,7 +20,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	admin := fs.String("admin", def.Admin, "the demo's admin HTTP `address`, with /metrics and /debug/fault (loopback only)")
 	duration := fs.Duration("duration", def.Duration, "length of the run before the recovery: a tenth (at most 5s) healthy, the rest the incident")
 	timeout := fs.Duration("timeout", def.Timeout, "every client's deadline per query (the QS timeout of the incident)")
-	workers := fs.Int("workers", def.Workers, "clients querying in a loop during the incident, each on its own connection; more than the proxy admits (the demo's --max-in-flight, default 256)")
+	workers := fs.Int("workers", def.Workers, "clients querying in a loop during the incident, each on its own connection; more than the proxy admits (the demo's --max-in-flight, default 256); with --cluster, default 32")
 	slowShards := fs.String("slow-shards", strings.Join(def.SlowShards, ","), "comma-separated demo `shards` to slow during the incident")
 	replicas := fs.Int("replicas", def.Replicas, fmt.Sprintf("replicas per shard of the demo (its --replicas, 1 to %d); with 2 or more only replica 0 of each slow shard is slowed, and every worker query must be answered in full", chaos.MaxReplicas))
 	slow := fs.Duration("slow", def.Slow, "delay injected into every call of the slow shards; longer than --timeout")
@@ -43,6 +43,9 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	slowList := splitList(*slowShards)
 	if *clusterCtl != "" && !flagSet(fs, "slow-shards") {
 		slowList = []string{} // a cluster has no fault control
+		if !flagSet(fs, "workers") {
+			*workers = 0 // the cluster scenario's own default
+		}
 	}
 	cfg := chaos.Config{
 		Addr: *addr, Admin: *admin, Duration: *duration, Timeout: *timeout, Workers: *workers,

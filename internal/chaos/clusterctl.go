@@ -25,7 +25,8 @@ type Process struct {
 	Name string `json:"name"`
 	// Role is "etcd", "proxy" or "shard".
 	Role string `json:"role"`
-	// Shard and ReplicaID are a shard replica's registration (empty for the others).
+	// Shard and ReplicaID are a shard replica's registration (empty for the others); a replica's
+	// Name is SHARD/rN and its ReplicaID SHARD-rN, as replica ids are unique under the prefix.
 	Shard     string `json:"shard,omitempty"`
 	ReplicaID string `json:"replica_id,omitempty"`
 	// Addr is what the process serves: etcd's client endpoint, a proxy's QueryService, a shard's
@@ -68,8 +69,8 @@ func ClusterHandler(c Replacer) http.Handler {
 	})
 }
 
-// ReplaceHandler serves POST with the form values shard (a name) and replica (a replica id;
-// absent: the shard's first): it replaces that replica (Replacer.Replace) and answers 200 with
+// ReplaceHandler serves POST with the form values shard (a name) and replica (rN, or the
+// replica id SHARD-rN; absent: the shard's first): it replaces that replica (Replacer.Replace) and answers 200 with
 // the Replacement as JSON, 400 with what to fix for an unknown shard or replica, 500 if the new
 // replica did not start. Like FaultHandler it refuses what a web page could send (see
 // ControlHeader): anyone who can reach it can kill the cluster's shards.

@@ -23,9 +23,9 @@ type fakeCluster struct {
 func newFakeCluster() *fakeCluster {
 	return &fakeCluster{ps: []Process{
 		{Name: "etcd", Role: "etcd", Addr: "127.0.0.1:2379", Pid: 10},
-		{Name: "shard-0/r0", Role: "shard", Shard: "shard-0", ReplicaID: "r0", Addr: "127.0.0.1:7100", Pid: 11},
-		{Name: "shard-0/r1", Role: "shard", Shard: "shard-0", ReplicaID: "r1", Addr: "127.0.0.1:7101", Pid: 12},
-		{Name: "shard-1/r0", Role: "shard", Shard: "shard-1", ReplicaID: "r0", Addr: "127.0.0.1:7110", Pid: 13},
+		{Name: "shard-0/r0", Role: "shard", Shard: "shard-0", ReplicaID: "shard-0-r0", Addr: "127.0.0.1:7100", Pid: 11},
+		{Name: "shard-0/r1", Role: "shard", Shard: "shard-0", ReplicaID: "shard-0-r1", Addr: "127.0.0.1:7101", Pid: 12},
+		{Name: "shard-1/r0", Role: "shard", Shard: "shard-1", ReplicaID: "shard-1-r0", Addr: "127.0.0.1:7110", Pid: 13},
 	}}
 }
 
@@ -39,10 +39,10 @@ func (f *fakeCluster) Replace(_ context.Context, shard, replica string) (Replace
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, p := range f.ps {
-		if p.Shard == shard && (replica == "" || p.ReplicaID == replica) {
+		if p.Shard == shard && (replica == "" || p.Name == shard+"/"+replica) {
 			f.replaced = append(f.replaced, p.Name)
 			n := p
-			n.ReplicaID, n.Name, n.Addr, n.Pid = "r9", shard+"/r9", "127.0.0.1:7199", 99
+			n.ReplicaID, n.Name, n.Addr, n.Pid = shard+"-r9", shard+"/r9", "127.0.0.1:7199", 99
 			f.ps[i] = n
 			return Replacement{Killed: p, Started: n, KilledAt: time.Unix(1, 0), Registered: 150 * time.Millisecond}, nil
 		}
@@ -123,6 +123,7 @@ func TestCheckReplace(t *testing.T) {
 	}{
 		{"shard-0", "", ""},
 		{"shard-0", "r1", ""},
+		{"shard-0", "shard-0-r1", ""},
 		{"shard-0", "r5", "the cluster's shard-0 has no replica r5 (it has r0, r1)"},
 		{"shard-1", "", "has 1 replica: start the cluster with --replicas 2"},
 		{"shard-7", "", "the cluster has no shard shard-7"},

@@ -172,8 +172,9 @@ func checkReplace(cfg Config, ps []Process) error {
 	found := cfg.ReplaceReplica == ""
 	for _, p := range ps {
 		if p.Role == "shard" && p.Shard == cfg.ReplaceShard {
-			ids = append(ids, p.ReplicaID)
-			found = found || p.ReplicaID == cfg.ReplaceReplica
+			short := strings.TrimPrefix(p.Name, p.Shard+"/")
+			ids = append(ids, short)
+			found = found || p.ReplicaID == cfg.ReplaceReplica || short == cfg.ReplaceReplica
 		}
 	}
 	switch {

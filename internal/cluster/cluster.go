@@ -194,7 +194,8 @@ func (c *Cluster) Logs() string { return c.logs }
 // Exits delivers a line for each child that exits while it should be running.
 func (c *Cluster) Exits() <-chan string { return c.exits }
 
-// newID returns the shard's next replica id: r0, r1, ...
+// newID returns the shard's next replica: r0, r1, ... Its id in etcd is SHARD-rN, as replica
+// ids are unique under the prefix, across shards.
 func (c *Cluster) newID(shard string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -203,11 +204,11 @@ func (c *Cluster) newID(shard string) string {
 	return id
 }
 
-func (c *Cluster) startShard(ctx context.Context, shard string, index int, id, listen string) (*member, error) {
-	name := shard + "/" + id
+func (c *Cluster) startShard(ctx context.Context, shard string, index int, replica, listen string) (*member, error) {
+	name, id := shard+"/"+replica, shard+"-"+replica
 	args := append([]string{"shard", "--listen", listen, "--partition", fmt.Sprintf("%d/%d", index, c.spec.Shards),
 		"--register", c.URL(), "--replica-id", id, "--register-ttl", c.spec.RegisterTTL.String()}, c.spec.ShardArgs...)
-	ch, err := startChild(name, c.spec.Gather, filepath.Join(c.logs, shard+"-"+id+".log"), shardReady, args...)
+	ch, err := startChild(name, c.spec.Gather, filepath.Join(c.logs, id+".log"), shardReady, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +276,8 @@ func (c *Cluster) Processes() []chaos.Process {
 	return out
 }
 
-// Replace kills a replica of shard (replica "" for the shard's first) with SIGKILL, so that its
+// Replace kills a replica of shard (replica "" for the shard's first; rN or its id SHARD-rN)
+// with SIGKILL, so that its
 // registration stays in etcd until its lease expires, and starts a new one under the next
 // replica id on a free port; it returns once the new replica is serving and registered.
 func (c *Cluster) Replace(ctx context.Context, shard, replica string) (chaos.Replacement, error) {
@@ -289,8 +291,8 @@ func (c *Cluster) Replace(ctx context.Context, shard, replica string) (chaos.Rep
 		if m.process.Shard != shard {
 			continue
 		}
-		have = append(have, m.process.ReplicaID)
-		if victim == nil && !m.replaced && (replica == "" || m.process.ReplicaID == replica) {
+		have = append(have, m.process.Name[len(shard)+1:])
+		if victim == nil && !m.replaced && (replica == "" || m.process.ReplicaID == replica || m.process.Name == shard+"/"+replica) {
 			victim = m
 		}
 	}
