@@ -46,6 +46,14 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if !flagSet(fs, "workers") {
 			*workers = 0 // the cluster scenario's own default
 		}
+		// The scenario is a replica's death: the stalled and vanished clients of the demo's
+		// incident are left out unless asked for (against --synthetic shards, whose small hits
+		// fit in a stream's flow-control window, a stream never stalls).
+		for name, n := range map[string]*int{"stallers": stallers, "hog": hog, "vanishers": vanishers} {
+			if !flagSet(fs, name) {
+				*n = 0
+			}
+		}
 	}
 	cfg := chaos.Config{
 		Addr: *addr, Admin: *admin, Duration: *duration, Timeout: *timeout, Workers: *workers,

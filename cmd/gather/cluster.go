@@ -51,6 +51,9 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		return fmt.Errorf("cluster: unexpected arguments %q", fs.Args())
 	}
+	if *shards < 1 || *shards > 10 || *replicas < 1 || *replicas > 10 || *proxies < 1 || *proxies > 10 {
+		return fmt.Errorf("--shards %d, --replicas %d, --proxies %d: give 1 to 10 of each", *shards, *replicas, *proxies)
+	}
 	if *synth && (*corpusFile != "" || *dataDir != "") {
 		return errors.New("--synthetic serves no corpus: drop --corpus and --data-dir, or --synthetic")
 	}

@@ -309,3 +309,22 @@ func waitMetric(t *testing.T, c *process, admin, name, match string) {
 		}
 	}
 }
+
+func TestClusterUsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"cluster", "--shards", "0"}, "--shards 0, --replicas 2, --proxies 2: give 1 to 10 of each"},
+		{[]string{"cluster", "--synthetic", "--corpus", "x.jsonl"}, "--synthetic serves no corpus"},
+		{[]string{"cluster", "--register-ttl", "1s"}, "-register-ttl: 1s is below the minimum of 2s"},
+		{[]string{"cluster", "extra"}, "unexpected arguments"},
+	} {
+		var stdout, stderr strings.Builder
+		err := run(t.Context(), tc.args, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error()+stderr.String(), tc.want) {
+			t.Errorf("gather %v: got %v (stderr %q), want an error mentioning %q", tc.args, err, stderr.String(), tc.want)
+		}
+	}
+}
