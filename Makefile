@@ -20,6 +20,18 @@ demo: build ## Run 4 index shards and the proxy on 127.0.0.1 (QS API :7070, admi
 demo-traced: build ## make demo, exporting every query's trace to a local Jaeger (run make jaeger first)
 	OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 OTEL_EXPORTER_OTLP_INSECURE=true $(BIN)/gather demo
 
+# gather cluster needs etcd: as root with apt-get, demo-cluster installs Debian's etcd-server, as
+# .ci/run does; otherwise gather cluster says how to get it. CLUSTER_FLAGS adds flags, e.g.
+# --synthetic (no index to build) or --base-port 7100 (fixed ports).
+CLUSTER_FLAGS ?=
+
+.PHONY: demo-cluster
+demo-cluster: build ## Run etcd, 4 shards x 2 replicas and 2 proxies as processes on 127.0.0.1, shards registered in etcd (CLUSTER_FLAGS)
+	@if ! command -v etcd >/dev/null && [ -z "$${GATHER_ETCD:-}" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing etcd-server (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; fi
+	$(BIN)/gather cluster $(CLUSTER_FLAGS)
+
 .PHONY: jaeger
 jaeger: ## Run Jaeger v2 all-in-one on 127.0.0.1 (query API on :16686, no UI: see gather trace); builds it once (~4 min)
 	scripts/jaeger.sh

@@ -94,7 +94,9 @@ func TestChaosUsageErrors(t *testing.T) {
 		{[]string{"chaos", "--slow-shards", ""}, "name at least one shard"},
 		{[]string{"chaos", "--replicas", "9"}, "replicas 9: give 1 to 8"},
 		{[]string{"chaos", "extra"}, "unexpected arguments"},
-		{[]string{"chaos", "--admin", "127.0.0.1:1", "--duration", "5s"}, "/debug/fault"}, // nothing listens on port 1
+		{[]string{"chaos", "--cluster", "127.0.0.1:1", "--slow-shards", "shard-0"}, "a cluster has no fault control"},
+		{[]string{"chaos", "--cluster", "127.0.0.1:1", "--duration", "5s"}, "GET http://127.0.0.1:1/cluster"}, // nothing listens on port 1
+		{[]string{"chaos", "--admin", "127.0.0.1:1", "--duration", "5s"}, "/debug/fault"},                     // nothing listens on port 1
 	} {
 		var stdout, stderr strings.Builder
 		err := run(t.Context(), tc.args, &stdout, &stderr)

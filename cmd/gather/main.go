@@ -2,6 +2,7 @@
 // index shard it fans out to.
 //
 //	gather demo                      4 shards + the proxy on 127.0.0.1, ready for grpcurl
+//	gather cluster [--shards N] [--replicas R] [--proxies P]   etcd, shards and proxies as processes
 //	gather shard --listen ADDR --partition I/N [--corpus FILE] [--data-dir DIR]
 //	gather proxy --listen ADDR --shard NAME=ADDR[,ADDR...] ... | --config FILE
 //	gather query [--addr ADDR] [--top-k N] [--trace] TEXT
@@ -34,6 +35,7 @@ var commands = []command{
 	{"demo", "run 4 index shards and the proxy on 127.0.0.1", runDemo},
 	{"shard", "serve one partition of a corpus as a ShardService", runShard},
 	{"proxy", "serve the QueryService in front of a set of shards", runProxy},
+	{"cluster", "run etcd, 4 shards x 2 replicas and 2 proxies as processes on 127.0.0.1", runCluster},
 	{"query", "ask a QueryService and print the hits as a table (--trace: and the query's trace)", runQuery},
 	{"trace", "draw a query's trace from Jaeger as a waterfall: the proxy, each shard call, hedges and cuts", runTrace},
 	{"bench", "drive load at a QueryService and report latency percentiles and throughput", runBench},

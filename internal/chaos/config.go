@@ -94,6 +94,18 @@ type Config struct {
 	// and dials a new one, so that connections are closed throughout the incident. A worker also
 	// closes its connection after a query hit its timeout, as the incident's QS did. Default 20.
 	ReconnectEvery int
+	// Cluster, if not empty, is the control address of a `gather cluster` (ClusterPath,
+	// ReplacePath), and the run is the cluster's scenario rather than the demo's incident: no
+	// shard is slowed (a cluster has no fault control; SlowShards must be empty), and a third of
+	// the way into the incident one replica of ReplaceShard is killed with SIGKILL and a new one
+	// started on a new port. Addr and Admin are then one of the cluster's proxies. The verdict
+	// requires every worker query answered in full: the proxy must retry around the killed
+	// replica while etcd still lists it, and follow the topology when its lease expires.
+	// Must be a loopback address.
+	Cluster string
+	// ReplaceShard is the shard whose replica the cluster scenario replaces (default shard-1);
+	// ReplaceReplica the replica id (default: the shard's first).
+	ReplaceShard, ReplaceReplica string
 	// Progress, if not nil, receives a progress line at most every ProgressEvery (default 1s).
 	Progress      io.Writer
 	ProgressEvery time.Duration
@@ -122,9 +134,16 @@ func (c Config) withDefaults() Config {
 	def(&c.ProgressEvery, time.Second)
 	if c.Workers == 0 {
 		c.Workers = 320
+		if c.Cluster != "" {
+			// Fewer than a proxy admits (256): the scenario is a replica's death, not overload.
+			c.Workers = 32
+		}
 	}
-	if c.SlowShards == nil {
+	if c.SlowShards == nil && c.Cluster == "" {
 		c.SlowShards = []string{"shard-0", "shard-1"}
+	}
+	if c.ReplaceShard == "" {
+		c.ReplaceShard = "shard-1"
 	}
 	if c.Replicas == 0 {
 		c.Replicas = 1
@@ -148,7 +167,11 @@ func (c Config) Defaults() Config { return c.withDefaults() }
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	for _, a := range []struct{ name, addr string }{{"addr", c.Addr}, {"admin", c.Admin}} {
+	addrs := []struct{ name, addr string }{{"addr", c.Addr}, {"admin", c.Admin}}
+	if c.Cluster != "" {
+		addrs = append(addrs, struct{ name, addr string }{"cluster", c.Cluster})
+	}
+	for _, a := range addrs {
 		if err := checkLoopback(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a.name, err))
 		}
@@ -188,7 +211,10 @@ func (c Config) Validate() error {
 	if c.Replicas < 1 || c.Replicas > MaxReplicas {
 		errs = append(errs, fmt.Errorf("replicas %d: give 1 to %d, the demo's --replicas", c.Replicas, MaxReplicas))
 	}
-	if len(c.SlowShards) == 0 {
+	switch {
+	case c.Cluster != "" && len(c.SlowShards) > 0:
+		errs = append(errs, errors.New("slow-shards: a cluster has no fault control: name no shard to slow with --cluster"))
+	case c.Cluster == "" && len(c.SlowShards) == 0:
 		errs = append(errs, errors.New("slow-shards: name at least one shard to slow"))
 	}
 	return errors.Join(errs...)

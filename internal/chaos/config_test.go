@@ -34,11 +34,20 @@ func TestConfigValidate(t *testing.T) {
 		{Config{ProbeEvery: 2 * time.Second}, "shorter than the longest allowed gap"},
 		{Config{Replicas: 9}, "replicas 9: give 1 to 8"},
 		{Config{Replicas: -1}, "replicas -1: give 1 to 8"},
+		{Config{Cluster: "127.0.0.1:1", SlowShards: []string{"shard-0"}}, "a cluster has no fault control"},
+		{Config{Cluster: "10.0.0.1:1"}, "cluster: \"10.0.0.1:1\" is not a loopback address"},
 	} {
 		err := tc.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: got %v, want an error saying %q", tc.cfg, err, tc.want)
 		}
+	}
+	if err := (Config{Cluster: "127.0.0.1:7072"}).Validate(); err != nil {
+		t.Errorf("the cluster scenario's defaults do not validate: %v", err)
+	}
+	if c := (Config{Cluster: "127.0.0.1:7072"}).Defaults(); c.Workers >= 256 || len(c.SlowShards) != 0 || c.ReplaceShard != "shard-1" {
+		t.Errorf("cluster defaults: %d workers, slow shards %v, replace %q; want fewer workers than the proxy admits, none slowed, shard-1",
+			c.Workers, c.SlowShards, c.ReplaceShard)
 	}
 	for _, ok := range []string{"127.0.0.1:7070", "[::1]:7070", "localhost:7070", "127.1.2.3:1"} {
 		if err := (Config{Addr: ok}).Validate(); err != nil {

@@ -21,6 +21,12 @@
 //   - recovery: the shards are healed, the load stops, every connection chaos opened except the
 //     probe's is closed, and the proxy is polled until it is clean again.
 //
+// Against a `gather cluster` ([Config.Cluster]), the incident is a replica's death instead: no
+// shard is slowed; a third of the way in, the cluster's control kills one shard replica process
+// with SIGKILL and starts a new one on a new port ([ReplaceHandler]), and every worker query must
+// still be answered in full, while etcd lists the dead replica until its lease expires and the
+// proxy then follows the new topology.
+//
 // The [Report] holds the counts and the proxy's state before, at the peak and after, and its
 // [Report.Checks] say whether the proxy came through clean. What chaos claims about the proxy it
 // reads from the proxy's own metrics (socket states, goroutines, calls ended by the send

@@ -73,13 +73,24 @@ type runner struct {
 
 func (r *runner) run(ctx context.Context) (*Report, error) {
 	cfg := r.cfg
-	specs, err := setFault(ctx, r.http, cfg.Admin, AllShards, allReplicas, "") // also proves fault control exists
-	if err != nil {
-		return nil, err
+	if cfg.Cluster != "" {
+		ps, err := clusterProcesses(ctx, r.http, cfg.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkReplace(cfg, ps); err != nil {
+			return nil, err
+		}
+	} else {
+		specs, err := setFault(ctx, r.http, cfg.Admin, AllShards, allReplicas, "") // also proves fault control exists
+		if err != nil {
+			return nil, err
+		}
+		if err := checkShards(cfg, specs); err != nil {
+			return nil, err
+		}
 	}
-	if err := checkShards(cfg, specs); err != nil {
-		return nil, err
-	}
+	var err error
 	if r.last, err = r.sc.scrape(ctx, scrapeTimeout, false); err != nil {
 		return nil, err
 	}
@@ -154,8 +165,35 @@ func (c Config) slowReplica() int {
 	return allReplicas
 }
 
-// heal clears every shard's fault, even if ctx has ended.
+// checkReplace checks that the cluster, whose processes are ps, has the replica to replace and
+// another replica of its shard to answer for it.
+func checkReplace(cfg Config, ps []Process) error {
+	var ids []string
+	found := cfg.ReplaceReplica == ""
+	for _, p := range ps {
+		if p.Role == "shard" && p.Shard == cfg.ReplaceShard {
+			short := strings.TrimPrefix(p.Name, p.Shard+"/")
+			ids = append(ids, short)
+			found = found || p.ReplicaID == cfg.ReplaceReplica || short == cfg.ReplaceReplica
+		}
+	}
+	switch {
+	case len(ids) == 0:
+		return fmt.Errorf("replace-shard: the cluster has no shard %s", cfg.ReplaceShard)
+	case !found:
+		return fmt.Errorf("replace-replica: the cluster's %s has no replica %s (it has %s)", cfg.ReplaceShard, cfg.ReplaceReplica, strings.Join(ids, ", "))
+	case len(ids) < 2:
+		return fmt.Errorf("replace-shard: the cluster's %s has 1 replica: start the cluster with --replicas 2, or every query would miss it: %w",
+			cfg.ReplaceShard, ErrTooFewReplicas)
+	}
+	return nil
+}
+
+// heal clears every shard's fault, even if ctx has ended; a cluster has none.
 func (r *runner) heal(ctx context.Context) error {
+	if r.cfg.Cluster != "" {
+		return nil
+	}
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_, err := setFault(hctx, r.http, r.cfg.Admin, AllShards, allReplicas, "")
@@ -215,6 +253,10 @@ func (r *runner) before(ctx context.Context, rep *Report) error {
 func (r *runner) incident(ctx context.Context, rep *Report) error {
 	cfg := r.cfg
 	end := rep.Start.Add(cfg.Duration)
+	replaceAt := time.Time{} // zero: nothing to replace
+	if cfg.Cluster != "" {
+		replaceAt = time.Now().Add(time.Until(end) / 3)
+	}
 	for _, s := range cfg.SlowShards {
 		if _, err := setFault(ctx, r.http, cfg.Admin, s, cfg.slowReplica(), "delay="+cfg.Slow.String()); err != nil {
 			return err
@@ -258,6 +300,10 @@ func (r *runner) incident(ctx context.Context, rep *Report) error {
 			return nil
 		case <-tick.C:
 		}
+		if !replaceAt.IsZero() && !time.Now().Before(replaceAt) {
+			replaceAt = time.Time{}
+			r.replace(ctx, rep)
+		}
 		if time.Since(scraped) >= incidentScrapeEvery {
 			scraped = time.Now()
 			if st, err := r.sc.scrape(ctx, scrapeTimeout, false); err == nil {
@@ -265,6 +311,26 @@ func (r *runner) incident(ctx context.Context, rep *Report) error {
 			}
 		}
 		r.progress("incident", rep, true) // the ticks are ProgressEvery apart
+	}
+}
+
+// replace has the cluster replace a replica mid-incident and records what happened, with the
+// worker counts at that moment.
+func (r *runner) replace(ctx context.Context, rep *Report) {
+	cfg := r.cfg
+	rep.ReplaceAt = time.Since(rep.Start)
+	rep.WorkersAtReplace = r.workers.counts()
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute) // a new replica may open an index
+	defer cancel()
+	rp, err := replaceReplica(rctx, r.http, cfg.Cluster, cfg.ReplaceShard, cfg.ReplaceReplica)
+	if err != nil {
+		rep.ReplaceErr = err.Error()
+		return
+	}
+	rep.Replacement = &rp
+	if w := cfg.Progress; w != nil {
+		fmt.Fprintf(w, "chaos replaced %s (%s, pid %d, killed) by %s (%s, pid %d) serving and registered %s later\n",
+			rp.Killed.Name, rp.Killed.Addr, rp.Killed.Pid, rp.Started.Name, rp.Started.Addr, rp.Started.Pid, rp.Registered.Round(time.Millisecond))
 	}
 }
 

@@ -62,6 +62,13 @@ type Report struct {
 	// against shards of one replica.
 	Hedges, Retries map[string]int64
 	Ejections       int64
+	// In the cluster scenario (Config.Cluster): Replacement is the replica replaced, or
+	// ReplaceErr why it was not; ReplaceAt is when, relative to Start, and WorkersAtReplace the
+	// worker counts just before.
+	Replacement      *Replacement
+	ReplaceErr       string
+	ReplaceAt        time.Duration
+	WorkersAtReplace Counts
 	// PeerGoneAfter is gather_grpc_peer_gone_calls in After: calls whose client is gone and
 	// that still run, gRPC's CLOSE_WAIT.
 	PeerGoneAfter int64
@@ -164,7 +171,8 @@ type Check struct {
 // the baseline, the heap back near it (only when both were read just after a GC), healthy
 // queries answered throughout, no probe query shed for its whole budget, recovered at all,
 // answered before the QS timeout, every worker query answered in full (only when one replica
-// of shards of several was slowed, Config.Replicas > 1), overload shed, stalled streams ended by
+// of shards of several was slowed, Config.Replicas > 1, or in the cluster scenario, after
+// "replica replaced"), overload shed (not in the cluster scenario, whose load is below admission), stalled streams ended by
 // the proxy (the stallers' and the hog's, by the send watchdog or the flow guard) and vanished
 // connections dropped by the proxy (each left out when there were no such clients).
 func (r *Report) Checks() []Check {
@@ -212,7 +220,20 @@ func (r *Report) Checks() []Check {
 	add("answered before the QS timeout", r.Workers.QSTimeout == 0,
 		"%d worker queries hit their %s timeout", r.Workers.QSTimeout, cfg.Timeout)
 
-	if cfg.Replicas > 1 {
+	if cfg.Cluster != "" {
+		if r.Replacement != nil {
+			rp := r.Replacement
+			add("replica replaced", true, "%s (%s) killed at +%s, %s (%s) serving and registered %s later",
+				rp.Killed.Name, rp.Killed.Addr, r.ReplaceAt.Round(100*time.Millisecond), rp.Started.Name, rp.Started.Addr, rp.Registered.Round(time.Millisecond))
+		} else {
+			add("replica replaced", false, "not replaced: %s", r.ReplaceErr)
+		}
+		// The replaced shard keeps a healthy replica throughout: a degraded or failed answer
+		// means the proxy waited on the dead one instead of retrying around it.
+		add("every worker query answered in full", r.Workers.Degraded == 0 && r.Workers.Failed() == 0,
+			"%d worker queries degraded, %d failed, %d answered in full (%d degraded and %d failed before the replacement)",
+			r.Workers.Degraded, r.Workers.Failed(), r.Workers.OK, r.WorkersAtReplace.Degraded, r.WorkersAtReplace.Failed())
+	} else if cfg.Replicas > 1 {
 		// Each slow shard keeps healthy replicas: a degraded or failed answer means the proxy
 		// waited on the slow one instead of routing around it.
 		add("every worker query answered in full", r.Workers.Degraded == 0 && r.Workers.Failed() == 0,
@@ -220,9 +241,11 @@ func (r *Report) Checks() []Check {
 			r.Workers.Degraded, r.Workers.Failed(), r.Workers.OK, strings.Join(cfg.SlowShards, ","), cfg.Replicas)
 	}
 
-	add("overload shed, not queued", r.Workers.Shed > 0 && r.ShedByProxy > 0,
-		"%d worker queries shed with RESOURCE_EXHAUSTED; the proxy counted %d sheds%s",
-		r.Workers.Shed, r.ShedByProxy, map[bool]string{true: " (none: the load never exceeded admission; raise --workers)"}[r.ShedByProxy == 0])
+	if cfg.Cluster == "" {
+		add("overload shed, not queued", r.Workers.Shed > 0 && r.ShedByProxy > 0,
+			"%d worker queries shed with RESOURCE_EXHAUSTED; the proxy counted %d sheds%s",
+			r.Workers.Shed, r.ShedByProxy, map[bool]string{true: " (none: the load never exceeded admission; raise --workers)"}[r.ShedByProxy == 0])
+	}
 
 	if cfg.Stallers > 0 || cfg.Hog > 0 {
 		s, h := r.Stalls, r.Hog
@@ -285,12 +308,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if cfg.WorkerCaller != "" {
 		workersAs = fmt.Sprintf("one caller, %q", cfg.WorkerCaller)
 	}
-	slowed := strings.Join(cfg.SlowShards, ",")
+	slowed := strings.Join(cfg.SlowShards, ",") + " slowed by " + cfg.Slow.String()
 	if cfg.Replicas > 1 {
-		slowed = fmt.Sprintf("replica 0 of %s (of %d replicas each)", slowed, cfg.Replicas)
+		slowed = fmt.Sprintf("replica 0 of %s (of %d replicas each) slowed by %s", strings.Join(cfg.SlowShards, ","), cfg.Replicas, cfg.Slow)
 	}
-	fmt.Fprintf(&buf, "incident: %s slowed by %s, %d workers (%s, started over %s) with a %s timeout, %d stallers, a hog with %d streams, %d vanishers\n\n",
-		slowed, cfg.Slow, cfg.Workers, workersAs, workerRamp, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
+	if cfg.Cluster != "" {
+		replica := cfg.ReplaceReplica
+		if replica == "" {
+			replica = "the first replica"
+		}
+		slowed = fmt.Sprintf("%s of %s killed and replaced a third of the way in (cluster control %s)", replica, cfg.ReplaceShard, cfg.Cluster)
+	}
+	fmt.Fprintf(&buf, "incident: %s, %d workers (%s, started over %s) with a %s timeout, %d stallers, a hog with %d streams, %d vanishers\n\n",
+		slowed, cfg.Workers, workersAs, workerRamp, cfg.Timeout, cfg.Stallers, cfg.Hog, cfg.Vanishers)
 
 	section(func(printf func(string, ...any)) {
 		c := r.Workers

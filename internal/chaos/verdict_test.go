@@ -284,3 +284,63 @@ func TestProbeStats(t *testing.T) {
 func squeeze(s string) string {
 	return regexp.MustCompile(` +`).ReplaceAllString(s, " ")
 }
+
+// clusterReport is the report of a clean cluster run: a replica replaced, every worker query
+// answered in full, nothing shed (the load stays below admission).
+func clusterReport() *Report {
+	r := cleanReport()
+	r.Config.Cluster, r.Config.SlowShards, r.Config.ReplaceShard = "127.0.0.1:7072", []string{}, "shard-1"
+	r.Workers = Counts{OK: 9000}
+	r.ShedByProxy, r.ShedOverShare = 0, 0
+	r.Replacement = &Replacement{
+		Killed:     Process{Name: "shard-1/r0", Addr: "127.0.0.1:7110"},
+		Started:    Process{Name: "shard-1/r2", Addr: "127.0.0.1:40000"},
+		Registered: 120 * time.Millisecond,
+	}
+	r.ReplaceAt = 20 * time.Second
+	r.Retries = map[string]int64{"won": 12}
+	return r
+}
+
+// TestChecksCluster: the cluster scenario requires the replacement and every worker query in
+// full, and does not ask for overload.
+func TestChecksCluster(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		change func(r *Report)
+		failed []string
+	}{
+		{"clean", func(*Report) {}, nil},
+		{"not replaced", func(r *Report) { r.Replacement, r.ReplaceErr = nil, "POST: 500" }, []string{"replica replaced"}},
+		{"one degraded", func(r *Report) { r.Workers.Degraded = 1 }, []string{"every worker query answered in full"}},
+		{"one unavailable", func(r *Report) { r.Workers.Unavailable = 1 }, []string{"every worker query answered in full"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := clusterReport()
+			tc.change(r)
+			if got, want := r.Failed(), tc.failed; strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("failed checks %q, want %q", got, want)
+			}
+		})
+	}
+	var buf bytes.Buffer
+	if err := clusterReport().WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	out := squeeze(buf.String())
+	for _, want := range []string{
+		"incident: the first replica of shard-1 killed and replaced a third of the way in (cluster control 127.0.0.1:7072)",
+		"replica replaced PASS shard-1/r0 (127.0.0.1:7110) killed at +20s, shard-1/r2 (127.0.0.1:40000) serving and registered 120ms later",
+		"every worker query answered in full PASS 0 worker queries degraded, 0 failed, 9000 answered in full",
+		"verdict: CLEAN",
+	} {
+		if !strings.Contains(out, squeeze(want)) {
+			t.Errorf("table lacks %q:\n%s", want, buf.String())
+		}
+	}
+	if strings.Contains(out, "overload shed") {
+		t.Errorf("the cluster scenario judges overload:\n%s", buf.String())
+	}
+}
