@@ -189,7 +189,7 @@ func TestUpdateWhileQuerying(t *testing.T) {
 				}
 				for i, r := range res {
 					if r.Shard != names[i] || (r.Status != StatusOK && !errors.Is(r.Err, ErrNoReplica)) {
-						errs <- fmt.Errorf("shard %s (topology %v): %v %v", r.Shard, names, r.Status, r.Err)
+						errs <- fmt.Errorf("shard %s (topology %v): %v %w", r.Shard, names, r.Status, r.Err)
 						return
 					}
 				}
