@@ -299,3 +299,21 @@ func TestPendingFlags(t *testing.T) {
 		t.Errorf("Check with --discover in the binary = %v, want it to say to delete it from pendingFlags", err)
 	}
 }
+
+// TestRun: go run . OVERLAY prints the rendering as one YAML stream, and an unknown overlay is an
+// error.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	var out, errs strings.Builder
+	if err := run([]string{"etcd"}, &out, &errs); err != nil {
+		t.Fatalf("run etcd: %v\n%s", err, errs.String())
+	}
+	for _, want := range []string{"kind: StatefulSet", "\n---\n", "--discover=$(ETCD_URL)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("run etcd printed no %q", want)
+		}
+	}
+	if err := run([]string{"nosuch"}, &out, &errs); err == nil {
+		t.Error("run nosuch = nil error, want one")
+	}
+}
