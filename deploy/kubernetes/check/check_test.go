@@ -290,6 +290,7 @@ func TestPendingFlags(t *testing.T) {
 	t.Parallel()
 	c := render(t, filepath.Join(root, "overlays", "etcd"))
 	g := *gather
+	g.Pending = map[string][]string{"proxy": {"discover"}}
 	g.Flags = map[string]map[string]bool{"shard": gather.Flags["shard"], "proxy": {"discover": false}}
 	for name, isBool := range gather.Flags["proxy"] {
 		g.Flags["proxy"][name] = isBool
