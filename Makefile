@@ -79,11 +79,22 @@ checkgenerate: generate ## Fail if gen/ differs from what proto/ generates
 		git status --porcelain -- gen internal/apidesc; exit 1; fi
 
 .PHONY: lint
-lint: $(BIN)/buf $(BIN)/golangci-lint $(PROTOVALIDATE_PROTO) ## buf lint + format check, go vet, golangci-lint
+lint: $(BIN)/buf $(BIN)/golangci-lint $(PROTOVALIDATE_PROTO) check-kubernetes ## buf lint + format check, go vet, golangci-lint, the Kubernetes manifests
 	$(BIN)/buf lint
 	$(BIN)/buf format proto --diff --exit-code
 	$(GO) vet ./...
 	$(BIN)/golangci-lint run ./...
+	$(GO) -C $(K8SCHECK) vet ./...
+	cd $(K8SCHECK) && $(BIN)/golangci-lint run ./...
+
+# deploy/kubernetes/check is a module of its own, so that gather's module does not depend on
+# kustomize and k8s.io/api. Its tests render every overlay offline, decode each object strictly
+# and check the manifests against the gather binary's flags and cmd/gather's drains.
+K8SCHECK := deploy/kubernetes/check
+
+.PHONY: check-kubernetes
+check-kubernetes: build ## Render deploy/kubernetes's overlays (offline) and check them against the gather binary
+	GATHER_BIN=$(BIN)/gather $(GO) -C $(K8SCHECK) test -count=1 ./...
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz test for a short while (FUZZTIME=30s)
