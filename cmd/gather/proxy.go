@@ -156,9 +156,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	follow, err := followTopology(ctx, p.fan, cfg, *path, resolve, log, o.reg)
 	if err != nil {
-		stopCtx, cancel := graceContext(ctx, 0)
-		defer cancel()
-		p.Stop(stopCtx)
+		now, cancel := context.WithCancel(ctx) // no query can have come in yet: stop at once
+		cancel()
+		p.Stop(now)
 		return err
 	}
 	defer follow.Stop()

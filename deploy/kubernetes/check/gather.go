@@ -46,7 +46,7 @@ func subcommands() map[string]struct{ file, fn string } {
 // written (issue 11: gather proxy --discover etcd://HOST:PORT/PREFIX). Once the binary has one,
 // Check says to delete it from here; an empty map is fine.
 func pendingFlags() map[string][]string {
-	return map[string][]string{"proxy": {"discover"}}
+	return map[string][]string{}
 }
 
 // LoadGather reads the flags of bin's subcommands from their -h output and the drain deadlines
