@@ -147,14 +147,14 @@ func TestDNSFirstResolutionPublishesAllAddresses(t *testing.T) {
 		// The same name with another port: one lookup, other replicas.
 		{Name: "s2", Replicas: []string{fmt.Sprintf("dns://%s/a.gather.test.:7072", srv.Addr())}},
 		{Name: "s3", Replicas: []string{entry(srv, "none.gather.test.")}},
-		{Name: "s4", Replicas: []string{"127.0.0.1:8"}},
+		{Name: "s4", Replicas: []string{"shard-4.example:7071", "127.0.0.1:8"}},
 	}
 	if !discovery.HasDNSNames(topo) || discovery.HasDNSNames(topo[4:]) {
 		t.Error("HasDNSNames: wrong")
 	}
 	r := runDNS(t, topo, discovery.WithDNSInterval(time.Hour))
 	if got, want := r.src.Static(), []fanout.ShardSpec{{Name: "s0", Replicas: []string{"127.0.0.1:9", "10.0.0.2:7071"}},
-		{Name: "s1"}, {Name: "s2"}, {Name: "s3"}, {Name: "s4", Replicas: []string{"127.0.0.1:8"}}}; !equalTopology(got, want) {
+		{Name: "s1"}, {Name: "s2"}, {Name: "s3"}, {Name: "s4", Replicas: []string{"shard-4.example:7071", "127.0.0.1:8"}}}; !equalTopology(got, want) {
 		t.Errorf("Static() = %v, want %v", got, want)
 	}
 	want := []fanout.ShardSpec{
@@ -162,7 +162,7 @@ func TestDNSFirstResolutionPublishesAllAddresses(t *testing.T) {
 		{Name: "s1", Replicas: []string{"10.0.1.1:7071"}},
 		{Name: "s2", Replicas: []string{"10.0.0.2:7072", "10.0.0.10:7072", "[2001:db8::1]:7072"}},
 		{Name: "s3"},
-		{Name: "s4", Replicas: []string{"127.0.0.1:8"}},
+		{Name: "s4", Replicas: []string{"127.0.0.1:8", "shard-4.example:7071"}}, // addresses before names
 	}
 	r.latest.WaitFor(t, waitFor, "every address", is(want))
 	if n := r.published.Load(); n != 1 {
@@ -285,6 +285,20 @@ func TestDNSFailingServerKeepsTheLastAddresses(t *testing.T) {
 	if n := r.logs.count("dns name resolves again"); n != 1 {
 		t.Errorf("%d log lines for the end of the failures, want 1", n)
 	}
+}
+
+func TestDNSShardWithoutAnswerYetIsPublishedEmpty(t *testing.T) {
+	t.Parallel()
+	srv := dnstest.Start(t)
+	srv.Set("a.gather.test", "10.0.0.1")
+	srv.SetMode(dnstest.Fail)
+	r := runDNS(t, []fanout.ShardSpec{{Name: "s0", Replicas: []string{entry(srv, "a.gather.test.")}}},
+		discovery.WithDNSInterval(5*time.Millisecond))
+	r.latest.WaitFor(t, waitFor, "the shard without replica", func(t []fanout.ShardSpec) bool {
+		return len(t) == 1 && t[0].Name == "s0" && len(t[0].Replicas) == 0
+	})
+	srv.SetMode(dnstest.Answer)
+	r.latest.WaitFor(t, waitFor, "the address", is([]fanout.ShardSpec{{Name: "s0", Replicas: []string{"10.0.0.1:7071"}}}))
 }
 
 func TestDNSNameWithoutAddressDropsItsReplicas(t *testing.T) {
