@@ -477,9 +477,9 @@ func (s *DNSSource) build() []fanout.ShardSpec {
 			}
 			s.cut[sh.name] = cut
 		}
-		all := append(lits, resolved...)
-		slices.SortFunc(all, compareReplicas)
-		out[i] = fanout.ShardSpec{Name: sh.name, Replicas: all}
+		replicas := slices.Concat(lits, resolved)
+		slices.SortFunc(replicas, compareReplicas)
+		out[i] = fanout.ShardSpec{Name: sh.name, Replicas: replicas}
 	}
 	return out
 }
