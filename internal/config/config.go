@@ -134,7 +134,7 @@ func Load(path string) (Proxy, error) {
 func ParseShardFlag(v string) (Shard, error) {
 	name, addrs, ok := strings.Cut(v, "=")
 	if !ok || strings.TrimSpace(name) == "" || strings.TrimSpace(addrs) == "" {
-		return Shard{}, fmt.Errorf("--shard %q: want NAME=ADDR[,ADDR...], each ADDR HOST:PORT or dns:///HOST:PORT", v)
+		return Shard{}, fmt.Errorf("--shard %q: want NAME=HOST:PORT[,HOST:PORT...], where dns:///HOST:PORT stands for every address of HOST", v)
 	}
 	s := Shard{Name: strings.TrimSpace(name)}
 	var errs []error
