@@ -87,8 +87,7 @@ type DNSSource struct {
 	names    []*dnsLookup // every distinct (server, host), in order of first use
 	onChange func([]fanout.ShardSpec)
 	log      *slog.Logger
-	reg      prometheus.Registerer
-	m        *dnsMetrics
+	m        *DNSMetrics
 
 	interval, minRefresh, timeout time.Duration
 	refresh                       chan struct{} // Refresh's signal, buffered: one pending is enough
@@ -165,10 +164,9 @@ func WithDNSLookupTimeout(d time.Duration) DNSOption {
 // WithDNSLogger sets where changes and lookup failures are logged. Default: slog.Default().
 func WithDNSLogger(log *slog.Logger) DNSOption { return func(s *DNSSource) { s.log = log } }
 
-// WithDNSRegisterer registers the source's metrics on reg. Default: a registry of its own.
-func WithDNSRegisterer(reg prometheus.Registerer) DNSOption {
-	return func(s *DNSSource) { s.reg = reg }
-}
+// WithDNSMetrics counts in m (NewDNSMetrics). Default: metrics on a registry of the source's
+// own, which nothing reads.
+func WithDNSMetrics(m *DNSMetrics) DNSOption { return func(s *DNSSource) { s.m = m } }
 
 // HasDNSNames reports whether some replica entry of topology is a dns one, so that a
 // DNSSource is needed.
@@ -192,8 +190,8 @@ func NewDNSSource(topology []fanout.ShardSpec, onChange func([]fanout.ShardSpec)
 	for _, o := range opts {
 		o(s)
 	}
-	if s.reg == nil {
-		s.reg = prometheus.NewRegistry()
+	if s.m == nil {
+		s.m = NewDNSMetrics(prometheus.NewRegistry())
 	}
 	byName := map[string]*dnsLookup{}
 	resolvers := map[string]*net.Resolver{} // one per server: a resolver merges concurrent lookups of a name
@@ -234,7 +232,7 @@ func NewDNSSource(topology []fanout.ShardSpec, onChange func([]fanout.ShardSpec)
 	for i, sh := range s.shards {
 		names[i] = sh.name
 	}
-	s.m = newDNSMetrics(s.reg, names)
+	s.m.forShards(names)
 	return s, nil
 }
 
@@ -518,7 +516,7 @@ func (s *DNSSource) publish() {
 		if !s.published || len(added)+len(removed) > 0 {
 			s.log.Info("dns topology change", "shard", sh.Name, "replicas", len(sh.Replicas), "added", added, "removed", removed)
 		}
-		s.m.addresses.WithLabelValues(sh.Name).Set(float64(len(sh.Replicas)))
+		s.m.replicas.WithLabelValues(sh.Name).Set(float64(len(sh.Replicas)))
 	}
 	s.m.changes.Inc()
 	s.last, s.published = t, true

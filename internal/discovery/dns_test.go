@@ -68,7 +68,7 @@ type dnsRun struct {
 func runDNS(t *testing.T, topo []fanout.ShardSpec, opts ...discovery.DNSOption) *dnsRun {
 	t.Helper()
 	r := &dnsRun{latest: etcdtest.NewLatest[[]fanout.ShardSpec](), reg: prometheus.NewRegistry(), logs: &logBuffer{}, done: make(chan error, 1)}
-	opts = append([]discovery.DNSOption{discovery.WithDNSRegisterer(r.reg),
+	opts = append([]discovery.DNSOption{discovery.WithDNSMetrics(discovery.NewDNSMetrics(r.reg)),
 		discovery.WithDNSLogger(slog.New(slog.NewTextHandler(r.logs, nil)))}, opts...)
 	src, err := discovery.NewDNSSource(topo, func(t []fanout.ShardSpec) {
 		r.published.Add(1)
@@ -405,5 +405,30 @@ func TestNewDNSSourceNamesTheBadEntry(t *testing.T) {
 		{Name: "s1", Replicas: []string{"dns:///shards"}}}, func([]fanout.ShardSpec) {})
 	if err == nil || !strings.Contains(err.Error(), `shard s1: invalid dns replica entry "dns:///shards"`) {
 		t.Errorf("got %v, want an error naming shard s1 and its entry", err)
+	}
+}
+
+func TestDNSMetricsOutliveASource(t *testing.T) {
+	t.Parallel()
+	// A proxy that re-reads its configuration replaces its source and keeps the metrics.
+	reg := prometheus.NewRegistry()
+	m := discovery.NewDNSMetrics(reg)
+	for _, shard := range []string{"old", "new"} {
+		if _, err := discovery.NewDNSSource([]fanout.ShardSpec{{Name: shard, Replicas: []string{"dns:///localhost:1"}}},
+			func([]fanout.ShardSpec) {}, discovery.WithDNSMetrics(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "gather_discovery_dns_replicas" {
+			continue
+		}
+		if got := mf.GetMetric(); len(got) != 1 || got[0].GetLabel()[0].GetValue() != "new" {
+			t.Errorf("gather_discovery_dns_replicas: %v, want the series of shard new only", got)
+		}
 	}
 }

@@ -5,19 +5,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-// dnsMetrics are a DNSSource's metric families.
-type dnsMetrics struct {
-	lookups   *prometheus.CounterVec
-	rounds    *prometheus.CounterVec
-	addresses *prometheus.GaugeVec
-	changes   prometheus.Counter
+// DNSMetrics are the metric families of a DNSSource. Make one per registry with NewDNSMetrics
+// and give it to each source in turn (WithDNSMetrics): a proxy that re-reads its configuration
+// replaces its source, not the metrics. One source at a time: each resets the per-shard gauge to
+// its own shards.
+type DNSMetrics struct {
+	lookups  *prometheus.CounterVec
+	rounds   *prometheus.CounterVec
+	replicas *prometheus.GaugeVec
+	changes  prometheus.Counter
 }
 
-// newDNSMetrics registers a DNSSource's metric families on reg, with a series for each of
-// shards and each label value, so that a dashboard sees zeros rather than nothing.
-func newDNSMetrics(reg prometheus.Registerer, shards []string) *dnsMetrics {
+// NewDNSMetrics registers the DNS source's metric families on reg.
+func NewDNSMetrics(reg prometheus.Registerer) *DNSMetrics {
 	f := promauto.With(reg)
-	m := &dnsMetrics{
+	m := &DNSMetrics{
 		lookups: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_discovery_dns_lookups_total",
 			Help: "Lookups of a dns replica entry's name, by result: ok (addresses), not_found (NXDOMAIN or no A/AAAA record: the name's replicas are dropped), error (the DNS server failed or did not answer: the last addresses are kept).",
@@ -26,7 +28,7 @@ func newDNSMetrics(reg prometheus.Registerer, shards []string) *dnsMetrics {
 			Name: "gather_discovery_dns_rounds_total",
 			Help: "Rounds of lookups of every dns name, by trigger: start, interval (periodic), refresh (a lost replica connection asked, rate-limited).",
 		}, []string{"trigger"}),
-		addresses: f.NewGaugeVec(prometheus.GaugeOpts{
+		replicas: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gather_discovery_dns_replicas",
 			Help: "Replica addresses of each shard in the topology the DNS source last published (resolved addresses and literal entries).",
 		}, []string{"shard"}),
@@ -41,8 +43,14 @@ func newDNSMetrics(reg prometheus.Registerer, shards []string) *dnsMetrics {
 	for _, t := range []string{triggerStart, triggerInterval, triggerRefresh} {
 		m.rounds.WithLabelValues(t)
 	}
-	for _, s := range shards {
-		m.addresses.WithLabelValues(s)
-	}
 	return m
+}
+
+// forShards makes the per-shard gauge have a series for each of shards and no other, so that a
+// dashboard sees a shard at 0 before the first round rather than nothing.
+func (m *DNSMetrics) forShards(shards []string) {
+	m.replicas.Reset()
+	for _, s := range shards {
+		m.replicas.WithLabelValues(s)
+	}
 }
