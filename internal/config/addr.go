@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatherproxy/gather/internal/discovery"
 )
 
 // lookupTimeout bounds the name lookup of a listen address, so a broken resolver delays the
@@ -97,11 +99,20 @@ func (h host) local(ip netip.Addr) (bool, error) {
 	return false, nil
 }
 
-// checkReplica checks a shard replica's address: a port from 1 and a host that is an IP address
+// checkReplica checks a shard replica entry: a literal address (checkAddress) or a dns one,
+// dns:///HOST:PORT or dns://DNSSERVER[:PORT]/HOST:PORT (checkDNSReplica).
+func checkReplica(a string) error {
+	if discovery.IsDNSName(a) {
+		return checkDNSReplica(a)
+	}
+	return checkAddress(a)
+}
+
+// checkAddress checks a shard replica's address: a port from 1 and a host that is an IP address
 // one can connect to or a well-formed DNS name. Names are not resolved: a shard may not be in DNS
 // yet when the proxy starts, and grpc-go resolves again on every reconnect (readiness reports a
 // shard with no reachable replica).
-func checkReplica(a string) error {
+func checkAddress(a string) error {
 	name, _, err := splitAddr(a, 1)
 	if err != nil {
 		return err
@@ -109,6 +120,12 @@ func checkReplica(a string) error {
 	if name == "" {
 		return fmt.Errorf("%q has no host: give the shard's address, such as 127.0.0.1:7071", a)
 	}
+	return checkReplicaHost(a, name)
+}
+
+// checkReplicaHost checks the host of a replica entry a: an IP address one can connect to or a
+// well-formed DNS name.
+func checkReplicaHost(a, name string) error {
 	if ip, err := netip.ParseAddr(name); err == nil {
 		if ip.IsUnspecified() || ip.IsMulticast() {
 			return fmt.Errorf("%q: %s is not an address a shard can be reached at", a, name)
@@ -117,6 +134,34 @@ func checkReplica(a string) error {
 	}
 	if err := checkHostname(name); err != nil {
 		return fmt.Errorf("%q: %w", a, err)
+	}
+	return nil
+}
+
+// checkDNSReplica checks a dns replica entry: its form (discovery.ParseDNSName), the name to
+// resolve, and the DNS server's host. Nothing is resolved here: the proxy resolves the name
+// itself, again and again (discovery.DNSSource), and a name with no address yet leaves its
+// shard without replicas until it has one.
+func checkDNSReplica(a string) error {
+	n, err := discovery.ParseDNSName(a)
+	if err != nil {
+		return err
+	}
+	if err := checkReplicaHost(a, n.Host); err != nil {
+		return err
+	}
+	if n.Server == "" {
+		return nil
+	}
+	server := n.ServerHost()
+	if ip, err := netip.ParseAddr(server); err == nil {
+		if ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("%q: DNS server %s is not an address one can ask", a, server)
+		}
+		return nil
+	}
+	if err := checkHostname(server); err != nil {
+		return fmt.Errorf("%q: DNS server: %w", a, err)
 	}
 	return nil
 }

@@ -106,7 +106,10 @@ type Proxy struct {
 	HedgeBudget     *float64 `yaml:"hedge_budget"`
 }
 
-// Shard is one shard and its replica addresses, in order of preference.
+// Shard is one shard and its replica entries, in order of preference. An entry is an address,
+// HOST:PORT, or a DNS name that stands for all its addresses: dns:///HOST:PORT, or
+// dns://DNSSERVER:PORT/HOST:PORT to ask a given DNS server (discovery.DNSSource resolves them;
+// docs/discovery-dns.md).
 type Shard struct {
 	Name     string   `yaml:"name"`
 	Replicas []string `yaml:"replicas"`
@@ -137,17 +140,27 @@ func Parse(data []byte, path string) (Proxy, error) {
 	return cfg, nil
 }
 
-// ParseShardFlag parses NAME=ADDR[,ADDR...].
+// ParseShardFlag parses NAME=ADDR[,ADDR...], each ADDR a replica entry: HOST:PORT, or
+// dns:///HOST:PORT (every address of HOST) or dns://DNSSERVER:PORT/HOST:PORT (asking that DNS
+// server). The form of a dns entry is checked here, as its error is clearer at the flag; the
+// rest, and literal addresses, by Validate.
 func ParseShardFlag(v string) (Shard, error) {
 	name, addrs, ok := strings.Cut(v, "=")
 	if !ok || strings.TrimSpace(name) == "" || strings.TrimSpace(addrs) == "" {
-		return Shard{}, fmt.Errorf("--shard %q: want NAME=HOST:PORT[,HOST:PORT...]", v)
+		return Shard{}, fmt.Errorf("--shard %q: want NAME=HOST:PORT[,HOST:PORT...], where dns:///HOST:PORT stands for every address of HOST", v)
 	}
 	s := Shard{Name: strings.TrimSpace(name)}
+	var errs []error
 	for _, a := range strings.Split(addrs, ",") {
-		s.Replicas = append(s.Replicas, strings.TrimSpace(a))
+		a = strings.TrimSpace(a)
+		if discovery.IsDNSName(a) {
+			if _, err := discovery.ParseDNSName(a); err != nil {
+				errs = append(errs, fmt.Errorf("--shard %q: %w", v, err))
+			}
+		}
+		s.Replicas = append(s.Replicas, a)
 	}
-	return s, nil
+	return s, errors.Join(errs...)
 }
 
 // Validate checks every key: the addresses, the topology, and every numeric key against the
@@ -292,7 +305,8 @@ const EnvPrefix = "GATHER_"
 // case (GATHER_LISTEN, GATHER_SHARD_TIMEOUT, GATHER_MAX_IN_FLIGHT, GATHER_KEEPALIVE, ...). Each
 // value is YAML for that key, e.g. GATHER_SHARD_TIMEOUT=1500ms or
 // GATHER_KEEPALIVE='{time: 20s}'; GATHER_SHARDS also takes the flag syntax
-// 's0=127.0.0.1:7071,127.0.0.1:7081;s1=127.0.0.1:7072'. lookup is os.LookupEnv in production.
+// 's0=127.0.0.1:7071,127.0.0.1:7081;s1=dns:///shard-1.search.svc.cluster.local:7071'. lookup is
+// os.LookupEnv in production.
 // Errors name the variable.
 func (c *Proxy) ApplyEnv(lookup func(string) (string, bool)) error {
 	v := reflect.ValueOf(c).Elem()

@@ -1,6 +1,12 @@
-// Package discovery keeps gather's topology in etcd: a shard registers its partition, replica id
-// and address there (Register), and a proxy watches the registrations and builds a validated
-// topology from them (Watcher).
+// Package discovery finds the replicas of gather's shards, in etcd or in DNS.
+//
+// etcd: a shard registers its partition, replica id and address there (Register), and a proxy
+// watches the registrations and builds a validated topology from them (Watcher).
+//
+// DNS: a replica entry of the configured topology may be a name, dns:///HOST:PORT, that stands
+// for every A and AAAA address of HOST (a Kubernetes headless Service); a DNSSource resolves
+// such entries, again every interval and when the proxy loses a replica's connection, and
+// publishes the topology of addresses (docs/discovery-dns.md).
 //
 // The layout under a prefix P (from an etcd://HOST:PORT/P URL, ParseTarget) is one key per
 // replica, P/<shard>/<replica-id>, whose value is a JSON Registration, attached to a lease the
