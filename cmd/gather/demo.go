@@ -174,7 +174,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	// certificates, so that admission control sees its workers as one service.
 	unary, stream := chaos.CallerFromHeader()
 	p, err := startProxy(cfg, o, log, *lf.queryText, callerInterceptors{
-		unary: []grpc.UnaryServerInterceptor{unary}, stream: []grpc.StreamServerInterceptor{stream}})
+		unary: []grpc.UnaryServerInterceptor{unary}, stream: []grpc.StreamServerInterceptor{stream}}, nil)
 	if err != nil {
 		return err
 	}

@@ -58,7 +58,7 @@ func TestProxyWiresSizeLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	p, err := startProxy(cfg, newObservability(telemetry.Disabled(), log), log, false, callerInterceptors{})
+	p, err := startProxy(cfg, newObservability(telemetry.Disabled(), log), log, false, callerInterceptors{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,8 +47,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	listen := fs.String("listen", "", "QueryService `address` (default 127.0.0.1:7070)")
 	admin := fs.String("admin", "", "admin HTTP `address` for /metrics and /healthz (default 127.0.0.1:9090)")
 	var shards shardFlags
-	fs.Var(&shards, "shard", "a shard as `NAME=ADDR[,ADDR...]` (replicas in order of preference); repeat for each shard")
+	fs.Var(&shards, "shard", "a shard as `NAME=ADDR[,ADDR...]`; an ADDR may be dns:///HOST:PORT (every address of HOST, resolved again every 10s and when a replica is lost); repeat for each shard")
 	discover := fs.String("discover", "", "take the shards from those registered in etcd (gather shard --register), followed live: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`; instead of --shard")
+	dnsRefresh := fs.Duration("dns-refresh", 0, "resolve shard replicas given as dns:///HOST:PORT again this often (default 10s); also when a replica's connection is lost")
 	discoverExpect := fs.String("discover-expect", "", "with --discover: comma-separated shard `names` the topology must have (default: shard-0 to shard-(N-1) once registrations say there are N partitions)")
 	shardTimeout := fs.Duration("shard-timeout", 0, "per-shard timeout (default 2s)")
 	idleTimeout := fs.Duration("idle-timeout", 0, "longest silence between two frames of a shard stream (default 1s)")
@@ -87,6 +88,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if *discover != "" {
 			cfg.Discover = *discover
+		}
+		if *dnsRefresh != 0 {
+			cfg.DNSRefresh = *dnsRefresh
 		}
 		if *discoverExpect != "" {
 			cfg.DiscoverExpect = splitList(*discoverExpect)
@@ -150,12 +154,15 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer shutdownTracing(ctx, tracing, log)
 	o := newObservability(tracing, log)
-	p, err := startProxy(cfg, o, log, *lf.queryText, callerInterceptors{})
+	follow, err := newFollower(cfg, *path, resolve, log, o.reg)
 	if err != nil {
 		return err
 	}
-	follow, err := followTopology(ctx, p.fan, cfg, *path, resolve, log, o.reg)
+	p, err := startProxy(cfg, o, log, *lf.queryText, callerInterceptors{}, follow)
 	if err != nil {
+		return err
+	}
+	if err := follow.start(ctx, p.fan); err != nil {
 		now, cancel := context.WithCancel(ctx) // no query can have come in yet: stop at once
 		cancel()
 		p.Stop(now)
@@ -221,8 +228,16 @@ type callerInterceptors struct {
 
 // startProxy starts the QueryService and the admin endpoint, instrumented by o. log gets the
 // process's messages and one access-log line per query.
-func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool, callers callerInterceptors) (_ *proxyServer, err error) {
+//
+// follow, if not nil, gives the topology to start with and learns of replicas that went down;
+// without it, the topology is cfg's shards, fixed.
+func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryText bool, callers callerInterceptors,
+	follow *follower) (_ *proxyServer, err error) {
 	fcfg := cfg.Fanout()
+	topo := cfg.Topology()
+	if follow != nil {
+		topo, fcfg.OnReplicaDown = follow.Initial(), follow.replicaDown
+	}
 	fcfg.Tracer, fcfg.Registerer = o.tracing.Tracer(), o.reg
 	fcfg.DialOptions = append(fcfg.DialOptions, o.dialOptions()...)
 	if cfg.ShardTLS.Enabled() {
@@ -248,7 +263,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 			guard.Close()
 		}
 	}()
-	fan, err := fanout.New(cfg.Topology(), fcfg)
+	fan, err := fanout.New(topo, fcfg)
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func TestInvalidUTF8(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.Listen, cfg.Admin = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Shards = []config.Shard{{Name: "s0", Replicas: []string{sh.Addr()}}}
-	p, err := startProxy(cfg, o, log, false, callerInterceptors{})
+	p, err := startProxy(cfg, o, log, false, callerInterceptors{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,35 +23,53 @@ import (
 // configPoll is how often the proxy looks at its config file for a change (one stat).
 const configPoll = time.Second
 
-// follower keeps a proxy's topology current: from etcd (discover), and from its config file,
-// re-read when it changes and on SIGHUP. Stop ends it.
+// follower keeps a proxy's topology current from wherever it comes: etcd (discover), the DNS
+// names among the shards' replicas (resolved again every 10s and when a replica's connection is
+// lost), and the config file, read again when it changes and on SIGHUP. Make it with
+// newFollower, give its initial topology and replicaDown to the fan-out, then start it.
 type follower struct {
+	cfg     config.Proxy
+	path    string
+	resolve func(config.Proxy) (config.Proxy, error)
+	log     *slog.Logger
+	reg     prometheus.Registerer
+	file    *watchfile.Set[config.Proxy] // nil without a config file
+	initial []fanout.ShardSpec
+
 	fan    *fanout.Client
-	log    *slog.Logger
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	close  []func()
 	once   sync.Once
+
+	// The DNS source of the shards in force, if they have DNS names; replaced on reload.
+	dnsMetrics *discovery.DNSMetrics
+	dnsMu      sync.Mutex
+	dns        *discovery.DNSSource
+	dnsStop    func() // cancels dns.Run and waits for it
 }
 
-// followTopology starts what keeps fan's topology current for cfg: an etcd watcher when
-// cfg.Discover is set, and the reload of path (if any), whose new contents resolve turns into a
-// configuration. A proxy with neither has nothing to follow, but still answers SIGHUP with a log
-// line rather than dying of it.
-func followTopology(ctx context.Context, fan *fanout.Client, cfg config.Proxy, path string,
-	resolve func(config.Proxy) (config.Proxy, error), log *slog.Logger, reg prometheus.Registerer) (*follower, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	f := &follower{fan: fan, log: log, cancel: cancel}
-	if cfg.Discover != "" {
-		if err := f.discover(ctx, cfg, reg); err != nil {
-			cancel()
+// newFollower prepares what keeps the topology of cfg current; resolve turns the contents of
+// path (the config file, if any) into a configuration as at start. Nothing runs until start.
+func newFollower(cfg config.Proxy, path string, resolve func(config.Proxy) (config.Proxy, error),
+	log *slog.Logger, reg prometheus.Registerer) (*follower, error) {
+	f := &follower{cfg: cfg, path: path, resolve: resolve, log: log, reg: reg}
+	switch topo := cfg.Topology(); {
+	case cfg.Discover != "":
+		// Empty until the watcher's first topology: /readyz says so.
+	case discovery.HasDNSNames(topo):
+		src, err := f.newDNS(topo)
+		if err != nil {
 			return nil, err
 		}
+		f.dns, f.initial = src, src.Static()
+	default:
+		f.initial = topo
 	}
-	var file *watchfile.Set[config.Proxy]
 	if path != "" {
 		var err error
-		file, err = watchfile.New("config", []string{path}, func(b [][]byte) (config.Proxy, error) {
+		f.file, err = watchfile.New("config", []string{path}, func(b [][]byte) (config.Proxy, error) {
 			c, err := config.Parse(b[0], path)
 			if err != nil {
 				return c, err
@@ -59,9 +77,40 @@ func followTopology(ctx context.Context, fan *fanout.Client, cfg config.Proxy, p
 			return resolve(c)
 		}, watchfile.WithLogger[config.Proxy](log))
 		if err != nil {
-			f.Stop()
 			return nil, err
 		}
+	}
+	return f, nil
+}
+
+// Initial is the topology to start the fan-out with: the configured shards, with only the
+// literal addresses of those given by DNS name (the names are resolved once started), or none
+// with discovery.
+func (f *follower) Initial() []fanout.ShardSpec { return f.initial }
+
+// replicaDown is the fan-out's OnReplicaDown: a replica that refused or dropped a call may have
+// moved, so DNS names are resolved again (the source limits how often).
+func (f *follower) replicaDown(string, string) {
+	f.dnsMu.Lock()
+	if f.dns != nil {
+		f.dns.Refresh()
+	}
+	f.dnsMu.Unlock()
+}
+
+// start follows the topology into fan until ctx ends or Stop. A proxy with no source of change
+// still answers SIGHUP with a log line rather than dying of it.
+func (f *follower) start(ctx context.Context, fan *fanout.Client) error {
+	f.fan = fan
+	f.ctx, f.cancel = context.WithCancel(ctx)
+	if f.cfg.Discover != "" {
+		if err := f.discover(); err != nil {
+			f.Stop()
+			return err
+		}
+	}
+	if f.dns != nil {
+		f.runDNS(f.dns)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -69,33 +118,33 @@ func followTopology(ctx context.Context, fan *fanout.Client, cfg config.Proxy, p
 		defer signal.Stop(hup)
 		tick := time.NewTicker(configPoll)
 		defer tick.Stop()
-		applied := cfg
+		applied := f.cfg
 		for {
 			select {
-			case <-ctx.Done():
+			case <-f.ctx.Done():
 				return
 			case <-hup:
-				if file == nil {
-					log.Info("SIGHUP: no config file to reload (--config)")
+				if f.file == nil {
+					f.log.Info("SIGHUP: no config file to reload (--config)")
 					continue
 				}
-				c, err := config.Load(path)
+				c, err := config.Load(f.path)
 				if err == nil {
-					c, err = resolve(c)
+					c, err = f.resolve(c)
 				}
 				if err != nil {
-					log.Warn("SIGHUP: config refused; keeping the loaded version", "file", path, "err", err)
+					f.log.Warn("SIGHUP: config refused; keeping the loaded version", "file", f.path, "err", err)
 					continue
 				}
 				applied = f.reloaded(applied, c, "SIGHUP")
 			case <-tick.C:
-				if file != nil {
-					applied = f.reloaded(applied, file.Get(), "file changed")
+				if f.file != nil {
+					applied = f.reloaded(applied, f.file.Get(), "file changed")
 				}
 			}
 		}
 	})
-	return f, nil
+	return nil
 }
 
 // reloaded applies what a reload changed: the shards, live; other settings take a restart, and
@@ -114,16 +163,69 @@ func (f *follower) reloaded(applied, c config.Proxy, why string) config.Proxy {
 	if len(later) > 0 {
 		f.log.Warn("config reload: these settings changed but take effect only on restart", "why", why, "keys", strings.Join(later, ","))
 	}
-	if applied.Discover == "" && len(later) < len(keys) {
-		f.apply(c.Topology(), "config reload ("+why+")")
+	if applied.Discover != "" || len(later) == len(keys) {
+		return applied
+	}
+	source := "config reload (" + why + ")"
+	topo := c.Topology()
+	var src *discovery.DNSSource
+	if discovery.HasDNSNames(topo) {
+		var err error
+		if src, err = f.newDNS(topo); err != nil {
+			f.log.Error("topology refused; keeping the current one", "source", source, "err", err)
+			return applied
+		}
+	}
+	f.swapDNS(src) // the new names' first resolution publishes their topology
+	if src == nil {
+		f.apply(topo, source)
 	}
 	applied.Shards = c.Shards
 	return applied
 }
 
+// newDNS returns a DNS source for topology that publishes into the fan-out.
+func (f *follower) newDNS(topo []fanout.ShardSpec) (*discovery.DNSSource, error) {
+	if f.dnsMetrics == nil {
+		f.dnsMetrics = discovery.NewDNSMetrics(f.reg)
+	}
+	opts := []discovery.DNSOption{discovery.WithDNSLogger(f.log), discovery.WithDNSMetrics(f.dnsMetrics)}
+	if f.cfg.DNSRefresh > 0 {
+		opts = append(opts, discovery.WithDNSInterval(f.cfg.DNSRefresh))
+	}
+	return discovery.NewDNSSource(topo, func(t []fanout.ShardSpec) { f.apply(t, "dns") }, opts...)
+}
+
+// runDNS runs src until swapDNS replaces it or the follower stops.
+func (f *follower) runDNS(src *discovery.DNSSource) {
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := make(chan struct{})
+	f.wg.Go(func() {
+		defer close(done)
+		_ = src.Run(ctx) // returns ctx's error only
+	})
+	f.dnsMu.Lock()
+	f.dns, f.dnsStop = src, func() { cancel(); <-done }
+	f.dnsMu.Unlock()
+}
+
+// swapDNS stops the DNS source in use, if any, and runs src instead (nil: none).
+func (f *follower) swapDNS(src *discovery.DNSSource) {
+	f.dnsMu.Lock()
+	stop := f.dnsStop
+	f.dns, f.dnsStop = nil, nil
+	f.dnsMu.Unlock()
+	if stop != nil {
+		stop() // outside the lock: replicaDown, on the queries' path, takes it
+	}
+	if src != nil {
+		f.runDNS(src)
+	}
+}
+
 // discover follows the topology registered in etcd under cfg.Discover.
-func (f *follower) discover(ctx context.Context, cfg config.Proxy, reg prometheus.Registerer) error {
-	target, err := discovery.ParseTarget(cfg.Discover)
+func (f *follower) discover() error {
+	target, err := discovery.ParseTarget(f.cfg.Discover)
 	if err != nil {
 		return fmt.Errorf("discover: %w", err)
 	}
@@ -132,15 +234,15 @@ func (f *follower) discover(ctx context.Context, cfg config.Proxy, reg prometheu
 		return fmt.Errorf("discover: %w", err)
 	}
 	f.close = append(f.close, func() { _ = cli.Close() })
-	opts := []discovery.WatchOption{discovery.WithWatchLogger(f.log), discovery.WithWatchMetrics(discovery.NewMetrics(reg))}
-	if len(cfg.DiscoverExpect) > 0 {
-		opts = append(opts, discovery.WithExpected(cfg.DiscoverExpect))
+	opts := []discovery.WatchOption{discovery.WithWatchLogger(f.log), discovery.WithWatchMetrics(discovery.NewMetrics(f.reg))}
+	if len(f.cfg.DiscoverExpect) > 0 {
+		opts = append(opts, discovery.WithExpected(f.cfg.DiscoverExpect))
 	}
 	w := discovery.NewWatcher(cli, target, func(t discovery.Topology) {
 		f.apply(discoveredSpecs(t), fmt.Sprintf("etcd revision %d", t.Revision))
 	}, opts...)
 	f.wg.Go(func() {
-		if err := w.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := w.Run(f.ctx); err != nil && !errors.Is(err, context.Canceled) {
 			f.log.Error("discovery stopped; the topology stays as it is", "err", err)
 		}
 	})
@@ -168,10 +270,13 @@ func (f *follower) apply(specs []fanout.ShardSpec, source string) {
 	}
 }
 
-// Stop ends the watcher and the reloads, and waits for them. Later calls do nothing.
+// Stop ends the watcher, the DNS source and the reloads, and waits for them. Later calls do
+// nothing.
 func (f *follower) Stop() {
 	f.once.Do(func() {
-		f.cancel()
+		if f.cancel != nil {
+			f.cancel()
+		}
 		f.wg.Wait()
 		for _, c := range f.close {
 			c()

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gatherproxy/gather/internal/bounds"
+	"github.com/gatherproxy/gather/internal/discovery"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/hedge"
 	"github.com/gatherproxy/gather/internal/liveness"
@@ -84,6 +85,8 @@ func settings() []setting {
 			"a client that stops reading holds its query's memory and shard calls for this long"),
 		durationSetting("admission_wait", func(c Proxy) time.Duration { return c.AdmissionWait }, 50*ms, 0, 10*s,
 			"a query queued longer than its caller waits is work for nobody; overload must be refused fast"),
+		durationSetting("dns_refresh", func(c Proxy) time.Duration { return c.DNSRefresh }, discovery.DefaultDNSInterval, s, h,
+			"each round is two DNS queries per name; below a second a DNS server is polled for nothing (Kubernetes DNS answers with a 5s TTL)"),
 		durationSetting("retry_after", func(c Proxy) time.Duration { return c.RetryAfter }, 100*ms, 0, m,
 			"it is a hint for retrying a shed query; past a minute the caller has given up"),
 		countSetting("max_top_k", func(c Proxy) int64 { return int64(c.MaxTopK) }, bounds.DefaultMaxTopK,

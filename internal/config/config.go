@@ -48,6 +48,9 @@ type Proxy struct {
 	// no replica of one is registered). Default: shard-0 to shard-(N-1) once registrations say
 	// there are N partitions.
 	DiscoverExpect []string `yaml:"discover_expect"`
+	// DNSRefresh is how often shard replicas given as dns:///HOST:PORT are resolved again (they
+	// also are when a replica's connection is lost). Default discovery.DefaultDNSInterval.
+	DNSRefresh time.Duration `yaml:"dns_refresh"`
 	// ShardTimeout, IdleTimeout and MergeReserve: see fanout.Config.
 	ShardTimeout time.Duration `yaml:"shard_timeout"`
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
