@@ -28,7 +28,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	queries := fs.String("queries", "", "comma-separated queries to cycle through (default: a built-in list)")
 	jsonOut := fs.String("json", "", "also write the result as JSON to this `file` ('-' for stdout)")
 	quiet := fs.Bool("quiet", false, "no live progress line")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -44,7 +44,7 @@ func runBenchsuite(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fanOutList := fs.String("fan-outs", "", fmt.Sprintf("comma-separated `fan-outs` of gather and the naive baseline (default %s; %s with --quick)",
 		joinInts(benchsuite.DefaultFanOuts), joinInts(benchsuite.QuickFanOuts)))
 	costPlot := fs.String("cost-plot", "", "write the cost model's plot (proxy CPU per query against fan-out, with the fit) to this PNG `file`")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -164,7 +164,7 @@ func runBenchTarget(ctx context.Context, args []string, stdout, stderr io.Writer
 	textBytes := fs.Int("text-bytes", synthetic.DefaultTextBytes, "canned: bytes of text per hit, as the synthetic shards send")
 	var shards shardFlags
 	fs.Var(&shards, "shard", "naive: a shard as `NAME=ADDR` (the first replica is used); repeat for each shard")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -34,7 +34,7 @@ func runChaos(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	replaceShard := fs.String("replace-shard", def.ReplaceShard, "with --cluster: the `shard` whose replica is replaced")
 	replaceReplica := fs.String("replace-replica", "", "with --cluster: the replica `id` to replace (default: the shard's first)")
 	recovery := fs.Duration("recovery-timeout", def.RecoveryTimeout, "give up waiting for the proxy to be clean after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

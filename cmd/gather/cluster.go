@@ -45,7 +45,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	dir := fs.String("dir", "", "`directory` for etcd's data and every process's log (default: a temporary directory, removed on exit)")
 	cf := addCorpusFlags(fs)
 	lf := addLogFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

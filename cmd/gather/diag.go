@@ -16,7 +16,7 @@ func runDiag(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlags("diag", "[--admin ADDR]", stderr)
 	admin := fs.String("admin", "127.0.0.1:9090", "the proxy's admin HTTP `address`")
 	timeout := fs.Duration("timeout", 5*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)

@@ -19,7 +19,7 @@ func runDiscover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	once := fs.Bool("once", false, "print the current topology and exit")
 	expect := fs.String("expect", "", "comma-separated shard `names` the topology must have (default: shard-0 to shard-(N-1) of the N partitions registered)")
 	lf := addLogFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -53,9 +54,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	var usageErr *usageError
 	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
+	case err == nil, errors.Is(err, flag.ErrHelp): // -h: the usage, on stdout
+	case errors.As(err, &usageErr):
+		if !usageErr.printed {
+			fmt.Fprintln(os.Stderr, "gather:", err)
+		}
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "gather:", err)
@@ -64,8 +69,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
+		return &usageError{err: errors.New("no command")}
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
+		usage(stdout)
 		return flag.ErrHelp
 	}
 	if args[0] == "--version" || args[0] == "-version" {
@@ -77,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	usage(stderr)
-	return fmt.Errorf("unknown command %q", args[0])
+	return &usageError{err: fmt.Errorf("unknown command %q", args[0])}
 }
 
 func usage(w io.Writer) {
@@ -88,13 +97,43 @@ func usage(w io.Writer) {
 	}
 }
 
-// newFlags returns a flag set that reports errors instead of exiting, with usage on stderr.
+// newFlags returns a flag set that reports errors instead of exiting; parse it with parseFlags.
 func newFlags(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: gather %s %s\n\nflags:\n", name, synopsis)
+		fmt.Fprintf(fs.Output(), "usage: gather %s %s\n\nflags:\n", name, synopsis)
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// usageError is a command line gather cannot run: the process exits 2. printed: the flag
+// package has printed the error already.
+type usageError struct {
+	err     error
+	printed bool
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// parseFlags parses args into fs. For -h it prints the usage on stdout and returns
+// flag.ErrHelp (the process exits 0); a bad flag has its line and the usage printed on fs's
+// output (stderr) and returns a *usageError (exit 2).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	var buf bytes.Buffer
+	out := fs.Output()
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = buf.WriteTo(stdout)
+		return err
+	case err != nil:
+		_, _ = buf.WriteTo(out)
+		return &usageError{err: err, printed: true}
+	}
+	return nil
 }

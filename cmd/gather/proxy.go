@@ -65,7 +65,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxAnswer := fs.Int("max-answer-bytes", 0, "largest answer sent, in `bytes`: longer answers are cut, and say so (default 4194304, gRPC clients' default receive limit)")
 	hf := addHedgeFlags(fs)
 	lf := addLogFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -26,7 +26,7 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	width := fs.Int("width", 80, "characters of passage text to show per hit (0: none)")
 	tlsFlags := tlsconf.AddClientFlags(fs, "tls", "the connection to the QueryService")
 	tf := addTraceFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	tlsCfg, err := tlsFlags.Client()

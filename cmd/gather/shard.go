@@ -51,7 +51,7 @@ func runShard(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	pprofOn := fs.Bool("pprof", false, "serve /debug/pprof/ on the admin port")
 	lf := addLogFlags(fs)
 	rf := addRegisterFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if err := rf.check(*listen); err != nil {

@@ -21,7 +21,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	jaeger := fs.String("jaeger", traceview.DefaultJaeger, "Jaeger query API `URL` (make jaeger serves it)")
 	width := fs.Int("width", 100, "columns of the waterfall, notes aside (at least 60)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on Jaeger after this long")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"go/ast"
 	"go/parser"
@@ -77,10 +76,8 @@ func helpFlags(ctx context.Context, bin, sub string) (map[string]bool, error) {
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, sub, "-h")
 	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) { // -h exits 2 today, 0 per the house style
-		return nil, fmt.Errorf("%s %s -h: %w", bin, sub, err)
+	if err := cmd.Run(); err != nil { // -h exits 0
+		return nil, fmt.Errorf("%s %s -h: %w\n%s", bin, sub, err, out.String())
 	}
 	flags := map[string]bool{}
 	sc := bufio.NewScanner(&out)
