@@ -245,16 +245,7 @@ type metricsPage string
 
 func scrape(t *testing.T, admin string) metricsPage {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return metricsPage(b)
+	return metricsPage(metricsText(t, admin))
 }
 
 // sum adds up the samples of name whose labels contain every one of match, by outcome label if

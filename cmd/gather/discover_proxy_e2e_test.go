@@ -15,6 +15,7 @@ import (
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 	"github.com/gatherproxy/gather/internal/discovery/etcdtest"
+	"github.com/gatherproxy/gather/internal/sockdiag"
 )
 
 // metricValue returns the value of the sample of /metrics whose name and labels are series
@@ -180,6 +181,13 @@ func TestProxyFollowsDiscovery(t *testing.T) {
 
 	cancel()
 	wg.Wait()
+	// The killed and stopped replicas' connections are closed, not left half-open.
+	poll(t, 10*time.Second, func() string {
+		if n := proxySockets(t, admin).Sockets[sockdiag.CloseWait]; n > 0 {
+			return fmt.Sprintf("the proxy has %d sockets in CLOSE_WAIT", n)
+		}
+		return ""
+	})
 	mu.Lock()
 	t.Logf("%d queries answered (%d partial), %d failed", answered, partial, failed)
 	if failed > 0 || firstErr != nil {

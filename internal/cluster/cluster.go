@@ -208,17 +208,12 @@ func (c *Cluster) startShard(ctx context.Context, shard string, index int, repli
 	name, id := shard+"/"+replica, shard+"-"+replica
 	args := append([]string{"shard", "--listen", listen, "--partition", fmt.Sprintf("%d/%d", index, c.spec.Shards),
 		"--register", c.URL(), "--replica-id", id, "--register-ttl", c.spec.RegisterTTL.String()}, c.spec.ShardArgs...)
-	ch, err := startChild(name, c.spec.Gather, filepath.Join(c.logs, id+".log"), shardReady, args...)
+	mem, err := c.start(ctx, name, id, shardReady, args, func(m []string, pid int) chaos.Process {
+		return chaos.Process{Name: name, Role: "shard", Shard: shard, ReplicaID: id, Addr: m[1], Pid: pid}
+	})
 	if err != nil {
 		return nil, err
 	}
-	m, err := ch.awaitReady(ctx, c.spec.StartTimeout)
-	if err != nil {
-		ch.kill()
-		return nil, err
-	}
-	mem := &member{child: ch, killing: make(chan struct{}), process: chaos.Process{Name: name, Role: "shard", Shard: shard, ReplicaID: id, Addr: m[1], Pid: ch.pid()}}
-	c.watch(mem)
 	c.progress("%-11s %s  pid %d  registered as %s/%s/%s", name, mem.process.Addr, mem.process.Pid, c.spec.Prefix, shard, id)
 	return mem, nil
 }
@@ -227,7 +222,22 @@ func (c *Cluster) startProxy(ctx context.Context, i, qsPort, adminPort int) (*me
 	name := fmt.Sprintf("proxy-%d", i)
 	args := append([]string{"proxy", "--discover", c.URL(),
 		"--listen", "127.0.0.1:" + strconv.Itoa(qsPort), "--admin", "127.0.0.1:" + strconv.Itoa(adminPort)}, c.spec.ProxyArgs...)
-	ch, err := startChild(name, c.spec.Gather, filepath.Join(c.logs, name+".log"), proxyReady, args...)
+	mem, err := c.start(ctx, name, name, proxyReady, args, func(m []string, pid int) chaos.Process {
+		return chaos.Process{Name: name, Role: "proxy", Addr: m[1], Admin: m[2], Pid: pid}
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.progress("%-11s %s  admin %s  pid %d", name, mem.process.Addr, mem.process.Admin, mem.process.Pid)
+	return mem, nil
+}
+
+// start runs gather with args as the child name, logging to LOGS/logName.log, waits for the
+// line ready matches and watches it; process describes it from that line's submatches and its
+// pid.
+func (c *Cluster) start(ctx context.Context, name, logName string, ready *regexp.Regexp, args []string,
+	process func(m []string, pid int) chaos.Process) (*member, error) {
+	ch, err := startChild(name, c.spec.Gather, filepath.Join(c.logs, logName+".log"), ready, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -236,9 +246,8 @@ func (c *Cluster) startProxy(ctx context.Context, i, qsPort, adminPort int) (*me
 		ch.kill()
 		return nil, err
 	}
-	mem := &member{child: ch, killing: make(chan struct{}), process: chaos.Process{Name: name, Role: "proxy", Addr: m[1], Admin: m[2], Pid: ch.pid()}}
+	mem := &member{child: ch, killing: make(chan struct{}), process: process(m, ch.pid())}
 	c.watch(mem)
-	c.progress("%-11s %s  admin %s  pid %d", name, mem.process.Addr, mem.process.Admin, mem.process.Pid)
 	return mem, nil
 }
 

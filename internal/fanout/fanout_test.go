@@ -129,18 +129,25 @@ func TestNewRejectsBadTopology(t *testing.T) {
 	}
 }
 
+// closedAddr returns a loopback address nothing listens on: it refuses connections.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := dead.Addr().String()
+	_ = dead.Close()
+	return addr
+}
+
 // TestReplicaFallback: a replica that refuses connections is skipped for the next one, also
 // with hedging and budgeted retries off: a request that never reached a replica is retried
 // without a token. Each client queries at once, while both its connections are still being
 // made, so that the dead replica is as likely to be picked as the live one.
 func TestReplicaFallback(t *testing.T) {
 	t.Parallel()
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	_ = dead.Close()
+	deadAddr := closedAddr(t)
 	live := shardtest.Start(t, shardtest.Behavior{Hits: shardtest.Hits("x", 5, 1)})
 	for _, budget := range []float64{0, hedge.Off} {
 		retried := 0

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -218,12 +217,7 @@ func TestUpdateWhileQuerying(t *testing.T) {
 // TestOnReplicaDown: an attempt refused by a replica that is gone reports the replica.
 func TestOnReplicaDown(t *testing.T) {
 	t.Parallel()
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	_ = dead.Close()
+	deadAddr := closedAddr(t)
 	live := shardtest.Start(t, shardtest.Behavior{Hits: shardtest.Hits("x", 2, 1)})
 	var mu sync.Mutex
 	var downs []string
