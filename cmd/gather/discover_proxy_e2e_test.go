@@ -33,10 +33,14 @@ func metricValue(t *testing.T, admin, series string) float64 {
 	return v
 }
 
-// readyz returns the status code and body of admin's /readyz.
-func readyz(t *testing.T, admin string) (int, string) {
+// readyz returns the status code and body of admin's /readyz, or of /readyz?partial=1.
+func readyz(t *testing.T, admin string, partial ...bool) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + admin + "/readyz")
+	url := "http://" + admin + "/readyz"
+	if len(partial) > 0 && partial[0] {
+		url += "?partial=1"
+	}
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +172,10 @@ func TestProxyFollowsDiscovery(t *testing.T) {
 		missingSeen = true
 		return ""
 	})
+	// ... while a load balancer that takes partial answers keeps it: shard-1 still answers.
+	if code, body := readyz(t, admin, true); code != http.StatusOK || !strings.Contains(body, "partial") || !strings.Contains(body, "shard-0") {
+		t.Errorf("/readyz?partial=1 %d %q with shard-1 up, want 200 naming shard-0", code, body)
+	}
 
 	// A new replica registers and takes queries.
 	c0 := shard("0/2", "s0c")

@@ -318,7 +318,8 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 }
 
 // proxyReady: not while draining, and not while some shard has no replica that could answer
-// (every connection in TRANSIENT_FAILURE or shut down).
+// (every connection in TRANSIENT_FAILURE or shut down); partly (partialReadiness: /readyz?partial=1
+// passes) while other shards still can.
 func proxyReady(g *grpcServer, fan *fanout.Client) error {
 	if g.Draining() {
 		return errors.New("draining")
@@ -339,7 +340,11 @@ func proxyReady(g *grpcServer, fan *fanout.Client) error {
 	}
 	if len(down) > 0 {
 		slices.Sort(down)
-		return fmt.Errorf("no reachable replica for shard(s) %s", strings.Join(down, ", "))
+		err := fmt.Errorf("no reachable replica for shard(s) %s", strings.Join(down, ", "))
+		if len(down) < len(states) {
+			return partialReadiness{err} // the others answer: coverage says what is missing
+		}
+		return err
 	}
 	return nil
 }

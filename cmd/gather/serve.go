@@ -156,6 +156,14 @@ func graceContext(parent context.Context, grace time.Duration) (context.Context,
 	}
 }
 
+// partialReadiness is a readiness failure that /readyz?partial=1 accepts: the server answers,
+// but not in full (a proxy with some shards unreachable answers with partial coverage). A
+// load balancer that should keep such a proxy in rotation probes with ?partial=1; plain /readyz
+// fails, so that the shards missing are seen.
+type partialReadiness struct{ error }
+
+func (p partialReadiness) Unwrap() error { return p.error }
+
 // adminServer is the admin HTTP server: /metrics and /healthz, plus what Handle adds, and
 // channelz over gRPC on the same port.
 type adminServer struct {
@@ -179,7 +187,8 @@ type adminOptions struct {
 }
 
 // newAdminServer serves /metrics (Prometheus text, or OpenMetrics with exemplars when asked),
-// /healthz (the process is alive), /readyz (ready answers nil: 200, else 503 with the reason),
+// /healthz (the process is alive), /readyz (ready answers nil: 200, else 503 with the reason;
+// with ?partial=1, 200 also for a partialReadiness),
 // gRPC channelz and reflection (grpcurl ADDR grpc.channelz.v1.Channelz/GetTopChannels: the
 // process's connections, which the query port does not show), and with opts.pprof the pprof
 // handlers under /debug/pprof/. Plaintext, it speaks HTTP/1.1 and HTTP/2 with prior knowledge
@@ -206,12 +215,17 @@ func newAdminServer(addr string, reg *prometheus.Registry, ready func() error, o
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := ready(); err != nil {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		err := ready()
+		var partial partialReadiness
+		switch {
+		case err == nil:
+			fmt.Fprintln(w, "ready")
+		case errors.As(err, &partial) && r.URL.Query().Has("partial"):
+			fmt.Fprintln(w, "ready, partial: "+err.Error())
+		default:
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
 		}
-		fmt.Fprintln(w, "ready")
 	})
 	if opts.pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

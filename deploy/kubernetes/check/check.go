@@ -272,8 +272,8 @@ func (ck *checker) ports(at string, gc gatherContainer) {
 			} else if n != declared["admin"] {
 				ck.errorf("%s: %s: port %s: HTTP (/healthz, /readyz) is served on the admin port, %d", at, name, pr.HTTPGet.Port.String(), declared["admin"])
 			}
-			if !slices.Contains([]string{"/healthz", "/readyz"}, pr.HTTPGet.Path) {
-				ck.errorf("%s: %s: path %q: gather's admin port serves /healthz and /readyz", at, name, pr.HTTPGet.Path)
+			if !slices.Contains([]string{"/healthz", "/readyz", "/readyz?partial=1"}, pr.HTTPGet.Path) {
+				ck.errorf("%s: %s: path %q: gather's admin port serves /healthz, /readyz and /readyz?partial=1", at, name, pr.HTTPGet.Path)
 			}
 		default:
 			ck.errorf("%s: %s: use a grpc probe (the --listen port) or an httpGet of /healthz or /readyz (the admin port); the image has no shell for exec", at, name)

@@ -190,7 +190,7 @@ func TestCheckCatches(t *testing.T) {
 		{"http probe on an undeclared port", "dns", "not a declared containerPort", func(c *Cluster) {
 			proxyC(c).ReadinessProbe.HTTPGet.Port = intstr.FromString("metrics")
 		}},
-		{"http probe on a path gather does not serve", "dns", "serves /healthz and /readyz", func(c *Cluster) {
+		{"http probe on a path gather does not serve", "dns", "serves /healthz, /readyz and /readyz?partial=1", func(c *Cluster) {
 			proxyC(c).ReadinessProbe.HTTPGet.Path = "/ready"
 		}},
 		{"listen port not the declared one", "dns", "declare containerPort 7000 named grpc", func(c *Cluster) {
