@@ -205,21 +205,9 @@ func clusterProcs(t *testing.T, control string) []chaos.Process {
 
 func replace(t *testing.T, control, shard, replica string) chaos.Replacement {
 	t.Helper()
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+control+chaos.ReplacePath,
-		strings.NewReader(url.Values{"shard": {shard}, "replica": {replica}}.Encode()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set(chaos.ControlHeader, "1")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("replace %s %s: %s: %s", shard, replica, resp.Status, body)
+	code, body := postControl(t.Context(), t, "http://"+control+chaos.ReplacePath, url.Values{"shard": {shard}, "replica": {replica}})
+	if code != http.StatusOK {
+		t.Fatalf("replace %s %s: %d: %s", shard, replica, code, body)
 	}
 	var rp chaos.Replacement
 	if err := json.Unmarshal(body, &rp); err != nil {

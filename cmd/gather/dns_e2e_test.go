@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strconv"
@@ -42,23 +41,9 @@ func TestProxyFollowsDNS(t *testing.T) {
 	}
 	fast, fastAdmin, fastPx := proxy("1s")
 	slow, slowAdmin, slowPx := proxy("1h")
-	answeredBy := func(client queryv1.QueryServiceClient, want string) func() string {
-		return func() string {
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-			defer cancel()
-			resp, err := client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 3})
-			if err != nil {
-				return fmt.Sprintf("query: %v", err)
-			}
-			if r := resp.GetShards()[0].GetReplica(); r != want || resp.GetCoverage().GetShardsSucceeded() != 1 {
-				return fmt.Sprintf("answered by %s (%v), want %s", r, resp.GetShards()[0].GetStatus(), want)
-			}
-			return ""
-		}
-	}
 	replicas := func(admin string) float64 { return metricValue(t, admin, `gather_topology_replicas{shard="s0"}`) }
-	poll(t, 10*time.Second, answeredBy(fast, "127.0.0.1:"+port))
-	poll(t, 10*time.Second, answeredBy(slow, "127.0.0.1:"+port))
+	poll(t, 10*time.Second, answeredBy(t, fast, okFrom("s0", "127.0.0.1:"+port)))
+	poll(t, 10*time.Second, answeredBy(t, slow, okFrom("s0", "127.0.0.1:"+port)))
 
 	// A second replica appears in DNS: the proxy that resolves every second finds it.
 	b := shard("127.0.0.2")
@@ -79,11 +64,11 @@ func TestProxyFollowsDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-a.exited
-	poll(t, 15*time.Second, answeredBy(slow, "127.0.0.2:"+port))
+	poll(t, 15*time.Second, answeredBy(t, slow, okFrom("s0", "127.0.0.2:"+port)))
 	if n := replicas(slowAdmin); n != 1 {
 		t.Errorf("the hourly proxy has %v replicas of s0 after re-resolving, want 1", n)
 	}
-	poll(t, 10*time.Second, answeredBy(fast, "127.0.0.2:"+port))
+	poll(t, 10*time.Second, answeredBy(t, fast, okFrom("s0", "127.0.0.2:"+port)))
 	fastPx.stop(t)
 	slowPx.stop(t)
 	b.stop(t)

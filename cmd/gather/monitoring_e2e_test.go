@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -336,7 +337,16 @@ func setFault(ctx context.Context, t *testing.T, admin, shard, replica, spec str
 	if replica != "" {
 		form.Set("replica", replica)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+admin+chaos.FaultPath, strings.NewReader(form.Encode()))
+	if code, body := postControl(ctx, t, "http://"+admin+chaos.FaultPath, form); code != http.StatusOK {
+		t.Fatalf("fault %s %s: %d %s", shard, spec, code, body)
+	}
+}
+
+// postControl posts form to one of the demo's or the cluster's control endpoints, with the
+// header they require, and returns the status code and the body.
+func postControl(ctx context.Context, t *testing.T, url string, form url.Values) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(form.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,9 +357,8 @@ func setFault(ctx context.Context, t *testing.T, admin, shard, replica, spec str
 		t.Fatal(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("fault %s %s: %s", shard, spec, resp.Status)
-	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
 }
 
 // scrapedNames returns the metric names on admin's /metrics.

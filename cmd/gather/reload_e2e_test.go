@@ -13,6 +13,30 @@ import (
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
 )
 
+// okFrom is how answeredBy names a shard answered in full by the replica at addr.
+func okFrom(shard, addr string) string { return shard + "=" + addr + ":SHARD_STATUS_OK" }
+
+// answeredBy returns a poll condition: a query through client is answered, by the shards and
+// replicas of want ("SHARD=REPLICA:STATUS ...", in the answer's order; see okFrom).
+func answeredBy(t *testing.T, client queryv1.QueryServiceClient, want string) func() string {
+	return func() string {
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		resp, err := client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 3})
+		if err != nil {
+			return fmt.Sprintf("query: %v", err)
+		}
+		var got []string
+		for _, sr := range resp.GetShards() {
+			got = append(got, sr.GetShard()+"="+sr.GetReplica()+":"+sr.GetStatus().String())
+		}
+		if g := strings.Join(got, " "); g != want {
+			return fmt.Sprintf("answers from %s, want %s", g, want)
+		}
+		return ""
+	}
+}
+
 // TestConfigReload: gather proxy --config re-reads its file when it changes (a rename over it,
 // as editors and Kubernetes ConfigMaps do) and on SIGHUP, and swaps the shards live; a file that
 // does not parse is refused and the loaded topology stays; other settings that changed are
@@ -47,29 +71,11 @@ func TestConfigReload(t *testing.T) {
 	write(shards(addrA, ""))
 	px := startGather(t, "proxy", "--config", path, "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
 	client := queryv1.NewQueryServiceClient(dial(t, px.await(t, proxyAddr)))
-	serving := func(want string) func() string {
-		return func() string {
-			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
-			defer cancel()
-			resp, err := client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 3})
-			if err != nil {
-				return fmt.Sprintf("query: %v", err)
-			}
-			var got []string
-			for _, sr := range resp.GetShards() {
-				got = append(got, sr.GetShard()+"="+sr.GetReplica()+":"+sr.GetStatus().String())
-			}
-			if g := strings.Join(got, " "); g != want {
-				return fmt.Sprintf("answers from %s, want %s", g, want)
-			}
-			return ""
-		}
-	}
-	ok := func(shard, addr string) string { return shard + "=" + addr + ":SHARD_STATUS_OK" }
-	poll(t, 10*time.Second, serving(ok("s0", addrA)))
+	serving := func(want string) func() string { return answeredBy(t, client, want) }
+	poll(t, 10*time.Second, serving(okFrom("s0", addrA)))
 
 	write(shards(addrA, addrB))
-	poll(t, 10*time.Second, serving(ok("s0", addrA)+" "+ok("s1", addrB)))
+	poll(t, 10*time.Second, serving(okFrom("s0", addrA)+" "+okFrom("s1", addrB)))
 
 	write("shards: [\n")
 	poll(t, 10*time.Second, func() string {
@@ -78,7 +84,7 @@ func TestConfigReload(t *testing.T) {
 		}
 		return ""
 	})
-	if why := serving(ok("s0", addrA) + " " + ok("s1", addrB))(); why != "" {
+	if why := serving(okFrom("s0", addrA) + " " + okFrom("s1", addrB))(); why != "" {
 		t.Errorf("after a broken file: %s", why)
 	}
 
@@ -112,7 +118,7 @@ func TestConfigReload(t *testing.T) {
 	if err := px.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, serving(ok("s0", addrB)+" "+ok("s1", addrA)))
+	poll(t, 10*time.Second, serving(okFrom("s0", addrB)+" "+okFrom("s1", addrA)))
 	poll(t, 5*time.Second, func() string {
 		if e := px.errOut(); !strings.Contains(e, "take effect only on restart") || !strings.Contains(e, "keys=shard_timeout") {
 			return "no log line saying shard_timeout needs a restart"
