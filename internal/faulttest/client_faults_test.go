@@ -159,8 +159,10 @@ func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
 	const (
 		queries = 60
 		// Longer than the default (5s): the 60 answers must all be built and queued before the
-		// first has waited this long, which on a loaded CI machine took more than 5s.
-		sendTimeout = 15 * time.Second
+		// first has waited this long, which on a loaded CI machine took more than 5s, and with
+		// the cmd/gather tests running beside it under the race detector more than 15s (the
+		// connection was closed with fewer than 40 queued, and the test saw 0).
+		sendTimeout = 30 * time.Second
 	)
 	e := newEnv(t, options{svc: proxy.Config{SendTimeout: sendTimeout}, fan: fanout.Config{ShardTimeout: time.Minute, IdleTimeout: time.Minute}},
 		big("a", 1), big("b", 2), big("c", 3), big("d", 4))
@@ -195,7 +197,7 @@ func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
 	// The bound the proxy promises: the connection goes once an answer waited send_timeout, and
 	// the answers go with it. The first answer began to wait before held, so the bound is from
 	// held.
-	qs.WaitClosed(t, 30*time.Second)
+	qs.WaitClosed(t, sendTimeout+15*time.Second)
 	eventually(t, 30*time.Second, func() string {
 		runtime.GC()
 		runtime.ReadMemStats(&ms)
