@@ -128,6 +128,15 @@ func TestConfigReload(t *testing.T) {
 		}
 		return ""
 	})
+	// The polls after the signal compare with what the signal read: they neither undo it nor
+	// repeat the warning.
+	time.Sleep(3 * configPoll)
+	if why := serving(okFrom("s0", addrB) + " " + okFrom("s1", addrA))(); why != "" {
+		t.Errorf("after the polls that followed SIGHUP: %s", why)
+	}
+	if n := strings.Count(px.errOut(), "take effect only on restart"); n != 1 {
+		t.Errorf("%d restart warnings for one change, want 1", n)
+	}
 	px.stop(t)
 	a.stop(t)
 	b.stop(t)

@@ -29,8 +29,6 @@ const configPoll = time.Second
 // newFollower, give its initial topology and replicaDown to the fan-out, then start it.
 type follower struct {
 	cfg     config.Proxy
-	path    string
-	resolve func(config.Proxy) (config.Proxy, error)
 	log     *slog.Logger
 	reg     prometheus.Registerer
 	file    *watchfile.Set[config.Proxy] // nil without a config file
@@ -54,7 +52,7 @@ type follower struct {
 // path (the config file, if any) into a configuration as at start. Nothing runs until start.
 func newFollower(cfg config.Proxy, path string, resolve func(config.Proxy) (config.Proxy, error),
 	log *slog.Logger, reg prometheus.Registerer) (*follower, error) {
-	f := &follower{cfg: cfg, path: path, resolve: resolve, log: log, reg: reg}
+	f := &follower{cfg: cfg, log: log, reg: reg}
 	switch topo := cfg.Topology(); {
 	case cfg.Discover != "":
 		// Empty until the watcher's first topology: /readyz says so.
@@ -118,7 +116,7 @@ func (f *follower) start(ctx context.Context, fan *fanout.Client) error {
 		defer signal.Stop(hup)
 		tick := time.NewTicker(configPoll)
 		defer tick.Stop()
-		applied := f.cfg
+		last := f.cfg
 		for {
 			select {
 			case <-f.ctx.Done():
@@ -128,18 +126,11 @@ func (f *follower) start(ctx context.Context, fan *fanout.Client) error {
 					f.log.Info("SIGHUP: no config file to reload (--config)")
 					continue
 				}
-				c, err := config.Load(f.path)
-				if err == nil {
-					c, err = f.resolve(c)
-				}
-				if err != nil {
-					f.log.Warn("SIGHUP: config refused; keeping the loaded version", "file", f.path, "err", err)
-					continue
-				}
-				applied = f.reloaded(applied, c, "SIGHUP")
+				// Read through the file's Set, so that the next poll compares with what was read.
+				last = f.reloaded(last, f.file.Reload(), "SIGHUP")
 			case <-tick.C:
 				if f.file != nil {
-					applied = f.reloaded(applied, f.file.Get(), "file changed")
+					last = f.reloaded(last, f.file.Get(), "file changed")
 				}
 			}
 		}
@@ -147,41 +138,43 @@ func (f *follower) start(ctx context.Context, fan *fanout.Client) error {
 	return nil
 }
 
-// reloaded applies what a reload changed: the shards, live; other settings take a restart, and
-// the log says which. It returns the configuration now in force.
-func (f *follower) reloaded(applied, c config.Proxy, why string) config.Proxy {
-	keys := config.ChangedKeys(applied, c)
-	if len(keys) == 0 {
-		return applied
-	}
+// reloaded applies what changed between last, the configuration read before, and c: the
+// shards, live; other settings take a restart, and the log says which, once per change. It
+// returns c, to compare the next read with.
+func (f *follower) reloaded(last, c config.Proxy, why string) config.Proxy {
 	var later []string
-	for _, k := range keys {
-		if k != "shards" {
+	shards := false
+	for _, k := range config.ChangedKeys(last, c) {
+		if k == "shards" {
+			shards = true
+		} else {
 			later = append(later, k)
 		}
 	}
 	if len(later) > 0 {
 		f.log.Warn("config reload: these settings changed but take effect only on restart", "why", why, "keys", strings.Join(later, ","))
 	}
-	if applied.Discover != "" || len(later) == len(keys) {
-		return applied
+	if shards && f.cfg.Discover == "" {
+		f.reloadShards(c.Topology(), "config reload ("+why+")")
 	}
-	source := "config reload (" + why + ")"
-	topo := c.Topology()
+	return c
+}
+
+// reloadShards makes topo the shards followed: through a new DNS source if it has DNS names
+// (its first resolution publishes), else at once.
+func (f *follower) reloadShards(topo []fanout.ShardSpec, source string) {
 	var src *discovery.DNSSource
 	if discovery.HasDNSNames(topo) {
 		var err error
 		if src, err = f.newDNS(topo); err != nil {
 			f.log.Error("topology refused; keeping the current one", "source", source, "err", err)
-			return applied
+			return
 		}
 	}
-	f.swapDNS(src) // the new names' first resolution publishes their topology
+	f.swapDNS(src)
 	if src == nil {
 		f.apply(topo, source)
 	}
-	applied.Shards = c.Shards
-	return applied
 }
 
 // newDNS returns a DNS source for topology that publishes into the fan-out.

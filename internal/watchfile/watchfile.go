@@ -86,7 +86,14 @@ func (s *Set[T]) Current() T { return *s.cur.Load() }
 // Get looks at the files, loads them again if any has changed since they were last read, and
 // returns the current value: the new one, or the last good one when the new contents do not
 // parse or a file cannot be read right now.
-func (s *Set[T]) Get() T {
+func (s *Set[T]) Get() T { return s.get(false) }
+
+// Reload is Get for when the caller knows better than the files' metadata (SIGHUP): the files
+// are read again whether or not they look changed. An edit that kept a file's size and
+// modification time is then loaded, and later Gets compare with it.
+func (s *Set[T]) Reload() T { return s.get(true) }
+
+func (s *Set[T]) get(force bool) T {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now, err := s.stat()
@@ -94,7 +101,7 @@ func (s *Set[T]) Get() T {
 		s.warnOnce("cannot look at the files; keeping the loaded version", err)
 		return s.Current()
 	}
-	if !s.changed(now) {
+	if !force && !s.changed(now) {
 		return s.Current()
 	}
 	s.seen = now // whatever the outcome, these contents are not read again

@@ -144,3 +144,37 @@ func TestNewFails(t *testing.T) {
 		t.Errorf("missing file: got %v", err)
 	}
 }
+
+// TestReload: a file rewritten in place with its size and modification time kept looks
+// unchanged to Get; Reload reads it, and the Gets after it keep what it read.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "word")
+	if err := os.WriteFile(path, []byte("alpha"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := watchfile.New("word", []string{path}, func(c [][]byte) (string, error) { return string(c[0]), nil },
+		watchfile.WithLogger[string](slog.New(slog.NewTextHandler(&logBuffer{}, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("omega"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Get(); got != "alpha" {
+		t.Fatalf("Get after an edit that kept size and time: %q, want the loaded alpha", got)
+	}
+	if got := s.Reload(); got != "omega" {
+		t.Errorf("Reload: %q, want omega", got)
+	}
+	if got := s.Get(); got != "omega" {
+		t.Errorf("Get after Reload: %q, want omega", got)
+	}
+}
