@@ -338,13 +338,6 @@ func (c *Client) dial(shard, addr string) (*endpoint, error) {
 	return &endpoint{addr: addr, conn: conn, client: shardv1.NewShardServiceClient(conn)}, nil
 }
 
-// Shards returns the shard names of the current topology in merge order (ascending).
-func (c *Client) Shards() []string { return c.Current().Shards() }
-
-// Replicas returns the replica addresses of every shard of the current topology, in Shards
-// order, each list in the configured order (Result.ReplicaIndex indexes it).
-func (c *Client) Replicas() [][]string { return c.Current().Replicas() }
-
 // ReplicaStates returns the connectivity state of every replica connection of the current
 // topology, by shard name and replica address; a shard without replicas has an empty map.
 func (c *Client) ReplicaStates() map[string]map[string]connectivity.State {
