@@ -162,16 +162,19 @@ type Call struct {
 	topo    *Topology // held until Close
 	cursors []*Cursor
 	results []Result
-	failed  atomic.Int32
-	budget  atomic.Int64 // what is left of MaxQueryHitBytes
-	wg      sync.WaitGroup
-	close   sync.Once
+	// deadline is the per-shard deadline (see Deadline).
+	deadline time.Time
+	failed   atomic.Int32
+	budget   atomic.Int64 // what is left of MaxQueryHitBytes
+	wg       sync.WaitGroup
+	close    sync.Once
 }
 
 // Start sends the request to every shard concurrently and returns at once. The per-shard
 // deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive) and
-// the caller's deadline minus a reserve for merging: MergeReserve or 5% of the caller's
-// remaining time, whichever is larger.
+// the caller's deadline minus a reserve for merging: MergeReserve, 5% of the caller's
+// remaining time, or 1.5 times the worst lag of recent answers past their shard deadline (see
+// Answered; at most half the remaining time), whichever is larger.
 //
 // The call uses the topology current when it starts (Topology) to its end.
 func (c *Client) Start(ctx context.Context, req Request) *Call {
@@ -188,6 +191,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	}
 	call.budget.Store(c.cfg.MaxQueryHitBytes)
 	deadline := c.deadline(ctx, req, time.Now()) // assigned once: the goroutines copy it
+	call.deadline = deadline
 	// One request message serves every shard: grpc-go only reads a message it sends.
 	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(shards), req.TopK)}
 	curs := make([]Cursor, len(shards)) // one allocation for all the cursors
@@ -218,15 +222,21 @@ func (c *Client) deadline(ctx context.Context, req Request, now time.Time) time.
 	}
 	deadline := now.Add(timeout)
 	if d, ok := ctx.Deadline(); ok {
-		// The reserve grows with the caller's budget (5% of it), so a loaded proxy still has
-		// time to merge and answer: a fixed 20ms is not enough when the CPU is contended.
-		reserve := max(c.cfg.MergeReserve, d.Sub(now)/20)
+		// The reserve grows with the caller's budget (5% of it) and with how late answers
+		// have recently been after their shard deadline (see answerLag), so a loaded proxy
+		// still has time to merge and answer: a fixed 20ms is not enough when the CPU is
+		// contended.
+		reserve := c.reserve(d.Sub(now), now)
 		if d.Add(-reserve).Before(deadline) {
 			deadline = d.Add(-reserve)
 		}
 	}
 	return deadline
 }
+
+// Deadline is the call's per-shard deadline. Pass it to Client.Answered with the time the
+// answer was written, so that the reserve learns how long answers take under the current load.
+func (call *Call) Deadline() time.Time { return call.deadline }
 
 // Topology returns the topology the call fans out to: Cursors and Close's results are in its
 // Shards order.

@@ -120,8 +120,9 @@ type Config struct {
 	// on (the wait for the first frame is the shard's search, bounded by ShardTimeout). Default 1s.
 	IdleTimeout time.Duration
 	// MergeReserve is kept back from the caller's deadline for merging and answering, so shard
-	// calls end before the caller gives up: at least this, and at least 5% of the caller's
-	// remaining time. Default 20ms.
+	// calls end before the caller gives up: at least this, at least 5% of the caller's
+	// remaining time, and at least 1.5 times how late answers recently were after their shard
+	// deadline (Client.Answered; at most half the remaining time). Default 20ms.
 	MergeReserve time.Duration
 	// Buffer is how many decoded batches each shard may have waiting for the merge. A shard's
 	// messages after its first are decoded one at a time as the merge asks for them (see
@@ -248,6 +249,7 @@ type Client struct {
 	limits  limits
 	budget  *hedge.Budget // nil: no hedges, no budgeted retries
 	held    atomic.Int64  // hit bytes taken by calls not yet closed, at most MaxHitBytesInFlight
+	lag     answerLag     // recent lag of answers past their shard deadline (see reserve)
 	metrics *metrics
 	codec   encoding.CodecV2 // grpc-go's proto codec, which the calls' codecs wrap
 	// topo is the current topology; each call holds the one it started with (see topology.go).

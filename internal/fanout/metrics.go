@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatherproxy/gather/internal/hedge"
@@ -17,6 +19,10 @@ type metrics struct {
 	received prometheus.Counter
 	// changes counts the topologies Update made current.
 	changes prometheus.Counter
+	// lag is the time from a call's shard deadline to its answer, for answers after it.
+	lag prometheus.Histogram
+
+	reserve *prometheus.Desc
 
 	score, ejected, delay, tokens *prometheus.Desc
 	held, maxHeld                 *prometheus.Desc
@@ -71,6 +77,14 @@ func newMetrics() *metrics {
 			Name: "gather_topology_changes_total",
 			Help: "Topologies the fan-out made current: the first, then one per change of shards or replicas (discovery, DNS, config reload).",
 		}),
+		lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gather_answer_lag_seconds",
+			Help:    "For answers written after their query's per-shard deadline: how long after it. The merge reserve (gather_merge_reserve_lag_seconds) follows its maximum over the last 30s.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		reserve: prometheus.NewDesc("gather_merge_reserve_lag_seconds",
+			"The part of the merge reserve learnt from gather_answer_lag_seconds (1.5 times its maximum over the last 30s): a query's shard calls end at least this long (and at most half its remaining time) before its caller's deadline.",
+			nil, nil),
 		topoReplicas: prometheus.NewDesc("gather_topology_replicas",
 			"Replicas of each shard in the current topology; 0 for a shard that discovery expects but no replica of which is known.",
 			[]string{"shard"}, nil),
@@ -154,6 +168,8 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	m.decoded.Describe(ch)
 	m.received.Describe(ch)
 	m.changes.Describe(ch)
+	m.lag.Describe(ch)
+	ch <- m.reserve
 	ch <- m.topoReplicas
 	ch <- m.conns
 	ch <- m.score
@@ -172,6 +188,8 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	m.decoded.Collect(ch)
 	m.received.Collect(ch)
 	m.changes.Collect(ch)
+	m.lag.Collect(ch)
+	ch <- prometheus.MustNewConstMetric(m.reserve, prometheus.GaugeValue, (time.Duration(float64(col.c.lag.get(time.Now())) * lagMargin)).Seconds())
 	col.c.mu.Lock()
 	conns := len(col.c.endpoints)
 	col.c.mu.Unlock()

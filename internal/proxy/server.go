@@ -237,9 +237,12 @@ func (s *Server) SearchStream(req *queryv1.SearchStreamRequest, stream queryv1.Q
 // sink receives the merged hits in order, each with the name of its shard and its encoded size
 // in an answer (answerHitSize). flush is called when the merge is about to wait for the network
 // and at the end, so hits that are final are not held back. The hits' strings are read-only.
+// paced reports whether add and flush wait for the client to read (a stream): the merge's pace
+// is then the client's, and says nothing about the proxy's load.
 type sink interface {
 	add(h fanout.Hit, shard string, size int) error
 	flush() error
+	paced() bool
 }
 
 // collect gathers the hits of a Search answer, encoded (answer).
@@ -257,6 +260,8 @@ func (c *collect) add(h fanout.Hit, shard string, size int) error {
 }
 
 func (c *collect) flush() error { return nil }
+
+func (c *collect) paced() bool { return false }
 
 // maxFirstAnswerBytes bounds the capacity an answer's encoded hits start with (firstCapacity);
 // a longer answer grows it by doubling.
@@ -291,6 +296,8 @@ func (s *streamer) add(h fanout.Hit, shard string, size int) error {
 	s.left--
 	return nil
 }
+
+func (s *streamer) paced() bool { return true }
 
 func (s *streamer) flush() error {
 	if len(s.batch) == 0 {
@@ -353,6 +360,12 @@ func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*quer
 		call.Stop()
 	}
 	results := call.Close()
+	if !out.paced() {
+		// How late after the shard deadline the merge is done teaches the fan-out how much of
+		// the caller's time to keep back (fanout.Client.Answered), whether or not the caller
+		// is still there: the answers it gave up on are the ones to learn from.
+		s.fan.Answered(call.Deadline(), time.Now())
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
