@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,6 +120,9 @@ func (s *Server) observe(ctx context.Context, oc *outcome, err error) {
 			slog.String("outcome", outcomeLabel),
 			slog.Float64("latency_ms", float64(took.Microseconds())/1000),
 		}
+		if ok < len(oc.results) {
+			attrs = append(attrs, slog.String("missing", missing(oc.results)))
+		}
 		if s.cfg.LogQueryText {
 			attrs = append(attrs, slog.String("query", oc.text))
 		}
@@ -133,4 +138,22 @@ func traceID(span trace.Span) string {
 		return sc.TraceID().String()
 	}
 	return ""
+}
+
+// missing names the shards that did not answer in full, for the access log: for each, the status,
+// the replica (by its index in the shard's list) of the attempt that ended last, and how many
+// attempts the call made ("shard-0:DEADLINE_EXCEEDED:r1:1", space separated): enough to tell a
+// replica that hung with no hedge from a shard that failed on every replica.
+func missing(results []fanout.Result) string {
+	var b strings.Builder
+	for _, r := range results {
+		if r.Status == fanout.StatusOK {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%s:r%d:%d", r.Shard, r.Status, r.ReplicaIndex, r.Attempts)
+	}
+	return b.String()
 }
