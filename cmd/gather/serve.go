@@ -210,7 +210,10 @@ func newAdminServer(addr string, reg *prometheus.Registry, ready func() error, o
 		return nil, fmt.Errorf("admin listen %s: %w", addr, err)
 	}
 	warnBeyondLoopback(opts.log, lis.Addr(), opts)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	// The scheduler's metrics too: go_sched_latencies_seconds, how long goroutines waited to run,
+	// says whether a slow answer was the process starved of CPU.
+	reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		sockdiag.NewCollector(sockdiag.New("")))
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: true}))
