@@ -70,6 +70,9 @@ type Counts struct {
 	QSTimeout, Unavailable, Other int64
 	// Examples holds the first error message of each failure kind, by kind.
 	Examples map[string]string
+	// FirstQSTimeout and LastQSTimeout are when the first and the last query that hit its
+	// timeout ended (zero without any).
+	FirstQSTimeout, LastQSTimeout time.Time
 }
 
 // Failed returns the failures of every kind.
@@ -77,9 +80,10 @@ func (c Counts) Failed() int64 { return c.QSTimeout + c.Unavailable + c.Other }
 
 // tally counts outcomes; safe for concurrent use.
 type tally struct {
-	n        [outOther + 1]atomic.Int64
-	mu       sync.Mutex
-	examples map[string]string
+	n               [outOther + 1]atomic.Int64
+	mu              sync.Mutex
+	examples        map[string]string
+	firstTO, lastTO time.Time
 }
 
 func (t *tally) add(o outcome, err error) {
@@ -93,6 +97,13 @@ func (t *tally) add(o outcome, err error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if o == outQSTimeout {
+		now := time.Now()
+		if t.firstTO.IsZero() {
+			t.firstTO = now
+		}
+		t.lastTO = now
+	}
 	if t.examples == nil {
 		t.examples = map[string]string{}
 	}
@@ -107,11 +118,12 @@ func (t *tally) counts() Counts {
 	for k, v := range t.examples {
 		ex[k] = v
 	}
+	first, last := t.firstTO, t.lastTO
 	t.mu.Unlock()
 	return Counts{
 		OK: t.n[outOK].Load(), Degraded: t.n[outDegraded].Load(), Shed: t.n[outShed].Load(),
 		QSTimeout: t.n[outQSTimeout].Load(), Unavailable: t.n[outUnavailable].Load(), Other: t.n[outOther].Load(),
-		Examples: ex,
+		Examples: ex, FirstQSTimeout: first, LastQSTimeout: last,
 	}
 }
 

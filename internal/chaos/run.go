@@ -105,6 +105,8 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	var probeWG sync.WaitGroup
 	probeWG.Go(func() { r.probe.run(probeCtx) })
+	var self stallMeter
+	probeWG.Go(func() { self.run(probeCtx) })
 	stopProbing := func() {
 		stopProbe()
 		probeWG.Wait()
@@ -123,6 +125,7 @@ func (r *runner) run(ctx context.Context) (*Report, error) {
 	rep.IncidentLen = time.Since(incidentStart)
 	r.recover(ctx, rep)
 	stopProbing()
+	rep.SelfStall, rep.SelfStallAt = self.worst()
 	if ctx.Err() != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInterrupted, ctx.Err())
 	}

@@ -75,6 +75,12 @@ type Report struct {
 	// ListenOverflows is how much TcpExt ListenOverflows grew during the run (whole network
 	// namespace, not only the proxy).
 	ListenOverflows int64
+	// SelfStall is the longest the chaos process itself could not run when it asked to (a
+	// timer 10ms apart, woken late), and SelfStallAt when that ended: the clients share the
+	// machine with the proxy, and a stall of the whole machine makes queries miss their timeout
+	// as surely as a stuck proxy.
+	SelfStall   time.Duration
+	SelfStallAt time.Time
 }
 
 // ProbeStats are the probe's queries.
@@ -167,6 +173,11 @@ type Check struct {
 	Detail string
 }
 
+// since is t relative to the run's start, rounded for the report.
+func (r *Report) since(t time.Time) time.Duration {
+	return t.Sub(r.Start).Round(100 * time.Millisecond)
+}
+
 // Checks returns the verdict's rules, in order: no CLOSE_WAIT at the end, goroutines back to
 // the baseline, the heap back near it (only when both were read just after a GC), healthy
 // queries answered throughout, no probe query shed for its whole budget, recovered at all,
@@ -217,8 +228,12 @@ func (r *Report) Checks() []Check {
 		add("recovered", false, "not clean within %s: %s", cfg.RecoveryTimeout, r.NotRecovered)
 	}
 
-	add("answered before the QS timeout", r.Workers.QSTimeout == 0,
-		"%d worker queries hit their %s timeout", r.Workers.QSTimeout, cfg.Timeout)
+	if w := r.Workers; w.QSTimeout > 0 && !w.FirstQSTimeout.IsZero() {
+		add("answered before the QS timeout", false, "%d worker queries hit their %s timeout, ending from +%s to +%s; chaos's own longest stall: %s, ending at +%s",
+			w.QSTimeout, cfg.Timeout, r.since(w.FirstQSTimeout), r.since(w.LastQSTimeout), r.SelfStall.Round(time.Millisecond), r.since(r.SelfStallAt))
+	} else {
+		add("answered before the QS timeout", w.QSTimeout == 0, "%d worker queries hit their %s timeout", w.QSTimeout, cfg.Timeout)
+	}
 
 	if cfg.Cluster != "" {
 		if r.Replacement != nil {
@@ -451,6 +466,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 			printf("time to recover\tnot within %s\n", cfg.RecoveryTimeout)
 		}
 		printf("longest probe gap\t%s\n", r.Probe.LongestGap.Round(time.Millisecond))
+		if !r.SelfStallAt.IsZero() {
+			printf("chaos's own longest stall\t%s at +%s\n", r.SelfStall.Round(time.Millisecond), r.since(r.SelfStallAt))
+		}
 	})
 	checks := r.Checks()
 	section(func(printf func(string, ...any)) {
