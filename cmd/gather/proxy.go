@@ -51,7 +51,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	discover := fs.String("discover", "", "take the shards from those registered in etcd (gather shard --register), followed live: `etcd://HOST:PORT[,HOST:PORT...]/PREFIX`; instead of --shard")
 	dnsRefresh := fs.Duration("dns-refresh", 0, "resolve shard replicas given as dns:///HOST:PORT again this often (default 10s); also when a replica's connection is lost")
 	discoverExpect := fs.String("discover-expect", "", "with --discover: comma-separated shard `names` the topology must have (default: shard-0 to shard-(N-1) once registrations say there are N partitions)")
-	shardTimeout := fs.Duration("shard-timeout", 0, "per-shard timeout (default 2s)")
+	shardTimeout := fs.Duration("shard-timeout", 0, "per-shard timeout, from when the query arrived (default 2s)")
 	idleTimeout := fs.Duration("idle-timeout", 0, "longest silence between two frames of a shard stream (default 1s)")
 	maxTopK := fs.Uint("max-top-k", 0, "largest top_k accepted (default 1000)")
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")

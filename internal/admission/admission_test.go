@@ -464,3 +464,50 @@ func TestInterceptorGuardsOnlyNamedServices(t *testing.T) {
 		t.Errorf("health check was shed: %v", err)
 	}
 }
+
+// fakeStream is the grpc.ServerStream of an interceptor test: only its context is used.
+type fakeStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s fakeStream) Context() context.Context { return s.ctx }
+
+// TestInterceptorsRecordArrival: the handler learns when its call arrived, before it waited for
+// its slot, so that the wait counts against the query's own timeouts.
+func TestInterceptorsRecordArrival(t *testing.T) {
+	t.Parallel()
+	l := New(Config{MaxInFlight: 1, MaxWait: time.Second}, prometheus.NewRegistry())
+	const service, method = "gather.query.v1.QueryService", "/gather.query.v1.QueryService/Search"
+	const wait = 50 * time.Millisecond
+	check := func(kind string, ctx context.Context, began time.Time) {
+		arrived, ok := Arrived(ctx)
+		switch {
+		case !ok:
+			t.Errorf("%s: the handler's context has no arrival", kind)
+		case arrived.Before(began) || time.Since(arrived) < wait:
+			t.Errorf("%s: arrival %s after the call began, %s before the handler; want the call's start, before the wait",
+				kind, arrived.Sub(began), time.Since(arrived))
+		}
+	}
+	for _, kind := range []string{"unary", "stream"} {
+		hold := mustAcquire(t, l, 1) // the call waits for this slot
+		time.AfterFunc(wait, hold)
+		began := time.Now()
+		var err error
+		if kind == "unary" {
+			_, err = l.UnaryServerInterceptor(service)(from(t.Context(), 2), nil, &grpc.UnaryServerInfo{FullMethod: method},
+				func(ctx context.Context, _ any) (any, error) { check(kind, ctx, began); return nil, nil })
+		} else {
+			err = l.StreamServerInterceptor(service)(nil, fakeStream{ctx: from(t.Context(), 2)}, &grpc.StreamServerInfo{FullMethod: method},
+				func(_ any, ss grpc.ServerStream) error { check(kind, ss.Context(), began); return nil })
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", kind, err)
+		}
+	}
+	if _, ok := Arrived(t.Context()); ok {
+		t.Error("a context that went through no interceptor has an arrival")
+	}
+	assertIdle(t, l)
+}

@@ -23,6 +23,12 @@ type Request struct {
 	TopK  uint32
 	// ShardTimeout, when positive, caps the configured per-shard timeout.
 	ShardTimeout time.Duration
+	// Arrived is when the query reached the proxy, before it waited for an admission slot
+	// (admission.Arrived); zero means when Start is called. The shard timeout counts from it,
+	// so that a query that waited for a slot is answered when it would have been without the
+	// wait, not that much closer to its caller's deadline; but at least half of the timeout is
+	// left to the shards however long the wait.
+	Arrived time.Time
 }
 
 // Hit is one shard hit as the merge sees it: the hit, as received, and the index of the shard in
@@ -171,7 +177,8 @@ type Call struct {
 }
 
 // Start sends the request to every shard concurrently and returns at once. The per-shard
-// deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive) and
+// deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive),
+// both counted from req.Arrived (see Request), and
 // the caller's deadline minus a reserve for merging: MergeReserve, 5% of the caller's
 // remaining time, or 1.5 times the worst lag of recent answers past their shard deadline (see
 // Answered; at most half the remaining time), whichever is larger.
@@ -221,6 +228,9 @@ func (c *Client) deadline(ctx context.Context, req Request, now time.Time) time.
 		timeout = req.ShardTimeout
 	}
 	deadline := now.Add(timeout)
+	if !req.Arrived.IsZero() && req.Arrived.Before(now) {
+		deadline = later(req.Arrived.Add(timeout), now.Add(timeout/2))
+	}
 	if d, ok := ctx.Deadline(); ok {
 		// The reserve grows with the caller's budget (5% of it) and with how late answers
 		// have recently been after their shard deadline (see answerLag), so a loaded proxy
@@ -237,6 +247,14 @@ func (c *Client) deadline(ctx context.Context, req Request, now time.Time) time.
 // Deadline is the call's per-shard deadline. Pass it to Client.Answered with the time the
 // answer was written, so that the reserve learns how long answers take under the current load.
 func (call *Call) Deadline() time.Time { return call.deadline }
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
 
 // Topology returns the topology the call fans out to: Cursors and Close's results are in its
 // Shards order.

@@ -114,7 +114,8 @@ const (
 // real size, as the others are transient. The answer the proxy builds is bounded separately
 // (proxy.Config.MaxAnswerBytes).
 type Config struct {
-	// ShardTimeout bounds each shard call. Default 2s.
+	// ShardTimeout bounds each shard call, from when its query arrived (Request.Arrived: a wait
+	// for an admission slot counts, up to half of it). Default 2s.
 	ShardTimeout time.Duration
 	// IdleTimeout bounds the silence between two frames of a shard's stream, from the first frame
 	// on (the wait for the first frame is the shard's search, bounded by ShardTimeout). Default 1s.

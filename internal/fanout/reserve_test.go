@@ -56,3 +56,29 @@ func TestReserveLearnsAnswerLag(t *testing.T) {
 		t.Errorf("per-shard deadline %s before the caller's, want at least about 600ms", d.Sub(got))
 	}
 }
+
+// TestShardTimeoutCountsFromArrival: the wait for an admission slot counts against the shard
+// timeout, up to half of it.
+func TestShardTimeoutCountsFromArrival(t *testing.T) {
+	c, err := New([]ShardSpec{{Name: "s0", Replicas: []string{"127.0.0.1:1"}}}, Config{ShardTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	now := time.Now()
+	for _, tc := range []struct {
+		waited, want time.Duration // since arrival; the deadline from now
+	}{
+		{0, 2 * time.Second},
+		{500 * time.Millisecond, 1500 * time.Millisecond},
+		{1500 * time.Millisecond, time.Second}, // half the timeout left, however long the wait
+	} {
+		req := Request{Arrived: now.Add(-tc.waited)}
+		if got := c.deadline(t.Context(), req, now).Sub(now); got != tc.want {
+			t.Errorf("after a wait of %s: shard deadline in %s, want %s", tc.waited, got, tc.want)
+		}
+	}
+	if got := c.deadline(t.Context(), Request{}, now).Sub(now); got != 2*time.Second {
+		t.Errorf("without an arrival: shard deadline in %s, want 2s", got)
+	}
+}

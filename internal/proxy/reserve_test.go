@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -9,12 +10,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/metrictest"
+	"github.com/gatherproxy/gather/internal/proxy"
 	"github.com/gatherproxy/gather/internal/shardtest"
 )
 
@@ -73,5 +78,49 @@ func TestReserveCoversAnswerLag(t *testing.T) {
 		if got, want := statuses(resp.GetShards()), []queryv1.ShardStatus{ok, deadline}; !slices.Equal(got, want) {
 			t.Errorf("query %d: statuses %v, want %v", i+2, got, want)
 		}
+	}
+}
+
+// TestShardTimeoutCountsAdmissionWait: a query that waited for an admission slot has its shards
+// cut shard_timeout after it arrived, not after it was admitted, so that the wait does not push
+// its answer towards its caller's deadline (in the chaos incident, a query that waited most of a
+// second for its slot was answered after its caller had given up).
+func TestShardTimeoutCountsAdmissionWait(t *testing.T) {
+	t.Parallel()
+	const timeout, wait = time.Second, 400 * time.Millisecond
+	adm := admission.New(admission.Config{MaxInFlight: 4, MaxWait: 100 * time.Millisecond}, prometheus.NewRegistry())
+	h := hitsFor(2)
+	c := newClusterOpts(t, fanout.Config{ShardTimeout: timeout, IdleTimeout: time.Minute}, proxy.Config{MaxTopK: 500},
+		[]grpc.ServerOption{grpc.ChainStreamInterceptor(adm.StreamServerInterceptor(queryv1.QueryService_ServiceDesc.ServiceName))},
+		shardtest.Behavior{Hits: h[0]}, shardtest.Behavior{Hits: h[1], Hang: true, HangAfter: 0})
+	// Another caller holds every slot; one is freed after wait.
+	holder := peer.NewContext(t.Context(), &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 9}})
+	var releases []func()
+	for range 4 {
+		release, err := adm.Acquire(holder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		releases = append(releases, release)
+	}
+	defer func() {
+		for _, r := range releases {
+			r()
+		}
+	}()
+	time.AfterFunc(wait, releases[0])
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	resp, err := c.client.Search(ctx, &queryv1.SearchRequest{Query: "q", TopK: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := resp.GetShards()[1]
+	if hung.GetStatus() != deadline {
+		t.Fatalf("the hanging shard: %v, want cut by its deadline", hung.GetStatus())
+	}
+	// Cut 600ms after its call began (1s after the query arrived); 1s without the wait counted.
+	if got := hung.GetLatency().AsDuration(); got > timeout-wait/2 {
+		t.Errorf("the hanging shard was cut %s after its call began, want about %s (the timeout less the %s wait)", got, timeout-wait, wait)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
+	"github.com/gatherproxy/gather/internal/admission"
 	"github.com/gatherproxy/gather/internal/fanout"
 	"github.com/gatherproxy/gather/internal/flowguard"
 	"github.com/gatherproxy/gather/internal/lifecycle"
@@ -316,7 +317,8 @@ func (s *streamer) flush() error {
 // the shard calls and marks the summary truncated.
 func (s *Server) run(ctx context.Context, q query, out sink, oc *outcome) (*queryv1.SearchSummary, error) {
 	start := time.Now()
-	call := s.fan.Start(ctx, fanout.Request{Query: q.text, TopK: q.topK, ShardTimeout: q.shardTimeout})
+	arrived, _ := admission.Arrived(ctx) // zero unless admission control saw the call
+	call := s.fan.Start(ctx, fanout.Request{Query: q.text, TopK: q.topK, ShardTimeout: q.shardTimeout, Arrived: arrived})
 	defer func() { oc.results = call.Close() }()
 	v := s.viewOf(call.Topology())
 

@@ -48,6 +48,12 @@ func newCluster(t *testing.T, cfg fanout.Config, behaviors ...shardtest.Behavior
 // newClusterWith is newCluster with the service's configuration, served with its ServerOptions.
 func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behaviors ...shardtest.Behavior) *cluster {
 	t.Helper()
+	return newClusterOpts(t, cfg, pcfg, nil, behaviors...)
+}
+
+// newClusterOpts is newClusterWith with more server options (interceptors).
+func newClusterOpts(t *testing.T, cfg fanout.Config, pcfg proxy.Config, opts []grpc.ServerOption, behaviors ...shardtest.Behavior) *cluster {
+	t.Helper()
 	c := &cluster{}
 	var topo []fanout.ShardSpec
 	for i, b := range behaviors {
@@ -64,8 +70,9 @@ func newClusterWith(t *testing.T, cfg fanout.Config, pcfg proxy.Config, behavior
 		t.Fatal(err)
 	}
 	// With gather's server codec, as cmd/gather serves it, so that invalid UTF-8 reaches parse.
-	srv := grpc.NewServer(append(pcfg.ServerOptions(), grpc.ForceServerCodecV2(wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(),
-		(&queryv1.SearchStreamRequest{}).ProtoReflect().Type())))...)
+	opts = append(append(opts, pcfg.ServerOptions()...), grpc.ForceServerCodecV2(wirecodec.New((&queryv1.SearchRequest{}).ProtoReflect().Type(),
+		(&queryv1.SearchStreamRequest{}).ProtoReflect().Type())))
+	srv := grpc.NewServer(opts...)
 	proxy.New(fan, pcfg).Register(srv)
 	done := make(chan struct{})
 	go func() {
