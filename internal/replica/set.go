@@ -449,7 +449,7 @@ func (s *Set) Done(i int, o Outcome, firstFrame bool, elapsed, lateAfter time.Du
 		r.failures++
 		r.bad++
 		if !r.ejected && (r.probation > 0 || r.failures >= s.cfg.ConsecutiveFailures) {
-			s.eject(i, now)
+			s.eject(i, now, true)
 		}
 	}
 	if now >= s.nextRate {
@@ -467,22 +467,32 @@ func (s *Set) expire(now time.Duration) {
 	}
 }
 
-// eject ejects replica i unless that would leave its shard without another Ready replica or
-// eject more than half of them.
-func (s *Set) eject(i int, now time.Duration) {
+// eject ejects replica i unless that would leave its shard without a refuge, another Ready
+// replica with a better record, or eject more than half of them.
+//
+// A refuge is off probation and, when i is ejected for its failures in a row (inARow), has had
+// fewer of them than i (ejected for its success rate, i's siblings' rate is better already; on
+// probation, failing at all is the evidence):
+// ejecting i only moves its calls to the others, and when the others are failing as much, or
+// have only just come back from an ejection of their own and not yet proved themselves, that
+// makes things worse. Under an
+// overload that makes a healthy replica's calls miss their deadline, it would otherwise be
+// ejected for 30s while its twin, back on probation from being ejected as hung, took every call.
+func (s *Set) eject(i int, now time.Duration, inARow bool) {
+	r := &s.reps[i]
 	ejected, others := 0, 0
 	for j := range s.reps {
+		o := &s.reps[j]
 		switch {
-		case s.reps[j].ejected:
+		case o.ejected:
 			ejected++
-		case j != i && s.cfg.Health(j) == Ready:
+		case j != i && s.cfg.Health(j) == Ready && o.probation == 0 && (!inARow || r.probation > 0 || o.failures < r.failures):
 			others++
 		}
 	}
 	if others == 0 || (ejected+1)*2 > len(s.reps) {
 		return // it stays in; a later failure tries again
 	}
-	r := &s.reps[i]
 	if r.probation == 0 && r.times > 0 && now-r.healthy >= s.cfg.EjectMax {
 		r.times = 0 // healthy for long enough: a new ejection starts short again
 	}
@@ -513,7 +523,7 @@ func (s *Set) compareRates(now time.Duration) {
 			continue
 		}
 		if rate, siblings := float64(r.ok)/float64(r.ok+r.bad), float64(ok)/float64(all); rate < s.cfg.RateRatio*siblings {
-			s.eject(i, now)
+			s.eject(i, now, false)
 		}
 	}
 	for i := range s.reps {

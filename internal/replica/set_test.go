@@ -519,3 +519,36 @@ func TestSilentReplicaAvoidedAtOnce(t *testing.T) {
 		t.Errorf("silent replica's score %v after 1s of silence, want at least its waiting attempts' age", snap.Score)
 	}
 }
+
+// TestEjectionNeedsARefuge: a replica is not ejected for failures in a row when its calls would
+// go only to a sibling just back from an ejection that has not proved itself yet. In the chaos incident with one replica of a shard hung, the healthy one missed
+// deadlines under overload and was ejected for 30s while the hung one, back on probation, took
+// every call of the shard.
+func TestEjectionNeedsARefuge(t *testing.T) {
+	t.Parallel()
+	s, clk, ejected := newSet(2, Config{})
+	fail(s, 0, 5) // replica 0 hangs: ejected
+	if len(*ejected) != 1 {
+		t.Fatalf("ejections %v, want replica 0", *ejected)
+	}
+	clk.Advance(30 * time.Second) // back on probation
+	if snap := s.Snapshot(0); snap.Ejected || !snap.Probation {
+		t.Fatalf("replica 0: %+v, want back on probation", snap)
+	}
+	fail(s, 1, 10)
+	if s.Snapshot(1).Ejected {
+		t.Fatal("replica 1 ejected while its only sibling was on probation")
+	}
+	fail(s, 0, 1) // the probation call fails: replica 0 goes again, replica 1 keeps its calls
+	if !s.Snapshot(0).Ejected || s.Snapshot(1).Ejected {
+		t.Fatalf("after replica 0 failed on probation: %+v %+v, want 0 ejected, 1 in", s.Snapshot(0), s.Snapshot(1))
+	}
+
+	// In a row, the replica with fewer failures is the refuge: ejecting the other is allowed.
+	s2, _, ejected2 := newSet(2, Config{})
+	fail(s2, 1, 4)
+	fail(s2, 0, 5)
+	if len(*ejected2) != 1 || !s2.Snapshot(0).Ejected {
+		t.Errorf("ejections %v, want replica 0 (5 in a row, its sibling 4)", *ejected2)
+	}
+}
