@@ -177,11 +177,11 @@ type Call struct {
 }
 
 // Start sends the request to every shard concurrently and returns at once. The per-shard
-// deadline is the smallest of the configured shard timeout, req.ShardTimeout (when positive),
-// both counted from req.Arrived (see Request), and
-// the caller's deadline minus a reserve for merging: MergeReserve, 5% of the caller's
-// remaining time, or 1.5 times the worst lag of recent answers past their shard deadline (see
-// Answered; at most half the remaining time), whichever is larger.
+// deadline is the smallest of the configured shard timeout and req.ShardTimeout (when
+// positive), both counted from req.Arrived (see Request), and of the caller's deadline minus a
+// reserve for merging: MergeReserve, 5% of the caller's remaining time, or 1.5 times the worst
+// lag of recent answers past their shard deadline (see Answered; at most half the remaining
+// time), whichever is larger.
 //
 // The call uses the topology current when it starts (Topology) to its end.
 func (c *Client) Start(ctx context.Context, req Request) *Call {
@@ -245,7 +245,7 @@ func (c *Client) deadline(ctx context.Context, req Request, now time.Time) time.
 }
 
 // Deadline is the call's per-shard deadline. Pass it to Client.Answered with the time the
-// answer was written, so that the reserve learns how long answers take under the current load.
+// merge was done, so that the reserve learns how late answers are under the current load.
 func (call *Call) Deadline() time.Time { return call.deadline }
 
 // later returns the later of a and b.
