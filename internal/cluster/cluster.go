@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,7 +68,7 @@ func (s Spec) check() error {
 // The lines the children print once they serve (cmd/gather's runShard and runProxy).
 var (
 	shardReady = regexp.MustCompile(`serving gather\.shard\.v1\.ShardService on (\S+)$`)
-	proxyReady = regexp.MustCompile(`QueryService on (\S+), admin on https?://([^\s,]+)`)
+	proxyReady = regexp.MustCompile(`QueryService on (\S+), admin on (https?)://([^\s,]+)`)
 )
 
 // Cluster is a running cluster. Its methods are safe for concurrent use.
@@ -222,14 +224,53 @@ func (c *Cluster) startProxy(ctx context.Context, i, qsPort, adminPort int) (*me
 	name := fmt.Sprintf("proxy-%d", i)
 	args := append([]string{"proxy", "--discover", c.URL(),
 		"--listen", "127.0.0.1:" + strconv.Itoa(qsPort), "--admin", "127.0.0.1:" + strconv.Itoa(adminPort)}, c.spec.ProxyArgs...)
+	var scheme string
 	mem, err := c.start(ctx, name, name, proxyReady, args, func(m []string, pid int) chaos.Process {
-		return chaos.Process{Name: name, Role: "proxy", Addr: m[1], Admin: m[2], Pid: pid}
+		scheme = m[2]
+		return chaos.Process{Name: name, Role: "proxy", Addr: m[1], Admin: m[3], Pid: pid}
 	})
 	if err != nil {
 		return nil, err
 	}
+	if scheme == "http" { // an admin port with TLS is the operator's to check
+		if err := awaitServing(ctx, "http://"+mem.process.Admin+"/readyz", c.spec.StartTimeout); err != nil {
+			mem.child.kill()
+			return nil, fmt.Errorf("%s: %w (see %s)", name, err, mem.logPath)
+		}
+	}
 	c.progress("%-11s %s  admin %s  pid %d", name, mem.process.Addr, mem.process.Admin, mem.process.Pid)
 	return mem, nil
+}
+
+// awaitServing waits, at most timeout, until url (a proxy's /readyz) answers 200. A proxy prints
+// its serving line once it listens, before discovery has given it a topology: a query then
+// would find no shard.
+func awaitServing(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	last := "no answer"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err != nil {
+			last = err.Error()
+		} else {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not ready within %s: %s", timeout, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // start runs gather with args as the child name, logging to LOGS/logName.log, waits for the
