@@ -234,7 +234,7 @@ func (c *Cluster) startProxy(ctx context.Context, i, qsPort, adminPort int) (*me
 	}
 	if scheme == "http" { // an admin port with TLS is the operator's to check
 		if err := awaitServing(ctx, "http://"+mem.process.Admin+"/readyz", c.spec.StartTimeout); err != nil {
-			mem.child.kill()
+			mem.kill()
 			return nil, fmt.Errorf("%s: %w (see %s)", name, err, mem.logPath)
 		}
 	}
@@ -249,7 +249,7 @@ func awaitServing(ctx context.Context, url string, timeout time.Duration) error 
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
-	last := "no answer"
+	var last string
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {
