@@ -121,15 +121,18 @@ func replicasReport() *Report {
 	return r
 }
 
+// checkCase is a change to a clean report and the checks it must fail, in order.
+type checkCase struct {
+	name   string
+	change func(r *Report)
+	failed []string
+}
+
 // TestChecksReplicas: with one replica of each slow shard slowed, an answer missing a shard is
 // a failure of the replica machinery, not the incident's expected degradation.
 func TestChecksReplicas(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		change func(r *Report)
-		failed []string
-	}{
+	for _, tc := range []checkCase{
 		{"clean", func(*Report) {}, nil},
 		{"one degraded", func(r *Report) { r.Workers.Degraded = 1 }, []string{"every worker query answered in full"}},
 		{"one unavailable", func(r *Report) { r.Workers.Unavailable = 1 }, []string{"every worker query answered in full"}},
@@ -306,11 +309,7 @@ func clusterReport() *Report {
 // full, and does not ask for overload.
 func TestChecksCluster(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct {
-		name   string
-		change func(r *Report)
-		failed []string
-	}{
+	for _, tc := range []checkCase{
 		{"clean", func(*Report) {}, nil},
 		{"not replaced", func(r *Report) { r.Replacement, r.ReplaceErr = nil, "POST: 500" }, []string{"replica replaced"}},
 		{"one degraded", func(r *Report) { r.Workers.Degraded = 1 }, []string{"every worker query answered in full"}},

@@ -166,11 +166,7 @@ func (e *env) takeBaseline(t *testing.T) baseline {
 	for _, s := range e.shards {
 		s.WaitIdle(t, 10*time.Second)
 	}
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.GC() // as nothingLeft does
-	runtime.ReadMemStats(&ms)
-	return baseline{goroutines: runtime.NumGoroutine(), heap: ms.HeapInuse}
+	return baseline{goroutines: runtime.NumGoroutine(), heap: heapInUse()}
 }
 
 // nothingLeft asserts the process is back to b: every shard call ended, goroutines at or below
@@ -187,18 +183,22 @@ func (e *env) nothingLeft(t *testing.T, b baseline) {
 		return ""
 	})
 	assertNoCloseWait(t)
-	// Two collections: what sync.Pools hold (grpc-go's buffers among them) survives the first
-	// in the pools' victim caches, and is freed by the second.
 	eventually(t, 10*time.Second, func() string {
-		var ms runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		if ms.HeapInuse > b.heap+16<<20 {
-			return fmt.Sprintf("heap in use %d MiB, baseline %d MiB", ms.HeapInuse>>20, b.heap>>20)
+		if heap := heapInUse(); heap > b.heap+16<<20 {
+			return fmt.Sprintf("heap in use %d MiB, baseline %d MiB", heap>>20, b.heap>>20)
 		}
 		return ""
 	})
+}
+
+// heapInUse is the heap in use after two collections: what sync.Pools hold (grpc-go's buffers
+// among them) survives the first in the pools' victim caches, and is freed by the second.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
 }
 
 // assertNoCloseWait waits for the process to have no socket in CLOSE_WAIT. It skips the check,
