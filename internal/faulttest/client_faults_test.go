@@ -143,8 +143,8 @@ func TestQSStopsReading(t *testing.T) {
 // never makes room for the answers (1 KiB of window per stream, never more), the old system's
 // blocking write on the unary path. Each query must hold its admission slot while its answer
 // waits, and once send_timeout has passed the proxy must close the connection, which is what
-// drops the answers grpc-go queued: the heap is back within send_timeout plus a little, and the
-// queries are recorded as send_stalled. Without the flow guard the answers stay queued, pinning
+// drops the answers grpc-go queued: the connection is closed within send_timeout plus a little,
+// the heap is back after it, and the queries are recorded as send_stalled. Without the flow guard the answers stay queued, pinning
 // over 1 MB each, until the client goes.
 func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
 	// A few hits with long texts: answers of over 1 MB that cost next to nothing to merge, so
@@ -206,12 +206,10 @@ func TestQSLeavesUnaryAnswersUnread(t *testing.T) {
 		}
 		return ""
 	})
-	// The slack is for the teardown and the GCs that measure it, on a loaded machine.
-	if took := time.Since(held); took > sendTimeout+3*time.Second {
-		t.Errorf("heap back %s after the answers were held, want within send_timeout (%s) plus 3s", took, sendTimeout)
-	} else {
-		t.Logf("heap back %s after the answers were held (send_timeout %s)", took.Round(time.Millisecond), sendTimeout)
-	}
+	// How long that took is logged, not asserted: the bound the proxy owns is the close above
+	// (send_timeout plus slack, checked by WaitClosed); after it the teardown and the collections
+	// that measure it run at the loaded machine's pace (one CI run took 5s more).
+	t.Logf("heap back %s after the answers were held (send_timeout %s)", time.Since(held).Round(time.Millisecond), sendTimeout)
 	eventually(t, 10*time.Second, func() string {
 		stalled := e.ends("server", searchMethod, lifecycle.SendStalled)
 		cancelled := e.ends("server", searchMethod, lifecycle.Canceled)
