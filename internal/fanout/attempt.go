@@ -316,19 +316,32 @@ func (sc *shardCall) await(a *attempt) error {
 //
 // A denial other than for the deadline is not final: the call asks again each time its waiting
 // attempt has waited half as long again, until the deadline is too near, and may then spend the
-// tokens a first ask may not (hedge.Budget.SpendSpeculative). The budget refills as calls
+// tokens a first ask may not (hedge.Budget.SpendSpeculative); once the replica it waits on has
+// been ejected (found stalled, see replica.Config.StallAfter, or failing), it moves to another
+// without a token (hedge.AskFailover), at its next ask. The budget refills as calls
 // are made, and a slow replica becomes a candidate once the attempt has waited twice its usual
 // time (replica.Set.PickHedge): a call that hangs on a replica just as the budget ran dry, or
 // just as the machine slowed every replica down, is not left to its per-shard deadline. The
 // metrics and the span count the first denial of a call only.
 func (sc *shardCall) startHedge() {
 	s := sc.s
-	waited := sc.delay
+	waited, ask := sc.delay, hedge.AskFirst
+	if sc.denied {
+		ask = hedge.AskAgain
+	}
 	if w := sc.live[0]; w != nil {
 		waited = time.Since(w.start)
+		if s.set.Ejected(w.index) {
+			ask = hedge.AskFailover
+		}
 	}
-	i, why := hedge.Decide(sc.call.client.budget, time.Until(sc.deadline), s.delay.Typical(), sc.denied,
-		func() (int, error) { return s.set.PickHedge(sc.tried, waited) })
+	i, why := hedge.Decide(sc.call.client.budget, time.Until(sc.deadline), s.delay.Typical(), ask,
+		func() (int, error) {
+			if ask == hedge.AskFailover {
+				return s.set.Pick(sc.tried, replica.Primary)
+			}
+			return s.set.PickHedge(sc.tried, waited)
+		})
 	if why != hedge.Allowed {
 		if !sc.denied {
 			sc.denied = true
@@ -347,6 +360,9 @@ func (sc *shardCall) startHedge() {
 	a := &attempt{}
 	sc.hedge = a
 	sc.prepare(a, i, SourceHedge, 1)
+	if ask == hedge.AskFailover {
+		s.m.failovers.Inc()
+	}
 	sc.hedges.Add(1)
 	go func() {
 		defer sc.hedges.Done()
@@ -354,7 +370,7 @@ func (sc *shardCall) startHedge() {
 	}()
 	if sc.span.IsRecording() {
 		sc.span.AddEvent("gather.hedge.start", trace.WithAttributes(attribute.String("gather.replica", a.ep.addr),
-			attribute.Int64("gather.hedge.delay_us", sc.delay.Microseconds())))
+			attribute.Int64("gather.hedge.delay_us", sc.delay.Microseconds()), attribute.Bool("gather.hedge.failover", ask == hedge.AskFailover)))
 	}
 }
 

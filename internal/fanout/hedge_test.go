@@ -551,3 +551,64 @@ func TestVerdict(t *testing.T) {
 		}
 	}
 }
+
+// TestStalledReplicaFailover: a call stuck on a replica that has stopped answering, while its
+// sibling answers later calls, moves to the sibling once the replica is ejected as stalled,
+// without a budget token (the bucket is empty), long before its per-shard deadline; the stuck
+// attempt is cancelled on the replica and joined.
+func TestStalledReplicaFailover(t *testing.T) {
+	t.Parallel()
+	p := startPool(t, 2, func(_ int64, r int) step { return step{hang: r == 0} })
+	c, reg := p.client(t, Config{ShardTimeout: 10 * time.Second,
+		Replica: replica.Config{ConsecutiveFailures: 1, StallAfter: 50 * time.Millisecond, InitialCost: time.Millisecond},
+		Hedge:   hedge.Config{Initial: 20 * time.Millisecond, Budget: 0.001, BudgetCap: 1}})
+	for c.budget.Spend() {
+	}
+	type answer struct {
+		n   int
+		res Result
+	}
+	stuck := make(chan answer, 1)
+	for {
+		done := make(chan answer, 1)
+		go func() {
+			n, res := query(t, c, Request{})
+			done <- answer{n, res}
+		}()
+		select {
+		case a := <-done: // it went to the replica that answers
+			if a.n != 5 {
+				t.Fatalf("%d hits, %v", a.n, a.res.Err)
+			}
+			continue
+		case <-time.After(200 * time.Millisecond):
+		}
+		go func() { stuck <- <-done }()
+		break
+	}
+	start := time.Now()
+	for q := range 20 {
+		if n, res := query(t, c, Request{}); n != 5 || res.Status != StatusOK {
+			t.Fatalf("query %d while one waits: %d hits, %v (%v)", q, n, res.Status, res.Err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	a := <-stuck
+	if a.n != 5 || a.res.Status != StatusOK || a.res.Source != SourceHedge || a.res.Replica != p.addrs[1] {
+		t.Fatalf("the stuck call: %d hits, %v from the %v on %s; want 5 from a hedge on %s", a.n, a.res.Status, a.res.Source,
+			a.res.Replica, p.addrs[1])
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the stuck call answered %s after the others began, want long before its 10s deadline", took)
+	}
+	if got := value(t, reg, "gather_shard_failovers_total"); got != 1 {
+		t.Errorf("failovers %v, want 1", got)
+	}
+	if got := value(t, reg, "gather_replica_ejections_total", "replica", p.addrs[0]); got != 1 {
+		t.Errorf("ejections of the hung replica %v, want 1", got)
+	}
+	if got := value(t, reg, "gather_hedge_budget_tokens"); got >= 1 {
+		t.Errorf("%v tokens, want the bucket still empty: a failover spends none", got)
+	}
+	waitFor(t, "the stuck attempt cancelled on its replica", func() bool { return p.cancelled[0].Load() == 1 && p.active.Load() == 0 })
+}

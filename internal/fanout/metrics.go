@@ -12,6 +12,7 @@ import (
 // replica sets, the hedge delays and the budget when scraped.
 type metrics struct {
 	hedges, denied, retries *prometheus.CounterVec
+	failovers               *prometheus.CounterVec
 	ejections, selections   *prometheus.CounterVec
 	decoded                 prometheus.Counter
 	// received counts every hit parsed out of a shard message, the first messages of attempts that
@@ -53,13 +54,17 @@ func newMetrics() *metrics {
 			Name: "gather_shard_hedges_denied_total",
 			Help: "Shard calls whose first request for a hedge, after the hedge delay, was refused, by shard and reason: budget (no token), slow_shard (every other replica is as slow), no_candidate (no other replica ready), deadline (too little time left).",
 		}, []string{"shard", "reason"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gather_shard_failovers_total",
+			Help: "Hedges started without a budget token because the replica the shard call waited on was ejected after the call started (stalled or failing); they count in gather_shard_hedges_total too.",
+		}, []string{"shard"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_shard_retries_total",
 			Help: "Retries of shard calls whose attempt failed with UNAVAILABLE or RESOURCE_EXHAUSTED before its first message, by shard and outcome: won, lost, failed, denied (no token or no replica left).",
 		}, []string{"shard", "outcome"}),
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_replica_ejections_total",
-			Help: "Times a replica was ejected as an outlier (consecutive failures, or a success rate far below its siblings').",
+			Help: "Times a replica was ejected as an outlier (consecutive failures, a success rate far below its siblings', or stalled: calls waiting on it for their first frame while a sibling answers later ones).",
 		}, []string{"shard", "replica"}),
 		selections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gather_replica_selections_total",
@@ -115,6 +120,7 @@ type shardMetrics struct {
 	// replica, which never hedges nor retries.
 	hedge, retry []prometheus.Counter // by outcome
 	denied       []prometheus.Counter // by hedge.Denial
+	failovers    prometheus.Counter
 	// by replica index
 	selections, ejections []prometheus.Counter
 }
@@ -132,6 +138,7 @@ func (m *metrics) forShard(s *shard) shardMetrics {
 		sm.hedge = append(sm.hedge, m.hedges.WithLabelValues(s.name, o))
 		sm.retry = append(sm.retry, m.retries.WithLabelValues(s.name, o))
 	}
+	sm.failovers = m.failovers.WithLabelValues(s.name)
 	sm.denied = make([]prometheus.Counter, hedge.DeniedDeadline+1)
 	for d := hedge.DeniedBudget; d <= hedge.DeniedDeadline; d++ {
 		sm.denied[d] = m.denied.WithLabelValues(s.name, d.String())
@@ -141,7 +148,7 @@ func (m *metrics) forShard(s *shard) shardMetrics {
 
 // forgetShard deletes the series of a shard no topology has any more.
 func (m *metrics) forgetShard(name string) {
-	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries} {
+	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.failovers} {
 		v.DeletePartialMatch(prometheus.Labels{"shard": name})
 	}
 }
@@ -162,7 +169,7 @@ type collector struct {
 
 func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	m := col.m
-	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
+	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.failovers, m.ejections, m.selections} {
 		v.Describe(ch)
 	}
 	m.decoded.Describe(ch)
@@ -182,7 +189,7 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	m := col.m
-	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.ejections, m.selections} {
+	for _, v := range []*prometheus.CounterVec{m.hedges, m.denied, m.retries, m.failovers, m.ejections, m.selections} {
 		v.Collect(ch)
 	}
 	m.decoded.Collect(ch)

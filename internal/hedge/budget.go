@@ -182,22 +182,48 @@ func (d Denial) String() string {
 	return "unknown"
 }
 
+// Ask is what kind of request for a hedge Decide weighs.
+type Ask int
+
+const (
+	// AskFirst: the call has waited the hedge delay, a bet that it is in the tail; it may spend
+	// only the upper half of the bucket (Budget.SpendSpeculative).
+	AskFirst Ask = iota
+	// AskAgain: a request after a denial, the call having waited far longer; it may spend any
+	// token (Budget.Spend).
+	AskAgain
+	// AskFailover: the replica the call waits on has been ejected since the call started
+	// (found stalled or failing): the hedge is no bet on the tail but a move off a replica known
+	// bad, and spends no token. Each call moves at most once, and a shard ejects at most half of
+	// its replicas, so failovers are bounded by the calls in flight on the replicas ejected.
+	AskFailover
+)
+
 // Decide is the hedge policy, for a shard call that has had no first frame after the hedge delay.
 // left is the time to its per-shard deadline, expect what a hedge is expected to take to its
-// first frame (Delay.Typical); again says the call asks again after a denial, having waited far
-// longer than the delay; pick chooses the replica (replica.Set.PickHedge). In order: no hedge if
-// left < expect; one token from b (SpendSpeculative for a first ask, Spend when again), or no
-// hedge; then the replica, or the token back and no hedge. It returns the replica picked, or why there is none.
-func Decide(b *Budget, left, expect time.Duration, again bool, pick func() (int, error)) (int, Denial) {
+// first frame (Delay.Typical); ask what kind of request it is; pick chooses the replica
+// (replica.Set.PickHedge, or Set.Pick for a failover). In order: no hedge if left < expect; one
+// token from b as ask allows, or no hedge; then the replica, or the token back and no hedge. It
+// returns the replica picked, or why there is none.
+func Decide(b *Budget, left, expect time.Duration, ask Ask, pick func() (int, error)) (int, Denial) {
 	if left < expect {
 		return 0, DeniedDeadline
 	}
-	if again && !b.Spend() || !again && !b.SpendSpeculative() {
+	spent := false
+	switch ask {
+	case AskFirst:
+		spent = b.SpendSpeculative()
+	case AskAgain:
+		spent = b.Spend()
+	}
+	if ask != AskFailover && !spent {
 		return 0, DeniedBudget
 	}
 	i, err := pick()
 	if err != nil {
-		b.Refund()
+		if spent {
+			b.Refund()
+		}
 		if errors.Is(err, replica.ErrSlow) {
 			return 0, DeniedSlowShard
 		}

@@ -190,30 +190,41 @@ func TestBudget(t *testing.T) {
 }
 
 // TestDecide: the deadline first, then the budget, then a replica; a token spent for a hedge
-// that has no replica is given back.
+// that has no replica is given back; a failover needs no token.
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	b := NewBudget(Config{BudgetCap: 1})
 	picked := func() (int, error) { return 3, nil }
-	if _, why := Decide(b, 5*time.Millisecond, 10*time.Millisecond, false, picked); why != DeniedDeadline {
+	if _, why := Decide(b, 5*time.Millisecond, 10*time.Millisecond, AskFirst, picked); why != DeniedDeadline {
 		t.Errorf("5ms left, 10ms expected: %v, want deadline", why)
 	}
 	for _, tc := range []struct {
 		err  error
 		want Denial
 	}{{replica.ErrSlow, DeniedSlowShard}, {replica.ErrNoCandidate, DeniedNoCandidate}} {
-		if _, why := Decide(b, time.Second, time.Millisecond, false, func() (int, error) { return 0, tc.err }); why != tc.want {
+		if _, why := Decide(b, time.Second, time.Millisecond, AskFirst, func() (int, error) { return 0, tc.err }); why != tc.want {
 			t.Errorf("pick %v: %v, want %v", tc.err, why, tc.want)
 		}
 	}
-	if i, why := Decide(b, time.Second, time.Millisecond, false, picked); why != Allowed || i != 3 {
+	if i, why := Decide(b, time.Second, time.Millisecond, AskFirst, picked); why != Allowed || i != 3 {
 		t.Errorf("got %d, %v; want replica 3 (the tokens given back)", i, why)
 	}
-	if _, why := Decide(b, time.Second, time.Millisecond, false, picked); why != DeniedBudget {
+	if _, why := Decide(b, time.Second, time.Millisecond, AskFirst, picked); why != DeniedBudget {
 		t.Errorf("empty bucket: %v, want budget", why)
 	}
-	if _, why := Decide(nil, time.Second, time.Millisecond, true, picked); why != DeniedBudget {
+	if _, why := Decide(nil, time.Second, time.Millisecond, AskAgain, picked); why != DeniedBudget {
 		t.Errorf("no bucket: %v, want budget", why)
+	}
+	// A failover off an ejected replica spends nothing: allowed with the bucket empty, and a
+	// failover with no replica to go to gives back nothing it did not take.
+	if i, why := Decide(b, time.Second, time.Millisecond, AskFailover, picked); why != Allowed || i != 3 {
+		t.Errorf("failover, empty bucket: %d, %v; want replica 3", i, why)
+	}
+	if _, why := Decide(b, time.Second, time.Millisecond, AskFailover, func() (int, error) { return 0, replica.ErrNoCandidate }); why != DeniedNoCandidate || b.Tokens() != 0 {
+		t.Errorf("failover, no replica: %v with %v tokens after; want no_candidate and 0", why, b.Tokens())
+	}
+	if _, why := Decide(b, 5*time.Millisecond, 10*time.Millisecond, AskFailover, picked); why != DeniedDeadline {
+		t.Errorf("failover, 5ms left, 10ms expected: %v, want deadline", why)
 	}
 }
 
@@ -225,7 +236,7 @@ func TestSpeculativeHedgesKeepHalf(t *testing.T) {
 	picked := func() (int, error) { return 1, nil }
 	n := 0
 	for ; n < 20; n++ {
-		if _, why := Decide(b, time.Second, time.Millisecond, false, picked); why != Allowed {
+		if _, why := Decide(b, time.Second, time.Millisecond, AskFirst, picked); why != Allowed {
 			break
 		}
 	}
@@ -234,7 +245,7 @@ func TestSpeculativeHedgesKeepHalf(t *testing.T) {
 	}
 	n = 0
 	for ; n < 20; n++ {
-		if _, why := Decide(b, time.Second, time.Millisecond, true, picked); why != Allowed {
+		if _, why := Decide(b, time.Second, time.Millisecond, AskAgain, picked); why != Allowed {
 			break
 		}
 	}

@@ -105,7 +105,12 @@ const (
 	DefaultRateInterval        = 10 * time.Second
 	DefaultRateMinRequests     = 20
 	DefaultRateRatio           = 0.7
+	DefaultStallAfter          = 250 * time.Millisecond
 )
+
+// stallFactor: a replica is stalled once its oldest waiting attempt has waited this many times a
+// sibling's usual time to first frame (and Config.StallAfter).
+const stallFactor = 8
 
 // Config holds a Set's tunables; the zero value of a field means its default.
 type Config struct {
@@ -130,6 +135,15 @@ type Config struct {
 	RateInterval    time.Duration
 	RateMinRequests int
 	RateRatio       float64
+	// StallAfter: a replica is stalled, and ejected at once rather than after its calls have
+	// failed, when ConsecutiveFailures attempts wait on it for their first frame, the oldest for
+	// StallAfter and stallFactor times a sibling's usual time to first frame, while it has sent
+	// no first frame since that oldest one started and the sibling has just sent one for an
+	// attempt that started later. A replica that hangs is then routed around within a fraction
+	// of a second, and the calls stuck on it can move (Set.Ejected) before their deadline; a
+	// machine that slows every replica down slows the siblings' first frames too, and a replica
+	// that is merely slow still sends some. Default 250ms.
+	StallAfter time.Duration
 	// Health reports what replica i's connection allows now. It is called with the Set's lock
 	// held, for every replica on every Pick. Default: always Ready.
 	Health func(i int) Health
@@ -146,7 +160,7 @@ func (c Config) withDefaults() Config {
 		v   *time.Duration
 		def time.Duration
 	}{{&c.Decay, DefaultDecay}, {&c.InitialCost, DefaultInitialCost}, {&c.EjectBase, DefaultEjectBase},
-		{&c.EjectMax, DefaultEjectMax}, {&c.RateInterval, DefaultRateInterval}}
+		{&c.EjectMax, DefaultEjectMax}, {&c.RateInterval, DefaultRateInterval}, {&c.StallAfter, DefaultStallAfter}}
 	for _, d := range durations {
 		if *d.v <= 0 {
 			*d.v = d.def
@@ -205,7 +219,8 @@ type state struct {
 	// slow while late is at least half of sampled, and of slowMinSamples.
 	late, sampled float64
 	lateStamp     time.Duration
-	down          bool // Health was Down when Pick last looked
+	framedAt      time.Duration // when it last sent a first frame
+	down          bool          // Health was Down when Pick last looked
 
 	failures int // failed attempts in a row
 	ok, bad  int // attempts ended this success-rate interval
@@ -398,9 +413,25 @@ func (s *Set) FirstFrame(i int, ttff, lateAfter time.Duration) {
 	} else {
 		r.cost = r.cost*w + rtt*(1-w)
 	}
-	r.stamp, r.censored = now, 0
+	r.stamp, r.censored, r.framedAt = now, 0, now
 	if lateAfter > 0 {
 		s.sampleLate(r, now, ttff > lateAfter)
+	}
+	s.outpaces(i, now, now-ttff)
+}
+
+// outpaces ejects the siblings of replica i that are stalled (Config.StallAfter), now that i
+// sent a first frame for an attempt that started at start.
+func (s *Set) outpaces(i int, now, start time.Duration) {
+	after := max(s.cfg.StallAfter, time.Duration(stallFactor*s.decayed(&s.reps[i], now)))
+	for k := range s.reps {
+		r := &s.reps[k]
+		if k == i || r.ejected || len(r.waiting) < s.cfg.ConsecutiveFailures {
+			continue
+		}
+		if oldest := r.waiting[0]; oldest < start && r.framedAt <= oldest && now-oldest >= after {
+			s.eject(k, now, ejectStalled)
+		}
 	}
 }
 
@@ -449,7 +480,7 @@ func (s *Set) Done(i int, o Outcome, firstFrame bool, elapsed, lateAfter time.Du
 		r.failures++
 		r.bad++
 		if !r.ejected && (r.probation > 0 || r.failures >= s.cfg.ConsecutiveFailures) {
-			s.eject(i, now, true)
+			s.eject(i, now, ejectInARow)
 		}
 	}
 	if now >= s.nextRate {
@@ -467,18 +498,28 @@ func (s *Set) expire(now time.Duration) {
 	}
 }
 
+// Why a replica is ejected.
+type ejectReason int
+
+const (
+	ejectInARow  ejectReason = iota // ConsecutiveFailures failures in a row, or one on probation
+	ejectRate                       // its success rate, far below its siblings'
+	ejectStalled                    // stalled (Config.StallAfter)
+)
+
 // eject ejects replica i unless that would leave its shard without a refuge, another Ready
 // replica with a better record, or eject more than half of them.
 //
-// A refuge is off probation and, when i is ejected for its failures in a row (inARow), has had
-// fewer of them than i (ejected for its success rate, i's siblings' rate is better already; on
-// probation, failing at all is the evidence):
+// A refuge is off probation and, when i is ejected for its failures in a row, has had fewer of
+// them than i (ejected for its success rate, i's siblings' rate is better already; stalled, a
+// sibling has just answered a call that started later; on probation, failing at all is the
+// evidence):
 // ejecting i only moves its calls to the others, and when the others are failing as much, or
 // have only just come back from an ejection of their own and not yet proved themselves, that
 // makes things worse. Under an
 // overload that makes a healthy replica's calls miss their deadline, it would otherwise be
 // ejected for 30s while its twin, back on probation from being ejected as hung, took every call.
-func (s *Set) eject(i int, now time.Duration, inARow bool) {
+func (s *Set) eject(i int, now time.Duration, why ejectReason) {
 	r := &s.reps[i]
 	ejected, others := 0, 0
 	for j := range s.reps {
@@ -486,7 +527,7 @@ func (s *Set) eject(i int, now time.Duration, inARow bool) {
 		switch {
 		case o.ejected:
 			ejected++
-		case j != i && s.cfg.Health(j) == Ready && o.probation == 0 && (!inARow || r.probation > 0 || o.failures < r.failures):
+		case j != i && s.cfg.Health(j) == Ready && o.probation == 0 && (why != ejectInARow || r.probation > 0 || o.failures < r.failures):
 			others++
 		}
 	}
@@ -523,13 +564,23 @@ func (s *Set) compareRates(now time.Duration) {
 			continue
 		}
 		if rate, siblings := float64(r.ok)/float64(r.ok+r.bad), float64(ok)/float64(all); rate < s.cfg.RateRatio*siblings {
-			s.eject(i, now, false)
+			s.eject(i, now, ejectRate)
 		}
 	}
 	for i := range s.reps {
 		s.reps[i].ok, s.reps[i].bad = 0, 0
 	}
 	s.nextRate = now + s.cfg.RateInterval
+}
+
+// Ejected reports whether replica i is ejected now. An attempt waiting on a replica that has
+// been ejected since it started may move to another without a hedge's token (the fan-out's
+// failover): it is no bet on the tail, its replica has been found hung or failing.
+func (s *Set) Ejected(i int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(s.now())
+	return s.reps[i].ejected
 }
 
 // Snapshot is one replica's state, for metrics.

@@ -552,3 +552,101 @@ func TestEjectionNeedsARefuge(t *testing.T) {
 		t.Errorf("ejections %v, want replica 0 (5 in a row, its sibling 4)", *ejected2)
 	}
 }
+
+// TestStalledReplicaEjected: a replica that sends no first frame while calls wait on it, and its
+// sibling answers calls that started after them, is ejected once the oldest has waited
+// StallAfter and 8 times the sibling's usual time, before any of its calls fails; not when it
+// still answers some, has fewer calls waiting, or the whole machine stalled.
+func TestStalledReplicaEjected(t *testing.T) {
+	t.Parallel()
+	only := func(i int) Mask { return Mask(0).With(1 - i) } // tried: the other one
+	// wait starts n attempts on replica 0 that get no first frame.
+	wait := func(t *testing.T, s *Set, n int) {
+		t.Helper()
+		for range n {
+			if i, err := s.Pick(only(0), Primary); err != nil || i != 0 {
+				t.Fatalf("Pick: %d, %v", i, err)
+			}
+		}
+	}
+	// answer starts an attempt on replica 1 and gives it a first frame ttff later.
+	answer := func(t *testing.T, s *Set, clk *clock, ttff time.Duration) {
+		t.Helper()
+		if i, err := s.Pick(only(1), Primary); err != nil || i != 1 {
+			t.Fatalf("Pick: %d, %v", i, err)
+		}
+		clk.Advance(ttff)
+		s.FirstFrame(1, ttff, 0)
+		s.Done(1, Success, true, ttff, 0)
+	}
+	for _, tc := range []struct {
+		name    string
+		waiting int
+		sibling time.Duration // replica 1's usual time to first frame
+		framed  bool          // replica 0 answers one of its calls after they started
+		want    bool
+	}{
+		{name: "stalled", waiting: 5, sibling: 5 * time.Millisecond, want: true},
+		{name: "few calls waiting", waiting: 4, sibling: 5 * time.Millisecond},
+		{name: "still answering", waiting: 6, sibling: 5 * time.Millisecond, framed: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, clk, ejected := newSet(2, Config{})
+			setCost(s, 0, tc.sibling)
+			setCost(s, 1, tc.sibling)
+			wait(t, s, tc.waiting)
+			if tc.framed {
+				clk.Advance(time.Millisecond)
+				s.FirstFrame(0, time.Millisecond, 0)
+			}
+			// Before StallAfter: the sibling answers later calls, nothing is ejected yet.
+			for range 20 {
+				clk.Advance(10 * time.Millisecond)
+				answer(t, s, clk, tc.sibling)
+			}
+			if clk.t.Sub(time.Unix(1_700_000_000, 0)) < DefaultStallAfter && len(*ejected) > 0 {
+				t.Fatal("ejected before StallAfter")
+			}
+			for range 10 {
+				clk.Advance(10 * time.Millisecond)
+				answer(t, s, clk, tc.sibling)
+			}
+			if got := s.Ejected(0); got != tc.want {
+				t.Errorf("replica 0 ejected %v after %d calls waited 400ms+ while replica 1 answered in %v, want %v",
+					got, tc.waiting, tc.sibling, tc.want)
+			}
+			if s.Ejected(1) {
+				t.Error("the answering replica was ejected")
+			}
+		})
+	}
+
+	// The whole machine stalls for 400ms: the sibling's first answer after it is as late, and its
+	// usual time (peak-sensitive) is then that long.
+	s, clk, _ := newSet(2, Config{})
+	setCost(s, 1, 5*time.Millisecond)
+	wait(t, s, 5)
+	clk.Advance(time.Millisecond)
+	if i, err := s.Pick(only(1), Primary); err != nil || i != 1 {
+		t.Fatalf("Pick: %d, %v", i, err)
+	}
+	clk.Advance(400 * time.Millisecond)
+	s.FirstFrame(1, 400*time.Millisecond, 0)
+	if s.Ejected(0) {
+		t.Error("replica 0 ejected after a stall of the whole machine")
+	}
+
+	// The sibling's answer must be for a call that started after the oldest waiting one.
+	s, clk, _ = newSet(2, Config{})
+	setCost(s, 1, 5*time.Millisecond)
+	if i, err := s.Pick(only(1), Primary); err != nil || i != 1 {
+		t.Fatalf("Pick: %d, %v", i, err)
+	}
+	clk.Advance(time.Millisecond)
+	wait(t, s, 5)
+	clk.Advance(time.Second)
+	s.FirstFrame(1, time.Second+time.Millisecond, 0) // started before them
+	if s.Ejected(0) {
+		t.Error("replica 0 ejected on an answer to a call older than its own")
+	}
+}
