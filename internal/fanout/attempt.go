@@ -311,11 +311,17 @@ func (sc *shardCall) await(a *attempt) error {
 	return nil
 }
 
+// maxAskInterval is the longest a call whose hedge was denied waits before it asks again: a
+// replica ejected as stalled a second into the incident still has its calls of the first
+// moment waiting, and they must move well before their per-shard deadline.
+const maxAskInterval = 100 * time.Millisecond
+
 // startHedge applies the hedge policy and starts the hedge in a goroutine of its own. Called
 // with mu held.
 //
 // A denial other than for the deadline is not final: the call asks again each time its waiting
-// attempt has waited half as long again, until the deadline is too near, and may then spend the
+// attempt has waited half as long again (at most maxAskInterval), until the deadline is too
+// near, and may then spend the
 // tokens a first ask may not (hedge.Budget.SpendSpeculative); once the replica it waits on has
 // been ejected (found stalled, see replica.Config.StallAfter, or failing), it moves to another
 // without a token (hedge.AskFailover), at its next ask. The budget refills as calls
@@ -353,7 +359,7 @@ func (sc *shardCall) startHedge() {
 		}
 		if why != hedge.DeniedDeadline {
 			sc.phase = phaseHedge
-			sc.timer.Reset(max(waited/2, sc.delay))
+			sc.timer.Reset(max(min(waited/2, maxAskInterval), sc.delay))
 		}
 		return
 	}

@@ -552,57 +552,55 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
-// TestStalledReplicaFailover: a call stuck on a replica that has stopped answering, while its
-// sibling answers later calls, moves to the sibling once the replica is ejected as stalled,
-// without a budget token (the bucket is empty), long before its per-shard deadline; the stuck
-// attempt is cancelled on the replica and joined.
+// TestStalledReplicaFailover: calls stuck on a replica that has stopped answering, while its
+// sibling answers later calls, move to the sibling once the replica is ejected as stalled,
+// without a budget token (the bucket is empty), long before their per-shard deadline; the stuck
+// attempts are cancelled on the replica and joined.
 func TestStalledReplicaFailover(t *testing.T) {
 	t.Parallel()
 	p := startPool(t, 2, func(_ int64, r int) step { return step{hang: r == 0} })
 	c, reg := p.client(t, Config{ShardTimeout: 10 * time.Second,
-		Replica: replica.Config{ConsecutiveFailures: 1, StallAfter: 50 * time.Millisecond, InitialCost: time.Millisecond},
+		Replica: replica.Config{StallAfter: 50 * time.Millisecond, InitialCost: time.Millisecond},
 		Hedge:   hedge.Config{Initial: 20 * time.Millisecond, Budget: 0.001, BudgetCap: 1}})
 	for c.budget.Spend() {
 	}
+	// Replica 1 was measured slow a moment ago, so the next two calls go to replica 0, which
+	// has just hung.
+	c.topo.Load().shards[0].set.FirstFrame(1, 300*time.Millisecond, 0)
 	type answer struct {
 		n   int
 		res Result
 	}
-	stuck := make(chan answer, 1)
-	for {
-		done := make(chan answer, 1)
+	stuck := make(chan answer, 2)
+	for k := range 2 {
 		go func() {
 			n, res := query(t, c, Request{})
-			done <- answer{n, res}
+			stuck <- answer{n, res}
 		}()
-		select {
-		case a := <-done: // it went to the replica that answers
-			if a.n != 5 {
-				t.Fatalf("%d hits, %v", a.n, a.res.Err)
-			}
-			continue
-		case <-time.After(200 * time.Millisecond):
-		}
-		go func() { stuck <- <-done }()
-		break
+		waitFor(t, "a call waiting on replica 0", func() bool { return p.active.Load() == int64(k+1) })
 	}
+	// Once they have waited long enough, replica 0's load (their age times 3) passes replica
+	// 1's, and the calls go there.
+	time.Sleep(150 * time.Millisecond)
 	start := time.Now()
-	for q := range 20 {
+	for q := 0; len(stuck) < 2 && time.Since(start) < 5*time.Second; q++ {
 		if n, res := query(t, c, Request{}); n != 5 || res.Status != StatusOK {
-			t.Fatalf("query %d while one waits: %d hits, %v (%v)", q, n, res.Status, res.Err)
+			t.Fatalf("query %d while two wait: %d hits, %v (%v)", q, n, res.Status, res.Err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	a := <-stuck
-	if a.n != 5 || a.res.Status != StatusOK || a.res.Source != SourceHedge || a.res.Replica != p.addrs[1] {
-		t.Fatalf("the stuck call: %d hits, %v from the %v on %s; want 5 from a hedge on %s", a.n, a.res.Status, a.res.Source,
-			a.res.Replica, p.addrs[1])
+	for range 2 {
+		a := <-stuck
+		if a.n != 5 || a.res.Status != StatusOK || a.res.Source != SourceHedge || a.res.Replica != p.addrs[1] {
+			t.Fatalf("a stuck call: %d hits, %v from the %v on %s; want 5 from a hedge on %s", a.n, a.res.Status, a.res.Source,
+				a.res.Replica, p.addrs[1])
+		}
 	}
 	if took := time.Since(start); took > 5*time.Second {
-		t.Errorf("the stuck call answered %s after the others began, want long before its 10s deadline", took)
+		t.Errorf("the stuck calls answered %s after the others began, want long before their 10s deadline", took)
 	}
-	if got := value(t, reg, "gather_shard_failovers_total"); got != 1 {
-		t.Errorf("failovers %v, want 1", got)
+	if got := value(t, reg, "gather_shard_failovers_total"); got != 2 {
+		t.Errorf("failovers %v, want 2", got)
 	}
 	if got := value(t, reg, "gather_replica_ejections_total", "replica", p.addrs[0]); got != 1 {
 		t.Errorf("ejections of the hung replica %v, want 1", got)
@@ -610,5 +608,5 @@ func TestStalledReplicaFailover(t *testing.T) {
 	if got := value(t, reg, "gather_hedge_budget_tokens"); got >= 1 {
 		t.Errorf("%v tokens, want the bucket still empty: a failover spends none", got)
 	}
-	waitFor(t, "the stuck attempt cancelled on its replica", func() bool { return p.cancelled[0].Load() == 1 && p.active.Load() == 0 })
+	waitFor(t, "the stuck attempts cancelled on their replica", func() bool { return p.cancelled[0].Load() == 2 && p.active.Load() == 0 })
 }

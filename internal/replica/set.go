@@ -108,9 +108,14 @@ const (
 	DefaultStallAfter          = 250 * time.Millisecond
 )
 
-// stallFactor: a replica is stalled once its oldest waiting attempt has waited this many times a
-// sibling's usual time to first frame (and Config.StallAfter).
-const stallFactor = 8
+// What makes a replica stalled besides Config.StallAfter: at least stallWaiting attempts
+// waiting on it, and stallOutpaced first frames of its siblings for attempts that started after
+// its oldest waiting one, each within 1/stallFactor of that one's age when it came.
+const (
+	stallWaiting  = 2
+	stallOutpaced = 10
+	stallFactor   = 4
+)
 
 // Config holds a Set's tunables; the zero value of a field means its default.
 type Config struct {
@@ -136,13 +141,14 @@ type Config struct {
 	RateMinRequests int
 	RateRatio       float64
 	// StallAfter: a replica is stalled, and ejected at once rather than after its calls have
-	// failed, when ConsecutiveFailures attempts wait on it for their first frame, the oldest for
-	// StallAfter and stallFactor times a sibling's usual time to first frame, while it has sent
-	// no first frame since that oldest one started and the sibling has just sent one for an
-	// attempt that started later. A replica that hangs is then routed around within a fraction
-	// of a second, and the calls stuck on it can move (Set.Ejected) before their deadline; a
-	// machine that slows every replica down slows the siblings' first frames too, and a replica
-	// that is merely slow still sends some. Default 250ms.
+	// failed, when attempts wait on it for their first frame (stallWaiting or more), the oldest
+	// for StallAfter, it has sent no first frame since that oldest one started, and meanwhile its
+	// siblings have sent stallOutpaced first frames for attempts that started later, each in at
+	// most a quarter of the time the oldest had waited by then. A replica that hangs is then
+	// routed around within a fraction of a second, and the calls stuck on it can move
+	// (Set.Ejected) before their deadline. A stall of the whole machine holds the siblings'
+	// first frames back as long, and a replica that is merely slow still sends some. Default
+	// 250ms.
 	StallAfter time.Duration
 	// Health reports what replica i's connection allows now. It is called with the Set's lock
 	// held, for every replica on every Pick. Default: always Ready.
@@ -220,7 +226,11 @@ type state struct {
 	late, sampled float64
 	lateStamp     time.Duration
 	framedAt      time.Duration // when it last sent a first frame
-	down          bool          // Health was Down when Pick last looked
+	// outpaced counts the siblings' first frames that outpaced its oldest waiting attempt,
+	// which started at outpacedSince (see Config.StallAfter).
+	outpaced      int
+	outpacedSince time.Duration
+	down          bool // Health was Down when Pick last looked
 
 	failures int // failed attempts in a row
 	ok, bad  int // attempts ended this success-rate interval
@@ -417,20 +427,26 @@ func (s *Set) FirstFrame(i int, ttff, lateAfter time.Duration) {
 	if lateAfter > 0 {
 		s.sampleLate(r, now, ttff > lateAfter)
 	}
-	s.outpaces(i, now, now-ttff)
+	s.outpaces(i, now, now-ttff, ttff)
 }
 
-// outpaces ejects the siblings of replica i that are stalled (Config.StallAfter), now that i
-// sent a first frame for an attempt that started at start.
-func (s *Set) outpaces(i int, now, start time.Duration) {
-	after := max(s.cfg.StallAfter, time.Duration(stallFactor*s.decayed(&s.reps[i], now)))
+// outpaces counts a first frame of replica i, for an attempt that started at start and took
+// ttff, against its siblings' oldest waiting attempts, and ejects those that are stalled
+// (Config.StallAfter).
+func (s *Set) outpaces(i int, now, start, ttff time.Duration) {
 	for k := range s.reps {
 		r := &s.reps[k]
-		if k == i || r.ejected || len(r.waiting) < s.cfg.ConsecutiveFailures {
+		if k == i || r.ejected || len(r.waiting) < stallWaiting {
 			continue
 		}
-		if oldest := r.waiting[0]; oldest < start && r.framedAt <= oldest && now-oldest >= after {
-			s.eject(k, now, ejectStalled)
+		oldest := r.waiting[0]
+		if r.outpacedSince != oldest {
+			r.outpaced, r.outpacedSince = 0, oldest
+		}
+		if age := now - oldest; oldest < start && r.framedAt <= oldest && ttff*stallFactor <= age {
+			if r.outpaced++; r.outpaced >= stallOutpaced && age >= s.cfg.StallAfter {
+				s.eject(k, now, ejectStalled)
+			}
 		}
 	}
 }

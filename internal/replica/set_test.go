@@ -554,9 +554,9 @@ func TestEjectionNeedsARefuge(t *testing.T) {
 }
 
 // TestStalledReplicaEjected: a replica that sends no first frame while calls wait on it, and its
-// sibling answers calls that started after them, is ejected once the oldest has waited
-// StallAfter and 8 times the sibling's usual time, before any of its calls fails; not when it
-// still answers some, has fewer calls waiting, or the whole machine stalled.
+// sibling answers 10 calls that started after them, each in at most a quarter of the time the
+// oldest has waited, is ejected once the oldest has waited StallAfter, before any of its calls
+// fails; not when it still answers some, has one call waiting, or the whole machine stalled.
 func TestStalledReplicaEjected(t *testing.T) {
 	t.Parallel()
 	only := func(i int) Mask { return Mask(0).With(1 - i) } // tried: the other one
@@ -582,38 +582,37 @@ func TestStalledReplicaEjected(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		waiting int
-		sibling time.Duration // replica 1's usual time to first frame
-		framed  bool          // replica 0 answers one of its calls after they started
+		framed  bool // replica 0 answers one of its calls after they started
 		want    bool
 	}{
-		{name: "stalled", waiting: 5, sibling: 5 * time.Millisecond, want: true},
-		{name: "few calls waiting", waiting: 4, sibling: 5 * time.Millisecond},
-		{name: "still answering", waiting: 6, sibling: 5 * time.Millisecond, framed: true},
+		{name: "stalled", waiting: 2, want: true},
+		{name: "one call waiting", waiting: 1},
+		{name: "still answering", waiting: 6, framed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, clk, ejected := newSet(2, Config{})
-			setCost(s, 0, tc.sibling)
-			setCost(s, 1, tc.sibling)
+			s, clk, _ := newSet(2, Config{})
+			epoch := clk.t
 			wait(t, s, tc.waiting)
 			if tc.framed {
 				clk.Advance(time.Millisecond)
 				s.FirstFrame(0, time.Millisecond, 0)
 			}
-			// Before StallAfter: the sibling answers later calls, nothing is ejected yet.
-			for range 20 {
-				clk.Advance(10 * time.Millisecond)
-				answer(t, s, clk, tc.sibling)
+			// Replica 1 answers a call every 10ms in 5ms: 16 of them before StallAfter, 10 of
+			// which within a quarter of the oldest's age then.
+			for clk.t.Sub(epoch) < DefaultStallAfter-10*time.Millisecond {
+				clk.Advance(5 * time.Millisecond)
+				answer(t, s, clk, 5*time.Millisecond)
 			}
-			if clk.t.Sub(time.Unix(1_700_000_000, 0)) < DefaultStallAfter && len(*ejected) > 0 {
+			if s.Ejected(0) {
 				t.Fatal("ejected before StallAfter")
 			}
-			for range 10 {
-				clk.Advance(10 * time.Millisecond)
-				answer(t, s, clk, tc.sibling)
+			for clk.t.Sub(epoch) < 2*DefaultStallAfter {
+				clk.Advance(5 * time.Millisecond)
+				answer(t, s, clk, 5*time.Millisecond)
 			}
 			if got := s.Ejected(0); got != tc.want {
-				t.Errorf("replica 0 ejected %v after %d calls waited 400ms+ while replica 1 answered in %v, want %v",
-					got, tc.waiting, tc.sibling, tc.want)
+				t.Errorf("replica 0 ejected %v after %d calls waited 500ms while replica 1 answered in 5ms, want %v",
+					got, tc.waiting, tc.want)
 			}
 			if s.Ejected(1) {
 				t.Error("the answering replica was ejected")
@@ -621,17 +620,19 @@ func TestStalledReplicaEjected(t *testing.T) {
 		})
 	}
 
-	// The whole machine stalls for 400ms: the sibling's first answer after it is as late, and its
-	// usual time (peak-sensitive) is then that long.
+	// The whole machine stalls for 400ms: the sibling's calls that started in it answer after
+	// it, as late, and replica 0 answers its oldest call soon after.
 	s, clk, _ := newSet(2, Config{})
-	setCost(s, 1, 5*time.Millisecond)
 	wait(t, s, 5)
-	clk.Advance(time.Millisecond)
-	if i, err := s.Pick(only(1), Primary); err != nil || i != 1 {
-		t.Fatalf("Pick: %d, %v", i, err)
+	for range 20 {
+		clk.Advance(20 * time.Millisecond)
+		if i, err := s.Pick(only(1), Primary); err != nil || i != 1 {
+			t.Fatalf("Pick: %d, %v", i, err)
+		}
 	}
-	clk.Advance(400 * time.Millisecond)
-	s.FirstFrame(1, 400*time.Millisecond, 0)
+	for k := range 20 { // the k-th started at 20(k+1)ms and answers at 400ms
+		s.FirstFrame(1, time.Duration(380-20*k)*time.Millisecond, 0)
+	}
 	if s.Ejected(0) {
 		t.Error("replica 0 ejected after a stall of the whole machine")
 	}
