@@ -57,6 +57,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
 	admissionWait := fs.Duration("admission-wait", 0, "longest wait for a query slot (default 50ms)")
+	schedTarget := fs.Duration("admission-sched-target", 0, "lower --max-in-flight while the process's runnable goroutines wait longer than this for a CPU (99th percentile); 0 keeps it fixed (default 0)")
 	tlsFlags := tlsconf.AddServerFlags(fs, "tls", "the QueryService")
 	shardTLSFlags := tlsconf.AddClientFlags(fs, "shard-tls", "shard connections")
 	adminTLSFlags := tlsconf.AddServerFlags(fs, "admin-tls", "the admin port")
@@ -112,6 +113,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if *admissionWait != 0 {
 			cfg.AdmissionWait = *admissionWait
+		}
+		if *schedTarget != 0 {
+			cfg.AdmissionSchedTarget = *schedTarget
 		}
 		tlsFlags.Apply(&cfg.TLS)
 		shardTLSFlags.Apply(&cfg.ShardTLS)
@@ -217,6 +221,7 @@ type proxyServer struct {
 	grpc  *grpcServer
 	admin *adminServer
 	guard *access.Guard
+	adm   *admission.Limiter
 }
 
 // callerInterceptors name a call's caller before admission control shares the slots among
@@ -290,6 +295,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	g, err := newGRPCServer(cfg.Listen, opts, func(s *grpc.Server) { svc.Register(s) }, queryService)
 	if err != nil {
 		flow.Close()
+		adm.Close()
 		_ = fan.Close()
 		return nil, err
 	}
@@ -299,6 +305,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	if err != nil {
 		_ = g.lis.Close()
 		flow.Close()
+		adm.Close()
 		_ = fan.Close()
 		return nil, err
 	}
@@ -314,7 +321,7 @@ func startProxy(cfg config.Proxy, o *observability, log *slog.Logger, logQueryTe
 	log.Info("proxy serving", "listen", g.Addr(), "admin", a.Addr(), "shards", strings.Join(names, " "),
 		"tls", cfg.TLS.Enabled(), "client_auth", string(cfg.TLS.Mode()), "shard_tls", cfg.ShardTLS.Enabled(),
 		"authz_policy", cfg.Access.PolicyFile != "", "bearer_tokens", cfg.Access.TokensFile != "")
-	return &proxyServer{fan: fan, flow: flow, grpc: g, admin: a, guard: guard}, nil
+	return &proxyServer{fan: fan, flow: flow, grpc: g, admin: a, guard: guard, adm: adm}, nil
 }
 
 // proxyReady: not while draining, and not while some shard has no replica that could answer
@@ -355,5 +362,6 @@ func (p *proxyServer) Stop(ctx context.Context) {
 	p.flow.Close()
 	p.admin.Stop(ctx)
 	p.guard.Close()
+	p.adm.Close()
 	_ = p.fan.Close() // connections are gone either way; nothing to report to anyone
 }

@@ -29,6 +29,12 @@ type Config struct {
 	MaxWait time.Duration
 	// RetryAfter is the delay suggested to shed callers (google.rpc.RetryInfo). Default 100ms.
 	RetryAfter time.Duration
+	// SchedTarget, if positive, makes the bound follow the process's CPU (see Limiter.adapt):
+	// when runnable goroutines wait longer than this for a CPU (the 99th percentile of the Go
+	// scheduler's latencies over the last adaptInterval), fewer queries are admitted, down to
+	// MaxInFlight/minFraction; when they wait under half of it and the bound is reached, more, up
+	// to MaxInFlight. Default 0: the bound is MaxInFlight.
+	SchedTarget time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -57,13 +63,20 @@ const (
 	ReasonOverShare = "over_share" // the caller held its share or more; freed slots went to others
 )
 
-// Limiter admits queries. Create it with New; it is safe for concurrent use.
+// Limiter admits queries. Create it with New; it is safe for concurrent use. Close it once it
+// admits no more, to stop its adaptation.
 type Limiter struct {
 	cfg  Config
 	shed map[string]prometheus.Counter // by reason
 	wait prometheus.Histogram
+	// adaptation (Config.SchedTarget): its goroutine, stopped by Close
+	stop    chan struct{}
+	closing sync.Once
+	stopped sync.WaitGroup
+	sched   prometheus.Gauge // the last interval's 99th percentile, in seconds
 
 	mu       sync.Mutex
+	limit    int                   // the bound now: MaxInFlight unless adapted
 	inFlight int                   // slots held
 	waiting  int                   // queries waiting for a slot
 	callers  map[peerid.ID]*caller // callers with demand: holding a slot or waiting for one
@@ -93,8 +106,20 @@ type waiter struct {
 // New returns a Limiter whose metrics are registered with reg.
 func New(cfg Config, reg prometheus.Registerer) *Limiter {
 	cfg = cfg.withDefaults()
-	l := &Limiter{cfg: cfg, callers: make(map[peerid.ID]*caller)}
+	l := &Limiter{cfg: cfg, callers: make(map[peerid.ID]*caller), limit: cfg.MaxInFlight, stop: make(chan struct{})}
 	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gather_admission_limit_queries",
+		Help: "The bound on queries running at once now: gather_admission_max_in_flight_queries, or less while the CPU is overloaded (admission_sched_target).",
+	}, l.locked(func() float64 { return float64(l.limit) }))
+	if cfg.SchedTarget > 0 {
+		l.sched = f.NewGauge(prometheus.GaugeOpts{
+			Name: "gather_admission_sched_latency_p99_seconds",
+			Help: "The 99th percentile of how long the process's runnable goroutines waited for a CPU over the last adaptation interval; above admission_sched_target the bound is lowered.",
+		})
+		l.stopped.Add(1)
+		go l.adaptLoop()
+	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gather_admission_in_flight_queries", Help: "Queries admitted and running now.",
 	}, l.locked(func() float64 { return float64(l.inFlight) }))
@@ -154,7 +179,7 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 	if c == nil {
 		c = l.newCallerLocked(id)
 	}
-	if l.waiting == 0 && l.inFlight < l.cfg.MaxInFlight {
+	if l.waiting == 0 && l.inFlight < l.limit {
 		c.held++
 		l.inFlight++
 		l.mu.Unlock()
@@ -200,13 +225,13 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 		return release, nil
 	}
 	l.dequeueLocked(w)
-	held, callers := c.held, len(l.callers)
+	held, callers, limit := c.held, len(l.callers), l.limit
 	l.forgetIfIdleLocked(c)
 	l.mu.Unlock()
 	if ctx.Err() != nil {
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	return nil, l.shedError(id, held, callers)
+	return nil, l.shedError(id, held, callers, limit)
 }
 
 // fairWaits is how many times MaxWait a query may wait in all when its caller holds less than
@@ -223,7 +248,7 @@ const fairWaits = 20
 // callers, each for a bounded time; with more callers than slots nobody has a share to wait for.
 func (l *Limiter) patientLocked(w *waiter, waited time.Duration) bool {
 	c := w.c
-	return c.first == w && c.held < l.cfg.MaxInFlight/len(l.callers) && waited < fairWaits*l.cfg.MaxWait
+	return c.first == w && c.held < l.limit/len(l.callers) && waited < fairWaits*l.cfg.MaxWait
 }
 
 // releaser returns the function that frees one slot of c, once.
@@ -244,18 +269,23 @@ func (l *Limiter) releaseLocked(c *caller) {
 	if c.index >= 0 {
 		heap.Fix(&l.queue, c.index)
 	}
-	if len(l.queue) == 0 {
-		l.inFlight--
-		l.forgetIfIdleLocked(c)
-		return
-	}
-	next := l.queue[0]
-	w := next.first
-	next.held++ // before dequeueLocked, which re-sorts next if it has other queries waiting
-	l.dequeueLocked(w)
-	w.granted = true
-	close(w.ready)
+	l.inFlight--
+	l.grantLocked()
 	l.forgetIfIdleLocked(c)
+}
+
+// grantLocked hands free slots, up to the bound, to the waiting callers holding the fewest. After
+// a release that is the slot just freed, unless the bound was lowered below the slots held.
+func (l *Limiter) grantLocked() {
+	for len(l.queue) > 0 && l.inFlight < l.limit {
+		next := l.queue[0]
+		w := next.first
+		next.held++ // before dequeueLocked, which re-sorts next if it has other queries waiting
+		l.dequeueLocked(w)
+		l.inFlight++
+		w.granted = true
+		close(w.ready)
+	}
 }
 
 func (l *Limiter) newCallerLocked(id peerid.ID) *caller {
@@ -326,16 +356,16 @@ func (l *Limiter) dequeueLocked(w *waiter) {
 // shedError is a RESOURCE_EXHAUSTED status, with RetryInfo, that wraps ErrShed (and
 // ErrOverShare). held and callers are the caller's slots and the callers with demand when it
 // gave up.
-func (l *Limiter) shedError(id peerid.ID, held, callers int) error {
+func (l *Limiter) shedError(id peerid.ID, held, callers, limit int) error {
 	cfg := l.cfg
 	reason, msg := ReasonFull, fmt.Sprintf("%v: all %d query slots busy and none freed within %s; retry after %s",
-		ErrShed, cfg.MaxInFlight, cfg.MaxWait, cfg.RetryAfter)
+		ErrShed, limit, cfg.MaxWait, cfg.RetryAfter)
 	// At or over the share (held >= max/callers, in integers); a caller alone is never over it.
-	if callers > 1 && held*callers >= cfg.MaxInFlight {
+	if callers > 1 && held*callers >= limit {
 		reason = ReasonOverShare
 		msg = fmt.Sprintf("%v: %v: %s holds %d of the %d query slots, its fair share while %d callers want slots is %.1f, "+
 			"and the slots that freed within %s went to callers holding fewer; retry after %s",
-			ErrShed, ErrOverShare, id, held, cfg.MaxInFlight, callers, float64(cfg.MaxInFlight)/float64(callers), cfg.MaxWait, cfg.RetryAfter)
+			ErrShed, ErrOverShare, id, held, limit, callers, float64(limit)/float64(callers), cfg.MaxWait, cfg.RetryAfter)
 	}
 	l.shed[reason].Inc()
 	st := status.New(codes.ResourceExhausted, msg)

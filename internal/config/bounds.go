@@ -85,6 +85,8 @@ func settings() []setting {
 			"a client that stops reading holds its query's memory and shard calls for this long"),
 		durationSetting("admission_wait", func(c Proxy) time.Duration { return c.AdmissionWait }, 50*ms, 0, 10*s,
 			"a query queued longer than its caller waits is work for nobody; overload must be refused fast"),
+		durationSetting("admission_sched_target", func(c Proxy) time.Duration { return c.AdmissionSchedTarget }, 0, ms, s,
+			"goroutines of a healthy process wait microseconds for a CPU; past a second queries miss their deadlines long before the bound moves (0 keeps the bound fixed)"),
 		durationSetting("dns_refresh", func(c Proxy) time.Duration { return c.DNSRefresh }, discovery.DefaultDNSInterval, s, h,
 			"each round is two DNS queries per name; below a second a DNS server is polled for nothing (Kubernetes DNS answers with a 5s TTL)"),
 		durationSetting("retry_after", func(c Proxy) time.Duration { return c.RetryAfter }, 100*ms, 0, m,

@@ -59,10 +59,12 @@ type Proxy struct {
 	MaxTopK       uint32        `yaml:"max_top_k"`
 	MaxQueryBytes int           `yaml:"max_query_bytes"`
 	SendTimeout   time.Duration `yaml:"send_timeout"`
-	// MaxInFlight, AdmissionWait and RetryAfter: see admission.Config.
-	MaxInFlight   int           `yaml:"max_in_flight"`
-	AdmissionWait time.Duration `yaml:"admission_wait"`
-	RetryAfter    time.Duration `yaml:"retry_after"`
+	// MaxInFlight, AdmissionWait, RetryAfter and AdmissionSchedTarget (SchedTarget): see
+	// admission.Config.
+	MaxInFlight          int           `yaml:"max_in_flight"`
+	AdmissionWait        time.Duration `yaml:"admission_wait"`
+	RetryAfter           time.Duration `yaml:"retry_after"`
+	AdmissionSchedTarget time.Duration `yaml:"admission_sched_target"`
 	// MaxConcurrentStreams bounds the calls one QS connection may have open at once (HTTP/2
 	// SETTINGS_MAX_CONCURRENT_STREAMS), and so the query slots it can hold. Default: half of
 	// MaxInFlight, so that no single connection can take every slot (see MaxStreams).
@@ -265,7 +267,8 @@ func (c Proxy) Service() proxy.Config {
 
 // Admission returns the admission-control settings.
 func (c Proxy) Admission() admission.Config {
-	return admission.Config{MaxInFlight: c.MaxInFlight, MaxWait: c.AdmissionWait, RetryAfter: c.RetryAfter}
+	return admission.Config{MaxInFlight: c.MaxInFlight, MaxWait: c.AdmissionWait, RetryAfter: c.RetryAfter,
+		SchedTarget: c.AdmissionSchedTarget}
 }
 
 // MaxStreams returns MaxConcurrentStreams or its default, half of the admission bound (at least

@@ -564,32 +564,32 @@ func TestStalledReplicaFailover(t *testing.T) {
 		Hedge:   hedge.Config{Initial: 20 * time.Millisecond, Budget: 0.001, BudgetCap: 1}})
 	for c.budget.Spend() {
 	}
-	// Replica 1 was measured slow a moment ago, so the next two calls go to replica 0, which
+	// Replica 1 was measured slow a moment ago, so the next three calls go to replica 0, which
 	// has just hung.
 	c.topo.Load().shards[0].set.FirstFrame(1, 300*time.Millisecond, 0)
 	type answer struct {
 		n   int
 		res Result
 	}
-	stuck := make(chan answer, 2)
-	for k := range 2 {
+	stuck := make(chan answer, 3)
+	for k := range 3 {
 		go func() {
 			n, res := query(t, c, Request{})
 			stuck <- answer{n, res}
 		}()
 		waitFor(t, "a call waiting on replica 0", func() bool { return p.active.Load() == int64(k+1) })
 	}
-	// Once they have waited long enough, replica 0's load (their age times 3) passes replica
+	// Once they have waited long enough, replica 0's load (their age times 4) passes replica
 	// 1's, and the calls go there.
 	time.Sleep(150 * time.Millisecond)
 	start := time.Now()
-	for q := 0; len(stuck) < 2 && time.Since(start) < 5*time.Second; q++ {
+	for q := 0; len(stuck) < 3 && time.Since(start) < 5*time.Second; q++ {
 		if n, res := query(t, c, Request{}); n != 5 || res.Status != StatusOK {
-			t.Fatalf("query %d while two wait: %d hits, %v (%v)", q, n, res.Status, res.Err)
+			t.Fatalf("query %d while three wait: %d hits, %v (%v)", q, n, res.Status, res.Err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for range 2 {
+	for range 3 {
 		a := <-stuck
 		if a.n != 5 || a.res.Status != StatusOK || a.res.Source != SourceHedge || a.res.Replica != p.addrs[1] {
 			t.Fatalf("a stuck call: %d hits, %v from the %v on %s; want 5 from a hedge on %s", a.n, a.res.Status, a.res.Source,
@@ -599,8 +599,8 @@ func TestStalledReplicaFailover(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("the stuck calls answered %s after the others began, want long before their 10s deadline", took)
 	}
-	if got := value(t, reg, "gather_shard_failovers_total"); got != 2 {
-		t.Errorf("failovers %v, want 2", got)
+	if got := value(t, reg, "gather_shard_failovers_total"); got != 3 {
+		t.Errorf("failovers %v, want 3", got)
 	}
 	if got := value(t, reg, "gather_replica_ejections_total", "replica", p.addrs[0]); got != 1 {
 		t.Errorf("ejections of the hung replica %v, want 1", got)
@@ -608,5 +608,5 @@ func TestStalledReplicaFailover(t *testing.T) {
 	if got := value(t, reg, "gather_hedge_budget_tokens"); got >= 1 {
 		t.Errorf("%v tokens, want the bucket still empty: a failover spends none", got)
 	}
-	waitFor(t, "the stuck attempts cancelled on their replica", func() bool { return p.cancelled[0].Load() == 2 && p.active.Load() == 0 })
+	waitFor(t, "the stuck attempts cancelled on their replica", func() bool { return p.cancelled[0].Load() == 3 && p.active.Load() == 0 })
 }

@@ -110,11 +110,11 @@ const (
 
 // What makes a replica stalled besides Config.StallAfter: at least stallWaiting attempts
 // waiting on it, and stallOutpaced first frames of its siblings for attempts that started after
-// its oldest waiting one, each within 1/stallFactor of that one's age when it came.
+// its oldest waiting one, the first of them at least 1/stallFactor of that one's age ago.
 const (
-	stallWaiting  = 2
+	stallWaiting  = 3
 	stallOutpaced = 10
-	stallFactor   = 4
+	stallFactor   = 2
 )
 
 // Config holds a Set's tunables; the zero value of a field means its default.
@@ -142,13 +142,14 @@ type Config struct {
 	RateRatio       float64
 	// StallAfter: a replica is stalled, and ejected at once rather than after its calls have
 	// failed, when attempts wait on it for their first frame (stallWaiting or more), the oldest
-	// for StallAfter, it has sent no first frame since that oldest one started, and meanwhile its
-	// siblings have sent stallOutpaced first frames for attempts that started later, each in at
-	// most a quarter of the time the oldest had waited by then. A replica that hangs is then
-	// routed around within a fraction of a second, and the calls stuck on it can move
-	// (Set.Ejected) before their deadline. A stall of the whole machine holds the siblings'
-	// first frames back as long, and a replica that is merely slow still sends some. Default
-	// 250ms.
+	// for StallAfter, it has sent no first frame for an attempt that started after that oldest
+	// one (those that started before may still answer: it went slow with them in flight), and its
+	// siblings have sent stallOutpaced first frames for attempts that started later, over at
+	// least half the time the oldest has waited. A replica that hangs is then routed around
+	// within a fraction of a second, and the calls stuck on it can move (Set.Ejected) before
+	// their deadline. A stall of the whole machine holds the siblings' first frames back as
+	// long, then lets them all come at once; a replica that is merely slow still sends some.
+	// Default 250ms.
 	StallAfter time.Duration
 	// Health reports what replica i's connection allows now. It is called with the Set's lock
 	// held, for every replica on every Pick. Default: always Ready.
@@ -225,11 +226,13 @@ type state struct {
 	// slow while late is at least half of sampled, and of slowMinSamples.
 	late, sampled float64
 	lateStamp     time.Duration
-	framedAt      time.Duration // when it last sent a first frame
+	framedStart   time.Duration // the latest start of an attempt it sent a first frame for
 	// outpaced counts the siblings' first frames that outpaced its oldest waiting attempt,
-	// which started at outpacedSince (see Config.StallAfter).
+	// which started at outpacedSince, the first of them at outpacedFirst (see
+	// Config.StallAfter).
 	outpaced      int
 	outpacedSince time.Duration
+	outpacedFirst time.Duration
 	down          bool // Health was Down when Pick last looked
 
 	failures int // failed attempts in a row
@@ -260,7 +263,7 @@ func NewSet(n int, cfg Config) *Set {
 	s.nextRate = cfg.RateInterval
 	for i := range s.reps {
 		r := &s.reps[i]
-		r.cost = float64(cfg.InitialCost)
+		r.cost, r.framedStart = float64(cfg.InitialCost), math.MinInt64
 	}
 	return s
 }
@@ -423,17 +426,16 @@ func (s *Set) FirstFrame(i int, ttff, lateAfter time.Duration) {
 	} else {
 		r.cost = r.cost*w + rtt*(1-w)
 	}
-	r.stamp, r.censored, r.framedAt = now, 0, now
+	r.stamp, r.censored, r.framedStart = now, 0, max(r.framedStart, now-ttff)
 	if lateAfter > 0 {
 		s.sampleLate(r, now, ttff > lateAfter)
 	}
-	s.outpaces(i, now, now-ttff, ttff)
+	s.outpaces(i, now, now-ttff)
 }
 
-// outpaces counts a first frame of replica i, for an attempt that started at start and took
-// ttff, against its siblings' oldest waiting attempts, and ejects those that are stalled
-// (Config.StallAfter).
-func (s *Set) outpaces(i int, now, start, ttff time.Duration) {
+// outpaces counts a first frame of replica i, for an attempt that started at start, against
+// its siblings' oldest waiting attempts, and ejects those that are stalled (Config.StallAfter).
+func (s *Set) outpaces(i int, now, start time.Duration) {
 	for k := range s.reps {
 		r := &s.reps[k]
 		if k == i || r.ejected || len(r.waiting) < stallWaiting {
@@ -443,8 +445,11 @@ func (s *Set) outpaces(i int, now, start, ttff time.Duration) {
 		if r.outpacedSince != oldest {
 			r.outpaced, r.outpacedSince = 0, oldest
 		}
-		if age := now - oldest; oldest < start && r.framedAt <= oldest && ttff*stallFactor <= age {
-			if r.outpaced++; r.outpaced >= stallOutpaced && age >= s.cfg.StallAfter {
+		if oldest < start && r.framedStart < oldest {
+			if r.outpaced++; r.outpaced == 1 {
+				r.outpacedFirst = now
+			}
+			if age := now - oldest; r.outpaced >= stallOutpaced && age >= s.cfg.StallAfter && (now-r.outpacedFirst)*stallFactor >= age {
 				s.eject(k, now, ejectStalled)
 			}
 		}

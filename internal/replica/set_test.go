@@ -554,9 +554,9 @@ func TestEjectionNeedsARefuge(t *testing.T) {
 }
 
 // TestStalledReplicaEjected: a replica that sends no first frame while calls wait on it, and its
-// sibling answers 10 calls that started after them, each in at most a quarter of the time the
-// oldest has waited, is ejected once the oldest has waited StallAfter, before any of its calls
-// fails; not when it still answers some, has one call waiting, or the whole machine stalled.
+// sibling answers 10 calls that started after them, over at least half the time the oldest
+// has waited, is ejected once the oldest has waited StallAfter, before any of its calls fails;
+// not when it still answers some, has two calls waiting, or the whole machine stalled.
 func TestStalledReplicaEjected(t *testing.T) {
 	t.Parallel()
 	only := func(i int) Mask { return Mask(0).With(1 - i) } // tried: the other one
@@ -583,22 +583,32 @@ func TestStalledReplicaEjected(t *testing.T) {
 		name    string
 		waiting int
 		framed  bool // replica 0 answers one of its calls after they started
+		before  bool // replica 0 answers, after they started, a call that started before them
 		want    bool
 	}{
-		{name: "stalled", waiting: 2, want: true},
-		{name: "one call waiting", waiting: 1},
+		{name: "stalled", waiting: 3, want: true},
+		{name: "stalled with a call from before", waiting: 3, before: true, want: true},
+		{name: "two calls waiting", waiting: 2},
 		{name: "still answering", waiting: 6, framed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, clk, _ := newSet(2, Config{})
 			epoch := clk.t
+			if tc.before {
+				wait(t, s, 1)
+				clk.Advance(time.Millisecond)
+				epoch = clk.t
+			}
 			wait(t, s, tc.waiting)
+			if tc.before {
+				clk.Advance(time.Millisecond)
+				s.FirstFrame(0, 2*time.Millisecond, 0)
+			}
 			if tc.framed {
 				clk.Advance(time.Millisecond)
 				s.FirstFrame(0, time.Millisecond, 0)
 			}
-			// Replica 1 answers a call every 10ms in 5ms: 16 of them before StallAfter, 10 of
-			// which within a quarter of the oldest's age then.
+			// Replica 1 answers a call every 10ms in 5ms: 24 of them before StallAfter.
 			for clk.t.Sub(epoch) < DefaultStallAfter-10*time.Millisecond {
 				clk.Advance(5 * time.Millisecond)
 				answer(t, s, clk, 5*time.Millisecond)

@@ -1,0 +1,138 @@
+package admission
+
+import (
+	"math"
+	"runtime/metrics"
+	"time"
+)
+
+const (
+	// adaptInterval is how often the bound follows the scheduler's latencies.
+	adaptInterval = 100 * time.Millisecond
+	// minFraction: the bound is never lowered below MaxInFlight/minFraction (and 1).
+	minFraction = 16
+	// adaptMinEvents: an interval with fewer scheduler events than this says nothing about the
+	// CPU, and the bound stays.
+	adaptMinEvents = 50
+	// schedMetric is the Go runtime's histogram of the time goroutines spent runnable before they
+	// ran.
+	schedMetric = "/sched/latencies:seconds"
+)
+
+// adaptLoop adapts the bound every adaptInterval until Close.
+func (l *Limiter) adaptLoop() {
+	defer l.stopped.Done()
+	var s schedSampler
+	if !s.init() {
+		return // a runtime without the metric: the bound stays MaxInFlight
+	}
+	t := time.NewTicker(adaptInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		if p99, ok := s.p99(); ok {
+			l.sched.Set(p99.Seconds())
+			l.adapt(p99)
+		}
+	}
+}
+
+// adapt moves the bound after an interval whose scheduler latencies had p99 as their 99th
+// percentile: when p99 is over Config.SchedTarget, down in proportion (target/p99), by a half
+// at most and a tenth at least, not below MaxInFlight/minFraction; when it is under half of
+// the target, up by a sixteenth, at most to MaxInFlight, handing the new slots to waiting
+// queries at once; else it stays.
+//
+// Why the scheduler: in a process whose CPU is overloaded, every goroutine waits its turn in the
+// run queues, and each query's path is dozens of such turns (its handler, one goroutine per shard
+// call, the transport's readers and writers): the wait adds up to seconds and queries miss their
+// per-shard deadlines, degraded, although nothing is wrong with any shard. Admitting fewer
+// queries sheds the excess, each with RESOURCE_EXHAUSTED and a retry hint, and keeps the ones
+// admitted whole. A shard that is slow costs the proxy no CPU, so it does not lower the bound.
+// The reduction is multiplicative and fast (an onset of load must be met within a few
+// intervals, before the queries admitted in it reach their deadlines) and the growth slower,
+// the shape of TCP's congestion control and of Netflix's concurrency-limits; the fair share of
+// each caller follows the bound.
+func (l *Limiter) adapt(p99 time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	target := l.cfg.SchedTarget
+	switch {
+	case p99 > target:
+		f := min(max(float64(target)/float64(p99), 0.5), 0.9)
+		l.limit = max(1, l.cfg.MaxInFlight/minFraction, int(float64(l.limit)*f))
+	case p99 < target/2:
+		l.limit = min(l.cfg.MaxInFlight, l.limit+max(1, l.limit/16))
+		l.grantLocked()
+	}
+}
+
+// Close stops the adaptation of the bound (Config.SchedTarget) and waits for it to end. The
+// Limiter still admits queries, with the bound it has.
+func (l *Limiter) Close() {
+	l.closing.Do(func() { close(l.stop) })
+	l.stopped.Wait()
+}
+
+// schedSampler reads the scheduler's latency histogram and gives the 99th percentile of what was
+// added to it since its last reading.
+type schedSampler struct {
+	sample []metrics.Sample
+	prev   []uint64
+	delta  []uint64
+}
+
+// init takes the first reading; it reports false if the runtime has no such metric.
+func (s *schedSampler) init() bool {
+	s.sample = []metrics.Sample{{Name: schedMetric}}
+	metrics.Read(s.sample)
+	if s.sample[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return false
+	}
+	h := s.sample[0].Value.Float64Histogram()
+	s.prev = append([]uint64(nil), h.Counts...)
+	s.delta = make([]uint64, len(h.Counts))
+	return true
+}
+
+// p99 is the 99th percentile of the latencies since the last call (the upper bound of its
+// bucket), or false if there were fewer than adaptMinEvents.
+func (s *schedSampler) p99() (time.Duration, bool) {
+	metrics.Read(s.sample)
+	h := s.sample[0].Value.Float64Histogram()
+	if len(h.Counts) != len(s.prev) {
+		return 0, false
+	}
+	var total uint64
+	for i, c := range h.Counts {
+		s.delta[i] = c - s.prev[i]
+		total += s.delta[i]
+	}
+	copy(s.prev, h.Counts)
+	return percentile(h.Buckets, s.delta, total, 0.99)
+}
+
+// percentile is the upper bound of the bucket (of buckets, boundaries as in
+// metrics.Float64Histogram) that holds the q-quantile of counts, or false if total is under
+// adaptMinEvents. An unbounded last bucket gives its lower bound.
+func percentile(buckets []float64, counts []uint64, total uint64, q float64) (time.Duration, bool) {
+	if total < adaptMinEvents {
+		return 0, false
+	}
+	rank := uint64(math.Ceil(q * float64(total)))
+	var cum uint64
+	for i, c := range counts {
+		if cum += c; cum >= rank {
+			b := buckets[i+1]
+			if math.IsInf(b, 1) {
+				b = buckets[i]
+			}
+			return time.Duration(b * float64(time.Second)), true
+		}
+	}
+	return 0, false
+}

@@ -1,0 +1,149 @@
+package admission
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gatherproxy/gather/internal/metrictest"
+)
+
+// TestBoundFollowsScheduler: over SchedTarget the bound drops in proportion, by a tenth to a
+// half, never below MaxInFlight/16; slots held over it are not handed on when they free;
+// between half the target and the target it stays; under half it grows by a sixteenth and
+// hands the new slots to the queries waiting at once.
+func TestBoundFollowsScheduler(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l := New(Config{MaxInFlight: 16, MaxWait: 20 * time.Millisecond}, reg)
+	l.cfg.SchedTarget = 10 * time.Millisecond // as if configured, without the goroutine that reads the runtime
+	limit := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.limit
+	}
+	var releases []func()
+	for range 16 {
+		releases = append(releases, mustAcquire(t, l, 1))
+	}
+	l.adapt(11 * time.Millisecond) // a tenth at least
+	if got := limit(); got != 14 {
+		t.Fatalf("bound %d after an interval a little over the target, want 14", got)
+	}
+	l.adapt(12500 * time.Microsecond) // 10/12.5
+	if got := limit(); got != 11 {
+		t.Fatalf("bound %d after an interval 1.25 times the target, want 11", got)
+	}
+	l.limit = 16
+	l.adapt(time.Second) // a half at most
+	if got := limit(); got != 8 {
+		t.Fatalf("bound %d after an interval 100 times the target, want 8", got)
+	}
+	l.limit = 12
+	if got := metrictest.Sum(t, reg, "gather_admission_limit_queries", nil); got != 12 {
+		t.Errorf("gather_admission_limit_queries %v, want 12", got)
+	}
+	releases[0]()
+	_, err := l.Acquire(from(t.Context(), 2))
+	if !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "all 12 query slots busy") {
+		t.Fatalf("with 15 held of a bound of 12: %v, want shed, naming the bound", err)
+	}
+	for _, r := range releases[1:5] {
+		r()
+	}
+	releases = append(releases[5:], mustAcquire(t, l, 2)) // 11 held: admitted at once
+	l.adapt(7 * time.Millisecond)
+	if got := limit(); got != 12 {
+		t.Errorf("bound %d after an interval between half the target and the target, want it kept at 12", got)
+	}
+	for range 10 {
+		l.adapt(time.Second)
+	}
+	if got := limit(); got != 1 {
+		t.Errorf("bound %d after a long overload, want the floor 16/16 = 1", got)
+	}
+
+	// Under half the target: the bound grows, and the queries waiting get the new slots.
+	l.cfg.MaxWait = time.Minute
+	waiting := acquireMany(t.Context(), l, 3, 2)
+	awaitWaiting(t, l, 2)
+	for limit() < 14 {
+		l.adapt(time.Millisecond)
+	}
+	for range 2 {
+		o := <-waiting
+		if o.err != nil {
+			t.Fatal(o.err)
+		}
+		releases = append(releases, o.release)
+	}
+	for range 20 {
+		l.adapt(time.Millisecond)
+	}
+	if got := limit(); got != 16 {
+		t.Errorf("bound %d, want back to MaxInFlight 16", got)
+	}
+	for _, r := range releases {
+		r()
+	}
+	assertIdle(t, l)
+}
+
+// TestPercentile: the upper bound of the bucket holding the quantile; an unbounded last bucket
+// gives its lower bound; too few events give nothing.
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	buckets := []float64{0, 0.001, 0.01, math.Inf(1)}
+	for _, tc := range []struct {
+		counts []uint64
+		want   time.Duration
+		ok     bool
+	}{
+		{[]uint64{99, 1, 0}, time.Millisecond, true},
+		{[]uint64{90, 9, 1}, 10 * time.Millisecond, true},
+		{[]uint64{0, 0, 100}, 10 * time.Millisecond, true},
+		{[]uint64{40, 0, 0}, 0, false},
+	} {
+		var total uint64
+		for _, c := range tc.counts {
+			total += c
+		}
+		got, ok := percentile(buckets, tc.counts, total, 0.99)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("counts %v: %v %v, want %v %v", tc.counts, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestAdaptationStops: a Limiter with SchedTarget reads the scheduler in a goroutine of its own,
+// which Close stops (goleak checks it at the end of the package's tests); Close twice is fine.
+func TestAdaptationStops(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l := New(Config{SchedTarget: 10 * time.Millisecond}, reg)
+	var s schedSampler
+	if !s.init() {
+		t.Skip("this runtime has no " + schedMetric)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for busy := 0; testutil.ToFloat64(l.sched) == 0 && time.Now().Before(deadline); busy++ {
+		ch := make(chan int)
+		for i := range 100 { // scheduler events for the sampler to count
+			go func() { ch <- i }()
+		}
+		for range 100 {
+			<-ch
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if testutil.ToFloat64(l.sched) == 0 {
+		t.Error("no scheduler latency read in 10s")
+	}
+	l.Close()
+	l.Close()
+}
