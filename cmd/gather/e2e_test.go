@@ -362,6 +362,8 @@ func TestUsageErrors(t *testing.T) {
 			"tls.cert_file: open /nonexistent/proxy.pem"},
 		{[]string{"query", "--tls-cert", "client.pem", "union"}, "--tls-key: missing"},
 		{[]string{"demo", "--max-in-flight", "100000"}, "max_in_flight: 100000 is above the maximum of 10000"},
+		{[]string{"demo", "--admission-sched-target", "2s"}, "admission_sched_target: 2s is above the maximum of 1s"},
+		{[]string{"proxy", "--shard", "s=127.0.0.1:1", "--admission-sched-target", "1us"}, "admission_sched_target: 1µs is below the minimum of 1ms"},
 		{[]string{"demo", "--keepalive-time", "100ms"}, "keepalive.time: 100ms is below the minimum of 1s"},
 		{[]string{"shard", "--max-top-k", "20000"}, `invalid value "20000" for flag -max-top-k: 20000 is above the maximum of 10000`},
 		{[]string{"shard", "--max-query-bytes", "2000000000"}, "-max-query-bytes: 2000000000 bytes (1953125 KiB) is above the maximum"},

@@ -39,6 +39,8 @@ func TestBoundsTable(t *testing.T) {
 		{"merge_reserve above", func(c *Proxy) { c.MergeReserve = time.Minute }, "merge_reserve: 1m0s is above the maximum of 5s"},
 		{"send_timeout above", func(c *Proxy) { c.SendTimeout = time.Hour }, "send_timeout: 1h0m0s is above the maximum of 1m0s"},
 		{"admission_wait above", func(c *Proxy) { c.AdmissionWait = time.Minute }, "admission_wait: 1m0s is above the maximum of 10s"},
+		{"admission_sched_target above", func(c *Proxy) { c.AdmissionSchedTarget = 2 * time.Second }, "admission_sched_target: 2s is above the maximum of 1s"},
+		{"admission_sched_target below", func(c *Proxy) { c.AdmissionSchedTarget = time.Microsecond }, "admission_sched_target: 1µs is below the minimum of 1ms"},
 		{"retry_after above", func(c *Proxy) { c.RetryAfter = time.Hour }, "retry_after: 1h0m0s is above"},
 		{"max_query_bytes 64 KiB", func(c *Proxy) { c.MaxQueryBytes = 64 << 10 }, ""},
 		{"max_query_bytes 2e9", func(c *Proxy) { c.MaxQueryBytes = 2e9 }, "max_query_bytes: 2000000000 bytes (1953125 KiB) is above the maximum of 65536 bytes (64 KiB)"},
