@@ -57,6 +57,16 @@ func (l *Limiter) adaptLoop() {
 // intervals, before the queries admitted in it reach their deadlines) and the growth slower,
 // the shape of TCP's congestion control and of Netflix's concurrency-limits; the fair share of
 // each caller follows the bound.
+//
+// What it costs, and why it is off by default: a query that waits for a slow shard holds its
+// slot for seconds and no CPU, and a lower bound lowers every caller's share of the slots. In
+// gather chaos's incident with the shards slowed (one replica each), the probe, one query every
+// 100ms held 2s each, needs some twenty slots, and at a bound of 16 it was shed for its whole
+// budget in each of five runs. The signal also does not fall with the bound when the CPU goes
+// to what admission cannot refuse (the shed traffic itself, other processes): the bound then
+// sits at its floor. Counting only the slots of queries that use CPU, or capping the rate of
+// admissions rather than the slots, are the ways on; a rate cap by the same signal, tried, sat at
+// its floor under the shed traffic of 320 retrying clients and starved the probe too.
 func (l *Limiter) adapt(p99 time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
