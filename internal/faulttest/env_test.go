@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 
 	queryv1 "github.com/gatherproxy/gather/gen/gather/query/v1"
@@ -28,6 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // env is a proxy serving on loopback, wired like `gather proxy` (the flow guard, lifecycle and
 // admission interceptors), in front of fake shards named s0, s1, ...
 type env struct {
+	fan    *fanout.Client
 	shards []*shardtest.Shard
 	reg    *prometheus.Registry
 	addr   string
@@ -91,6 +93,7 @@ func newEnvTB(t testing.TB, o options, behaviors ...shardtest.Behavior) *env {
 		_ = fan.Close()
 	})
 	e.client = queryv1.NewQueryServiceClient(conn)
+	e.fan = fan
 	return e
 }
 
@@ -166,6 +169,20 @@ func (e *env) takeBaseline(t *testing.T) baseline {
 	for _, s := range e.shards {
 		s.WaitIdle(t, 10*time.Second)
 	}
+	// Every shard connection up before the goroutines are counted: the warm-up's shard calls
+	// may be cut before grpc-go has connected (slow shards, a loaded machine), and a connection
+	// that comes up afterwards brings its transport's goroutines with it (a CI run counted 52
+	// against a baseline of 50 for 10s).
+	eventually(t, 10*time.Second, func() string {
+		for name, replicas := range e.fan.ReplicaStates() {
+			for addr, st := range replicas {
+				if st != connectivity.Ready {
+					return fmt.Sprintf("shard %s replica %s: %v", name, addr, st)
+				}
+			}
+		}
+		return ""
+	})
 	return baseline{goroutines: runtime.NumGoroutine(), heap: heapInUse()}
 }
 
