@@ -321,14 +321,13 @@ const maxAskInterval = 100 * time.Millisecond
 //
 // A denial other than for the deadline is not final: the call asks again each time its waiting
 // attempt has waited half as long again (at most maxAskInterval), until the deadline is too
-// near, and may then spend the
-// tokens a first ask may not (hedge.Budget.SpendSpeculative); once the replica it waits on has
-// been ejected (found stalled, see replica.Config.StallAfter, or failing), it moves to another
-// without a token (hedge.AskFailover), at its next ask. The budget refills as calls
-// are made, and a slow replica becomes a candidate once the attempt has waited twice its usual
-// time (replica.Set.PickHedge): a call that hangs on a replica just as the budget ran dry, or
-// just as the machine slowed every replica down, is not left to its per-shard deadline. The
-// metrics and the span count the first denial of a call only.
+// near, and may then spend the tokens a first ask may not (hedge.Budget.SpendSpeculative); once
+// the replica it waits on has been ejected (found stalled, see replica.Config.StallAfter, or
+// failing), it moves to another without a token (hedge.AskFailover), at its next ask. The
+// budget refills as calls are made, and a slow replica becomes a candidate once the attempt has
+// waited twice its usual time (replica.Set.PickHedge): a call that hangs on a replica just as
+// the budget ran dry, or just as the machine slowed every replica down, is not left to its
+// per-shard deadline. The metrics and the span count the first denial of a call only.
 func (sc *shardCall) startHedge() {
 	s := sc.s
 	waited, ask := sc.delay, hedge.AskFirst
