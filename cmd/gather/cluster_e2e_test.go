@@ -184,7 +184,14 @@ func fullAnswer(ctx context.Context, c queryv1.QueryServiceClient) error {
 		return err
 	}
 	if cov := resp.GetCoverage(); cov.GetDegraded() || cov.GetShardsSucceeded() != 4 || cov.GetShardsTotal() != 4 {
-		return fmt.Errorf("coverage %v, want 4 of 4 shards", cov)
+		var missing []string // which shard, why, and where its attempts went: what a failure needs to be told apart
+		for _, r := range resp.GetShards() {
+			if r.GetStatus() != queryv1.ShardStatus_SHARD_STATUS_OK {
+				missing = append(missing, fmt.Sprintf("%s: %v after %s from the %v on %s (%d attempts): %s", r.GetShard(), r.GetStatus(),
+					r.GetLatency().AsDuration(), r.GetSource(), r.GetReplica(), r.GetAttempts(), r.GetError()))
+			}
+		}
+		return fmt.Errorf("coverage %v, want 4 of 4 shards; %s", cov, strings.Join(missing, "; "))
 	}
 	return nil
 }
