@@ -558,15 +558,19 @@ func TestVerdict(t *testing.T) {
 // attempts are cancelled on the replica and joined.
 func TestStalledReplicaFailover(t *testing.T) {
 	t.Parallel()
-	p := startPool(t, 2, func(_ int64, r int) step { return step{hang: r == 0} })
+	var answered atomic.Bool // replica 0 answers its first call, then hangs
+	p := startPool(t, 2, func(_ int64, r int) step { return step{hang: r == 0 && answered.Swap(true)} })
 	c, reg := p.client(t, Config{ShardTimeout: 10 * time.Second,
 		Replica: replica.Config{StallAfter: 50 * time.Millisecond, InitialCost: time.Millisecond},
 		Hedge:   hedge.Config{Initial: 20 * time.Millisecond, Budget: 0.001, BudgetCap: 1}})
 	for c.budget.Spend() {
 	}
-	// Replica 1 was measured slow a moment ago, so the next three calls go to replica 0, which
-	// has just hung.
+	// Replica 1 was measured slow a moment ago, so the next four calls go to replica 0, which
+	// answers the first and hangs from then on.
 	c.topo.Load().shards[0].set.FirstFrame(1, 300*time.Millisecond, 0)
+	if n, res := query(t, c, Request{}); n != 5 || res.Replica != p.addrs[0] {
+		t.Fatalf("first query: %d hits from %s, want 5 from replica 0", n, res.Replica)
+	}
 	type answer struct {
 		n   int
 		res Result

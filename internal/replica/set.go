@@ -143,7 +143,8 @@ type Config struct {
 	// StallAfter: a replica is stalled, and ejected at once rather than after its calls have
 	// failed, when attempts wait on it for their first frame (stallWaiting or more), the oldest
 	// for StallAfter, it has sent no first frame for an attempt that started after that oldest
-	// one (those that started before may still answer: it went slow with them in flight), and its
+	// one (those that started before may still answer: it went slow with them in flight; one
+	// that has never answered, or whose connection is not READY, is not stalled), and its
 	// siblings have sent stallOutpaced first frames for attempts that started later, over at
 	// least half the time the oldest has waited. A replica that hangs is then routed around
 	// within a fraction of a second, and the calls stuck on it can move (Set.Ejected) before
@@ -438,7 +439,11 @@ func (s *Set) FirstFrame(i int, ttff, lateAfter time.Duration) {
 func (s *Set) outpaces(i int, now, start time.Duration) {
 	for k := range s.reps {
 		r := &s.reps[k]
-		if k == i || r.ejected || len(r.waiting) < stallWaiting {
+		// A replica that has never answered, or whose connection is not up, is new or coming
+		// back, not stalled: its first calls wait for the connection and a cold process (in a
+		// replacement under load, one was ejected so and its twin took every call, then was
+		// killed with them in flight). Failures in a row still eject it.
+		if k == i || r.ejected || len(r.waiting) < stallWaiting || r.framedStart == math.MinInt64 || s.cfg.Health(k) != Ready {
 			continue
 		}
 		oldest := r.waiting[0]

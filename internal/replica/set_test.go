@@ -584,15 +584,21 @@ func TestStalledReplicaEjected(t *testing.T) {
 		waiting int
 		framed  bool // replica 0 answers one of its calls after they started
 		before  bool // replica 0 answers, after they started, a call that started before them
+		fresh   bool // replica 0 has never answered a call
 		want    bool
 	}{
 		{name: "stalled", waiting: 3, want: true},
 		{name: "stalled with a call from before", waiting: 3, before: true, want: true},
 		{name: "two calls waiting", waiting: 2},
+		{name: "never answered", waiting: 3, fresh: true},
 		{name: "still answering", waiting: 6, framed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, clk, _ := newSet(2, Config{})
+			if !tc.fresh {
+				s.FirstFrame(0, 0, 0) // it answered once, before the test's calls
+				clk.Advance(time.Millisecond)
+			}
 			epoch := clk.t
 			if tc.before {
 				wait(t, s, 1)
