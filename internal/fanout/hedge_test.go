@@ -168,6 +168,20 @@ func query(t *testing.T, c *Client, req Request) (int, Result) {
 	return n, call.Close()[0]
 }
 
+// answer is what query returned: the hits read and the shard's result.
+type answer struct {
+	n   int
+	res Result
+}
+
+// queryAsync runs query in a goroutine of its own and delivers its answer on out.
+func queryAsync(t *testing.T, c *Client, out chan<- answer) {
+	go func() {
+		n, res := query(t, c, Request{})
+		out <- answer{n, res}
+	}()
+}
+
 // value sums the samples of the metric family name whose labels include match, label and value
 // pairs.
 func value(t *testing.T, reg prometheus.Gatherer, name string, match ...string) float64 {
@@ -314,15 +328,8 @@ func TestDeniedHedgeAsksAgain(t *testing.T) {
 		Hedge: hedge.Config{Initial: 20 * time.Millisecond, Budget: 0.001, BudgetCap: 1}})
 	for c.budget.Spend() {
 	}
-	type answer struct {
-		n   int
-		res Result
-	}
 	done := make(chan answer, 1)
-	go func() {
-		n, res := query(t, c, Request{})
-		done <- answer{n, res}
-	}()
+	queryAsync(t, c, done)
 	waitFor(t, "the first hedge denied for the budget", func() bool {
 		return value(t, reg, "gather_shard_hedges_denied_total", "reason", "budget") == 1
 	})
@@ -571,16 +578,9 @@ func TestStalledReplicaFailover(t *testing.T) {
 	if n, res := query(t, c, Request{}); n != 5 || res.Replica != p.addrs[0] {
 		t.Fatalf("first query: %d hits from %s, want 5 from replica 0", n, res.Replica)
 	}
-	type answer struct {
-		n   int
-		res Result
-	}
 	stuck := make(chan answer, 3)
 	for k := range 3 {
-		go func() {
-			n, res := query(t, c, Request{})
-			stuck <- answer{n, res}
-		}()
+		queryAsync(t, c, stuck)
 		waitFor(t, "a call waiting on replica 0", func() bool { return p.active.Load() == int64(k+1) })
 	}
 	// Once they have waited long enough, replica 0's load (their age times 4) passes replica
