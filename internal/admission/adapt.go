@@ -14,6 +14,11 @@ const (
 	// adaptMinEvents: an interval with fewer scheduler events than this says nothing about the
 	// CPU, and the bound stays.
 	adaptMinEvents = 50
+	// freshFor is how long an admitted query counts against the CPU bound: the time in which
+	// a query does its CPU work (fan-out, the merge, and in the demo the shards' searches), well
+	// over a healthy query's few milliseconds. Past it, a query is waiting for a slow shard or
+	// for its caller to read, and costs no CPU.
+	freshFor = 250 * time.Millisecond
 	// schedMetric is the Go runtime's histogram of the time goroutines spent runnable before they
 	// ran.
 	schedMetric = "/sched/latencies:seconds"
@@ -37,36 +42,40 @@ func (l *Limiter) adaptLoop() {
 		if p99, ok := s.p99(); ok {
 			l.sched.Set(p99.Seconds())
 			l.adapt(p99)
+		} else {
+			l.mu.Lock()
+			l.ageLocked()
+			l.grantLocked()
+			l.mu.Unlock()
 		}
 	}
 }
 
-// adapt moves the bound after an interval whose scheduler latencies had p99 as their 99th
+// adapt moves the CPU bound after an interval whose scheduler latencies had p99 as their 99th
 // percentile: when p99 is over Config.SchedTarget, down in proportion (target/p99), by a half
 // at most and a tenth at least, not below MaxInFlight/minFraction; when it is under half of
-// the target, up by a sixteenth, at most to MaxInFlight, handing the new slots to waiting
-// queries at once; else it stays.
+// the target, up by a sixteenth, at most to MaxInFlight; else it stays. Either way the slots
+// admitted more than freshFor ago stop counting against it, and what room that and a higher
+// bound make goes to the queries waiting at once.
 //
 // Why the scheduler: in a process whose CPU is overloaded, every goroutine waits its turn in the
 // run queues, and each query's path is dozens of such turns (its handler, one goroutine per shard
 // call, the transport's readers and writers): the wait adds up to seconds and queries miss their
 // per-shard deadlines, degraded, although nothing is wrong with any shard. Admitting fewer
 // queries sheds the excess, each with RESOURCE_EXHAUSTED and a retry hint, and keeps the ones
-// admitted whole. A shard that is slow costs the proxy no CPU, so it does not lower the bound.
-// The reduction is multiplicative and fast (an onset of load must be met within a few
-// intervals, before the queries admitted in it reach their deadlines) and the growth slower,
-// the shape of TCP's congestion control and of Netflix's concurrency-limits; the fair share of
-// each caller follows the bound.
+// admitted whole. The reduction is multiplicative and fast (an onset of load must be met within
+// a few intervals, before the queries admitted in it reach their deadlines) and the growth
+// slower, the shape of TCP's congestion control and of Netflix's concurrency-limits.
 //
-// What it costs, and why it is off by default: a query that waits for a slow shard holds its
-// slot for seconds and no CPU, and a lower bound lowers every caller's share of the slots. In
-// gather chaos's incident with the shards slowed (one replica each), the probe, one query every
-// 100ms held 2s each, needs some twenty slots, and at a bound of 16 it was shed for its whole
-// budget in each of five runs. The signal also does not fall with the bound when the CPU goes
-// to what admission cannot refuse (the shed traffic itself, other processes): the bound then
-// sits at its floor. Counting only the slots of queries that use CPU, or capping the rate of
-// admissions rather than the slots, are the ways on; a rate cap by the same signal, tried, sat at
-// its floor under the shed traffic of 320 retrying clients and starved the probe too.
+// Why only the fresh slots: a query spends its CPU at its start. One that has run freshFor is
+// waiting, for a slow shard or for its caller to read its answer, and costs no CPU. The first
+// version bounded every slot, and in gather chaos's incident with the shards slowed (one
+// replica each), where queries hold their slots 2s waiting for the slowed shards and a hog's
+// unread streams hold theirs for seconds, the bound fell to its floor of 16 slots, all held by
+// waiting queries: nothing was admitted until one of them ended, and the probe, one query every
+// 100ms, was shed for its whole budget in each of five runs. Counting fresh slots, the bound is
+// on the queries that enter per freshFor, and a light caller is first in line for them (slots
+// go to the waiting caller holding the fewest).
 func (l *Limiter) adapt(p99 time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -77,8 +86,9 @@ func (l *Limiter) adapt(p99 time.Duration) {
 		l.limit = max(1, l.cfg.MaxInFlight/minFraction, int(float64(l.limit)*f))
 	case p99 < target/2:
 		l.limit = min(l.cfg.MaxInFlight, l.limit+max(1, l.limit/16))
-		l.grantLocked()
 	}
+	l.ageLocked()
+	l.grantLocked()
 }
 
 // Close stops the adaptation of the bound (Config.SchedTarget) and waits for it to end. The

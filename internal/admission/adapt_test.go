@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,12 +17,15 @@ import (
 // TestBoundFollowsScheduler: over SchedTarget the bound drops in proportion, by a tenth to a
 // half, never below MaxInFlight/16; slots held over it are not handed on when they free;
 // between half the target and the target it stays; under half it grows by a sixteenth and
-// hands the new slots to the queries waiting at once.
+// hands the new slots to the queries waiting at once. The clock stands still: every slot is
+// fresh.
 func TestBoundFollowsScheduler(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
 	l := New(Config{MaxInFlight: 16, MaxWait: 20 * time.Millisecond}, reg)
 	l.cfg.SchedTarget = 10 * time.Millisecond // as if configured, without the goroutine that reads the runtime
+	start := time.Now()
+	l.now = func() time.Time { return start }
 	limit := func() int {
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -50,8 +54,11 @@ func TestBoundFollowsScheduler(t *testing.T) {
 	}
 	releases[0]()
 	_, err := l.Acquire(from(t.Context(), 2))
-	if !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "all 12 query slots busy") {
+	if !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "at most 12 queries admitted per 250ms") {
 		t.Fatalf("with 15 held of a bound of 12: %v, want shed, naming the bound", err)
+	}
+	if got := metrictest.Sum(t, reg, "gather_admission_shed_total", map[string]string{"reason": ReasonCPU}); got != 1 {
+		t.Errorf("gather_admission_shed_total{reason=cpu} %v, want 1", got)
 	}
 	for _, r := range releases[1:5] {
 		r()
@@ -146,4 +153,84 @@ func TestAdaptationStops(t *testing.T) {
 	}
 	l.Close()
 	l.Close()
+}
+
+// TestBoundCountsFreshSlots: the CPU bound counts only the slots admitted within freshFor and
+// still held. A slot that ages past it makes room (at the next Acquire, or the next interval for
+// the queries waiting); a fresh slot released makes room at once; an aged one released does not
+// count twice. MaxInFlight still bounds every slot.
+func TestBoundCountsFreshSlots(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	l := New(Config{MaxInFlight: 8, MaxWait: 20 * time.Millisecond}, reg)
+	l.cfg.SchedTarget = 10 * time.Millisecond // as if configured, without the goroutine that reads the runtime
+	var clock atomic.Int64
+	start := time.Now()
+	l.now = func() time.Time { return start.Add(time.Duration(clock.Load())) }
+	later := func(d time.Duration) { clock.Add(int64(d)) }
+	fresh := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.fresh
+	}
+
+	old := []func(){mustAcquire(t, l, 1), mustAcquire(t, l, 1)}
+	l.adapt(time.Second)
+	l.adapt(time.Second) // 8 -> 4 -> 2: the floor 8/16 is 1
+	if _, err := l.Acquire(from(t.Context(), 2)); !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "CPU is overloaded") {
+		t.Fatalf("2 fresh slots of a bound of 2: %v, want shed by the CPU bound", err)
+	}
+	later(freshFor + time.Millisecond)
+	young := []func(){mustAcquire(t, l, 2), mustAcquire(t, l, 2)} // the first two have aged
+	if got := fresh(); got != 2 {
+		t.Fatalf("%d fresh slots, want 2", got)
+	}
+	old[0]() // aged: makes no room
+	if got := fresh(); got != 2 {
+		t.Fatalf("%d fresh slots after an aged slot was released, want 2", got)
+	}
+	young[0]() // fresh: room for one
+	young = append(young[1:], mustAcquire(t, l, 3))
+
+	// A query that waits gets the room that aging makes at the next interval.
+	l.cfg.MaxWait = time.Minute
+	waiting := acquireAsync(t.Context(), l, 4)
+	awaitWaiting(t, l, 1)
+	later(freshFor + time.Millisecond)
+	l.adapt(7 * time.Millisecond) // between half the target and the target: the bound stays
+	o := <-waiting
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	young = append(young, o.release)
+	if got := fresh(); got != 1 {
+		t.Errorf("%d fresh slots, want the one just granted", got)
+	}
+
+	// Fresh or not, MaxInFlight bounds them all.
+	l.cfg.MaxWait = 20 * time.Millisecond
+	later(freshFor + time.Millisecond)
+	for l.state().inFlight < 8 {
+		later(freshFor + time.Millisecond)
+		young = append(young, mustAcquire(t, l, 5))
+	}
+	later(freshFor + time.Millisecond)
+	if _, err := l.Acquire(from(t.Context(), 6)); !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "all 8 query slots busy") {
+		t.Fatalf("8 slots held, none fresh: %v, want shed by MaxInFlight", err)
+	}
+	for _, r := range append(old[1:], young...) {
+		r()
+	}
+	later(freshFor + time.Millisecond)
+	l.adapt(7 * time.Millisecond)
+	if got := fresh(); got != 0 {
+		t.Errorf("%d fresh slots with none held, want 0", got)
+	}
+	l.mu.Lock()
+	recent := len(l.recent)
+	l.mu.Unlock()
+	if recent != 0 {
+		t.Errorf("%d slots remembered after freshFor, want 0", recent)
+	}
+	assertIdle(t, l)
 }

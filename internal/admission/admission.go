@@ -29,11 +29,13 @@ type Config struct {
 	MaxWait time.Duration
 	// RetryAfter is the delay suggested to shed callers (google.rpc.RetryInfo). Default 100ms.
 	RetryAfter time.Duration
-	// SchedTarget, if positive, makes the bound follow the process's CPU (see Limiter.adapt):
-	// when runnable goroutines wait longer than this for a CPU (the 99th percentile of the Go
-	// scheduler's latencies over the last adaptInterval), fewer queries are admitted, down to
-	// MaxInFlight/minFraction; when they wait under half of it and the bound is reached, more, up
-	// to MaxInFlight. Default 0: the bound is MaxInFlight.
+	// SchedTarget, if positive, adds a second bound that follows the process's CPU (see
+	// Limiter.adapt): on the queries admitted within the last freshFor (250ms) and still
+	// running, where a query spends its CPU. When runnable goroutines wait longer than
+	// SchedTarget for a CPU (the 99th percentile of the Go scheduler's latencies over the last
+	// adaptInterval), the bound drops, down to MaxInFlight/minFraction; when they wait under half
+	// of it, it grows, up to MaxInFlight. MaxInFlight still bounds every query running. Default
+	// 0: MaxInFlight is the only bound.
 	SchedTarget time.Duration
 }
 
@@ -61,6 +63,7 @@ var ErrOverShare = errors.New("caller over its fair share")
 const (
 	ReasonFull      = "full"       // the caller was under its share; no slot freed within MaxWait
 	ReasonOverShare = "over_share" // the caller held its share or more; freed slots went to others
+	ReasonCPU       = "cpu"        // under its share, a slot was free, but the CPU bound (SchedTarget) was reached
 )
 
 // Limiter admits queries. Create it with New; it is safe for concurrent use. Close it once it
@@ -76,13 +79,24 @@ type Limiter struct {
 	sched   prometheus.Gauge // the last interval's 99th percentile, in seconds
 
 	mu       sync.Mutex
-	limit    int                   // the bound now: MaxInFlight unless adapted
+	limit    int                   // the CPU bound now, on fresh slots (SchedTarget); MaxInFlight unless adapted
 	inFlight int                   // slots held
 	waiting  int                   // queries waiting for a slot
 	callers  map[peerid.ID]*caller // callers with demand: holding a slot or waiting for one
 	queue    callerQueue           // callers with a query waiting, fewest slots held first
 	seq      uint64                // arrival order of waiting queries
 	spare    []*caller             // records of callers whose demand ended, for reuse
+	// fresh slots, counted with SchedTarget only: held slots admitted within the last freshFor
+	fresh  int
+	recent []admitted       // the slots admitted within freshFor, oldest first; recent[0] has number base
+	base   uint64           // the number of recent[0]; slots are numbered as admitted
+	now    func() time.Time // time.Now; tests set their own
+}
+
+// admitted is a slot admitted within the last freshFor, fresh until released or aged.
+type admitted struct {
+	at       time.Time
+	released bool
 }
 
 // caller is one caller with demand.
@@ -100,23 +114,29 @@ type waiter struct {
 	seq        uint64
 	ready      chan struct{} // closed when granted
 	granted    bool
+	slot       uint64 // the slot's number, once granted
 	prev, next *waiter
 }
 
 // New returns a Limiter whose metrics are registered with reg.
 func New(cfg Config, reg prometheus.Registerer) *Limiter {
 	cfg = cfg.withDefaults()
-	l := &Limiter{cfg: cfg, callers: make(map[peerid.ID]*caller), limit: cfg.MaxInFlight, stop: make(chan struct{})}
+	l := &Limiter{cfg: cfg, callers: make(map[peerid.ID]*caller), limit: cfg.MaxInFlight, stop: make(chan struct{}),
+		now: time.Now}
 	f := promauto.With(reg)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "gather_admission_limit_queries",
-		Help: "The bound on queries running at once now: gather_admission_max_in_flight_queries, or less while the CPU is overloaded (admission_sched_target).",
+		Help: "With admission_sched_target, the bound on queries admitted in the last 250ms and still running, which follows the CPU: gather_admission_max_in_flight_queries, or less while the CPU is overloaded.",
 	}, l.locked(func() float64 { return float64(l.limit) }))
 	if cfg.SchedTarget > 0 {
 		l.sched = f.NewGauge(prometheus.GaugeOpts{
 			Name: "gather_admission_sched_latency_p99_seconds",
 			Help: "The 99th percentile of how long the process's runnable goroutines waited for a CPU over the last adaptation interval; above admission_sched_target the bound is lowered.",
 		})
+		f.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gather_admission_fresh_queries",
+			Help: "Queries admitted in the last 250ms and still running, which gather_admission_limit_queries bounds.",
+		}, l.locked(func() float64 { return float64(l.fresh) }))
 		l.stopped.Add(1)
 		go l.adaptLoop()
 	}
@@ -145,10 +165,11 @@ func New(cfg Config, reg prometheus.Registerer) *Limiter {
 	}))
 	shed := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "gather_admission_shed_total",
-		Help: "Queries refused with RESOURCE_EXHAUSTED, by reason: full (no slot freed within admission_wait) or over_share (the caller held its fair share or more while callers holding fewer waited).",
+		Help: "Queries refused with RESOURCE_EXHAUSTED, by reason: full (no slot freed within admission_wait), over_share (the caller held its fair share or more while callers holding fewer waited) or cpu (the bound that follows the CPU, admission_sched_target, held it back).",
 	}, []string{"reason"})
 	l.shed = map[string]prometheus.Counter{
 		ReasonFull: shed.WithLabelValues(ReasonFull), ReasonOverShare: shed.WithLabelValues(ReasonOverShare),
+		ReasonCPU: shed.WithLabelValues(ReasonCPU),
 	}
 	l.wait = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "gather_admission_wait_seconds",
@@ -179,12 +200,12 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 	if c == nil {
 		c = l.newCallerLocked(id)
 	}
-	if l.waiting == 0 && l.inFlight < l.limit {
-		c.held++
-		l.inFlight++
+	l.ageLocked()
+	if l.waiting == 0 && l.roomLocked() {
+		n := l.admitLocked(c)
 		l.mu.Unlock()
 		l.wait.Observe(0)
-		return l.releaser(c), nil
+		return l.releaser(c, n), nil
 	}
 	w := &waiter{c: c, seq: l.seq, ready: make(chan struct{})}
 	l.seq++
@@ -217,7 +238,7 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 	l.mu.Lock()
 	if w.granted { // possibly just as the timer fired: a slot is a slot
 		l.mu.Unlock()
-		release = l.releaser(c)
+		release = l.releaser(c, w.slot)
 		if ctx.Err() != nil {
 			release()
 			return nil, status.FromContextError(ctx.Err()).Err()
@@ -225,13 +246,14 @@ func (l *Limiter) Acquire(ctx context.Context) (release func(), err error) {
 		return release, nil
 	}
 	l.dequeueLocked(w)
-	held, callers, limit := c.held, len(l.callers), l.limit
+	held, callers, cpu := c.held, len(l.callers), l.cfg.SchedTarget > 0 && l.inFlight < l.cfg.MaxInFlight
+	limit := l.limit
 	l.forgetIfIdleLocked(c)
 	l.mu.Unlock()
 	if ctx.Err() != nil {
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	return nil, l.shedError(id, held, callers, limit)
+	return nil, l.shedError(id, held, callers, cpu, limit)
 }
 
 // fairWaits is how many times MaxWait a query may wait in all when its caller holds less than
@@ -246,25 +268,77 @@ const fairWaits = 20
 // MaxWait and retrying would miss the bursts that fall between its tries, and could be shed for
 // its whole deadline. One query per caller waits this way, so what waits is bounded by the
 // callers, each for a bounded time; with more callers than slots nobody has a share to wait for.
+// The share is of MaxInFlight, the slots, also while the CPU bound is lower: that bound admits
+// a number of queries per freshFor, and a caller under its share of the slots is first in line
+// for them.
 func (l *Limiter) patientLocked(w *waiter, waited time.Duration) bool {
 	c := w.c
-	return c.first == w && c.held < l.limit/len(l.callers) && waited < fairWaits*l.cfg.MaxWait
+	return c.first == w && c.held < l.cfg.MaxInFlight/len(l.callers) && waited < fairWaits*l.cfg.MaxWait
 }
 
-// releaser returns the function that frees one slot of c, once.
-func (l *Limiter) releaser(c *caller) func() {
+// roomLocked reports whether a query may be admitted now: a slot is free, and, with
+// SchedTarget, fewer fresh slots are held than the CPU bound.
+func (l *Limiter) roomLocked() bool {
+	return l.inFlight < l.cfg.MaxInFlight && (l.cfg.SchedTarget <= 0 || l.fresh < l.limit)
+}
+
+// admitLocked gives c a slot and returns its number (0 without SchedTarget, which numbers none).
+func (l *Limiter) admitLocked(c *caller) uint64 {
+	c.held++
+	l.inFlight++
+	if l.cfg.SchedTarget <= 0 {
+		return 0
+	}
+	l.fresh++
+	l.recent = append(l.recent, admitted{at: l.now()})
+	return l.base + uint64(len(l.recent)) - 1
+}
+
+// ageLocked stops counting as fresh the slots admitted more than freshFor ago. With SchedTarget
+// only.
+func (l *Limiter) ageLocked() {
+	if l.cfg.SchedTarget <= 0 || len(l.recent) == 0 {
+		return
+	}
+	cutoff := l.now().Add(-freshFor)
+	n := 0
+	for n < len(l.recent) && l.recent[n].at.Before(cutoff) {
+		if !l.recent[n].released {
+			l.fresh--
+		}
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	l.base += uint64(n)
+	if n == len(l.recent) {
+		l.recent = l.recent[:0] // keep the array
+	} else {
+		l.recent = l.recent[n:]
+	}
+}
+
+// releaser returns the function that frees one slot of c, numbered slot, once.
+func (l *Limiter) releaser(c *caller, slot uint64) func() {
 	var once sync.Once
-	return func() { once.Do(func() { l.release(c) }) }
+	return func() { once.Do(func() { l.release(c, slot) }) }
 }
 
 // release frees one slot of c: it goes to the waiting caller holding the fewest slots, if any.
-func (l *Limiter) release(c *caller) {
+func (l *Limiter) release(c *caller, slot uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.releaseLocked(c)
+	l.releaseLocked(c, slot)
 }
 
-func (l *Limiter) releaseLocked(c *caller) {
+func (l *Limiter) releaseLocked(c *caller, slot uint64) {
+	if l.cfg.SchedTarget > 0 && slot >= l.base {
+		if r := &l.recent[slot-l.base]; !r.released {
+			r.released = true
+			l.fresh--
+		}
+	}
 	c.held--
 	if c.index >= 0 {
 		heap.Fix(&l.queue, c.index)
@@ -274,15 +348,16 @@ func (l *Limiter) releaseLocked(c *caller) {
 	l.forgetIfIdleLocked(c)
 }
 
-// grantLocked hands free slots, up to the bound, to the waiting callers holding the fewest. After
-// a release that is the slot just freed, unless the bound was lowered below the slots held.
+// grantLocked hands free slots, within the bounds, to the waiting callers holding the fewest.
+// After a release that is the slot just freed, unless the CPU bound was lowered below the fresh
+// slots held.
 func (l *Limiter) grantLocked() {
-	for len(l.queue) > 0 && l.inFlight < l.limit {
+	for len(l.queue) > 0 && l.roomLocked() {
 		next := l.queue[0]
 		w := next.first
-		next.held++ // before dequeueLocked, which re-sorts next if it has other queries waiting
+		// admitLocked before dequeueLocked, which re-sorts next if it has other queries waiting
+		w.slot = l.admitLocked(next)
 		l.dequeueLocked(w)
-		l.inFlight++
 		w.granted = true
 		close(w.ready)
 	}
@@ -355,17 +430,22 @@ func (l *Limiter) dequeueLocked(w *waiter) {
 
 // shedError is a RESOURCE_EXHAUSTED status, with RetryInfo, that wraps ErrShed (and
 // ErrOverShare). held and callers are the caller's slots and the callers with demand when it
-// gave up.
-func (l *Limiter) shedError(id peerid.ID, held, callers, limit int) error {
+// gave up; cpu says a slot was free, and the CPU bound, limit, held it back.
+func (l *Limiter) shedError(id peerid.ID, held, callers int, cpu bool, limit int) error {
 	cfg := l.cfg
 	reason, msg := ReasonFull, fmt.Sprintf("%v: all %d query slots busy and none freed within %s; retry after %s",
-		ErrShed, limit, cfg.MaxWait, cfg.RetryAfter)
+		ErrShed, cfg.MaxInFlight, cfg.MaxWait, cfg.RetryAfter)
+	switch {
 	// At or over the share (held >= max/callers, in integers); a caller alone is never over it.
-	if callers > 1 && held*callers >= limit {
+	case callers > 1 && held*callers >= cfg.MaxInFlight:
 		reason = ReasonOverShare
 		msg = fmt.Sprintf("%v: %v: %s holds %d of the %d query slots, its fair share while %d callers want slots is %.1f, "+
 			"and the slots that freed within %s went to callers holding fewer; retry after %s",
-			ErrShed, ErrOverShare, id, held, limit, callers, float64(limit)/float64(callers), cfg.MaxWait, cfg.RetryAfter)
+			ErrShed, ErrOverShare, id, held, cfg.MaxInFlight, callers, float64(cfg.MaxInFlight)/float64(callers), cfg.MaxWait, cfg.RetryAfter)
+	case cpu:
+		reason = ReasonCPU
+		msg = fmt.Sprintf("%v: the CPU is overloaded: at most %d queries admitted per %s for now (admission_sched_target), "+
+			"and none came free within %s; retry after %s", ErrShed, limit, freshFor, cfg.MaxWait, cfg.RetryAfter)
 	}
 	l.shed[reason].Inc()
 	st := status.New(codes.ResourceExhausted, msg)

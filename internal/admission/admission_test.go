@@ -380,7 +380,7 @@ func TestGrantedAsCallerGivesUp(t *testing.T) {
 			holder = c
 		}
 	}
-	l.releaseLocked(holder) // hands the slot to the waiter
+	l.releaseLocked(holder, 0) // hands the slot to the waiter
 	l.mu.Unlock()
 	if o := <-got; status.Code(o.err) != codes.Canceled {
 		t.Fatalf("got %v, want Canceled", o.err)
