@@ -29,7 +29,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
 	corpusFile := fs.String("corpus", "", "JSON Lines corpus `file` (default: the bundled State of the Union corpus)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries the proxy serves at once; more wait briefly, then get RESOURCE_EXHAUSTED (default 256)")
-	schedTarget := fs.Duration("admission-sched-target", 0, "lower the bound on queries at once (--max-in-flight) while the process's runnable goroutines wait longer than this for a CPU (99th percentile); 0 keeps it fixed (default 0)")
+	schedTarget := fs.Duration("admission-sched-target", 0, schedTargetUsage+" (default 0)")
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	keepaliveTime := fs.Duration("keepalive-time", 0, "the proxy pings a QS connection silent for this long (default 10s, at least 1s)")
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")

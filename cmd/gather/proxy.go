@@ -57,7 +57,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
 	admissionWait := fs.Duration("admission-wait", 0, "longest wait for a query slot (default 50ms)")
-	schedTarget := fs.Duration("admission-sched-target", 0, "lower the bound on queries at once (--max-in-flight) while the process's runnable goroutines wait longer than this for a CPU (99th percentile); 0 keeps it fixed (default 0)")
+	schedTarget := fs.Duration("admission-sched-target", 0, schedTargetUsage+" (default 0)")
 	tlsFlags := tlsconf.AddServerFlags(fs, "tls", "the QueryService")
 	shardTLSFlags := tlsconf.AddClientFlags(fs, "shard-tls", "shard connections")
 	adminTLSFlags := tlsconf.AddServerFlags(fs, "admin-tls", "the admin port")
@@ -223,6 +223,9 @@ type proxyServer struct {
 	guard *access.Guard
 	adm   *admission.Limiter
 }
+
+// schedTargetUsage is the help of --admission-sched-target, for the proxy and the demo.
+const schedTargetUsage = "bound the queries admitted per 250ms by the CPU: the bound starts at --max-in-flight/16, grows while queries are held back and the process's runnable goroutines wait under half of this for a CPU (99th percentile), and drops while they wait longer; 0: --max-in-flight is the only bound"
 
 // callerInterceptors name a call's caller before admission control shares the slots among
 // callers (see peerid); only the demo has any.

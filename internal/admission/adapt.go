@@ -39,33 +39,44 @@ func (l *Limiter) adaptLoop() {
 			return
 		case <-t.C:
 		}
-		if p99, ok := s.p99(); ok {
+		p99, ok := s.p99()
+		if ok {
 			l.sched.Set(p99.Seconds())
-			l.adapt(p99)
-		} else {
-			l.mu.Lock()
-			l.ageLocked()
-			l.grantLocked()
-			l.mu.Unlock()
 		}
+		l.adapt(p99) // too few events to say: the CPU is idle, 0
+
 	}
 }
 
 // adapt moves the CPU bound after an interval whose scheduler latencies had p99 as their 99th
-// percentile: when p99 is over Config.SchedTarget, down in proportion (target/p99), by a half
-// at most and a tenth at least, not below MaxInFlight/minFraction; when it is under half of
-// the target, up by a sixteenth, at most to MaxInFlight; else it stays. Either way the slots
-// admitted more than freshFor ago stop counting against it, and what room that and a higher
-// bound make goes to the queries waiting at once.
+// percentile:
+//
+//   - when p99 is over Config.SchedTarget, down in proportion (target/p99), by a half at most
+//     and a tenth at least;
+//   - else, if the bound held back no query in the interval, down to twice the most fresh
+//     slots held in it: the bound follows the traffic down, so that a burst after a lull meets
+//     a bound sized to the lull rather than one it grew to long ago (the congestion-window
+//     validation of TCP, RFC 7661);
+//   - else, when p99 is under a quarter of the target, up by a quarter, and under half of it up
+//     by a sixteenth, to MaxInFlight at most;
+//
+// never below MaxInFlight/minFraction, where it also starts. Either way the slots admitted more
+// than freshFor ago stop counting against it, and what room that and a higher bound make goes
+// to the queries waiting at once.
 //
 // Why the scheduler: in a process whose CPU is overloaded, every goroutine waits its turn in the
 // run queues, and each query's path is dozens of such turns (its handler, one goroutine per shard
 // call, the transport's readers and writers): the wait adds up to seconds and queries miss their
 // per-shard deadlines, degraded, although nothing is wrong with any shard. Admitting fewer
 // queries sheds the excess, each with RESOURCE_EXHAUSTED and a retry hint, and keeps the ones
-// admitted whole. The reduction is multiplicative and fast (an onset of load must be met within
-// a few intervals, before the queries admitted in it reach their deadlines) and the growth
-// slower, the shape of TCP's congestion control and of Netflix's concurrency-limits.
+// admitted whole. The reduction is multiplicative and fast, the growth slower, the shape of
+// TCP's congestion control and of Netflix's concurrency-limits.
+//
+// Why it starts low and follows the traffic down: at the onset of gather chaos's incident, 320
+// clients arrive within a second at a process that was idle. A bound at MaxInFlight let 256
+// queries in at once, some twenty runnable goroutines each; the scheduler's p99 went to 200ms
+// for two intervals, every query of the first three seconds took 1-2s and some missed their
+// per-shard deadline, before the bound, cut by half per interval, came down.
 //
 // Why only the fresh slots: a query spends its CPU at its start. One that has run freshFor is
 // waiting, for a slow shard or for its caller to read its answer, and costs no CPU. The first
@@ -83,13 +94,21 @@ func (l *Limiter) adapt(p99 time.Duration) {
 	switch {
 	case p99 > target:
 		f := min(max(float64(target)/float64(p99), 0.5), 0.9)
-		l.limit = max(1, l.cfg.MaxInFlight/minFraction, int(float64(l.limit)*f))
+		l.limit = max(l.floor(), int(float64(l.limit)*f))
+	case !l.limited:
+		l.limit = max(l.floor(), min(l.limit, 2*l.peak))
+	case p99 < target/4:
+		l.limit = min(l.cfg.MaxInFlight, l.limit+max(1, l.limit/4))
 	case p99 < target/2:
 		l.limit = min(l.cfg.MaxInFlight, l.limit+max(1, l.limit/16))
 	}
 	l.ageLocked()
+	l.limited, l.peak = false, l.fresh
 	l.grantLocked()
 }
+
+// floor is the lowest the CPU bound goes, MaxInFlight/minFraction (and 1).
+func (l *Limiter) floor() int { return max(1, l.cfg.MaxInFlight/minFraction) }
 
 // Close stops the adaptation of the bound (Config.SchedTarget) and waits for it to end. The
 // Limiter still admits queries, with the bound it has.

@@ -17,8 +17,8 @@ import (
 // TestBoundFollowsScheduler: over SchedTarget the bound drops in proportion, by a tenth to a
 // half, never below MaxInFlight/16; slots held over it are not handed on when they free;
 // between half the target and the target it stays; under half it grows by a sixteenth and
-// hands the new slots to the queries waiting at once. The clock stands still: every slot is
-// fresh.
+// hands the new slots to the queries waiting at once (by a quarter under a quarter of it), if
+// it held some back. The clock stands still: every slot is fresh.
 func TestBoundFollowsScheduler(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
@@ -57,8 +57,15 @@ func TestBoundFollowsScheduler(t *testing.T) {
 	if !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "at most 12 queries admitted per 250ms") {
 		t.Fatalf("with 15 held of a bound of 12: %v, want shed, naming the bound", err)
 	}
-	if got := metrictest.Sum(t, reg, "gather_admission_shed_total", map[string]string{"reason": ReasonCPU}); got != 1 {
-		t.Errorf("gather_admission_shed_total{reason=cpu} %v, want 1", got)
+	if got := retryHint(err); got != 100*time.Millisecond {
+		t.Errorf("retry hint %v for a caller holding none of the slots, want RetryAfter", got)
+	}
+	_, err = l.Acquire(from(t.Context(), 1))
+	if got, want := retryHint(err), 100*time.Millisecond*16/12; got != want {
+		t.Errorf("retry hint %v for the caller holding the 15 slots, at a bound of 12 of 16, want RetryAfter x 16/12 = %v", got, want)
+	}
+	if got := metrictest.Sum(t, reg, "gather_admission_shed_total", map[string]string{"reason": ReasonCPU}); got != 2 {
+		t.Errorf("gather_admission_shed_total{reason=cpu} %v, want 2", got)
 	}
 	for _, r := range releases[1:5] {
 		r()
@@ -75,7 +82,8 @@ func TestBoundFollowsScheduler(t *testing.T) {
 		t.Errorf("bound %d after a long overload, want the floor 16/16 = 1", got)
 	}
 
-	// Under half the target: the bound grows, and the queries waiting get the new slots.
+	// Under a quarter of the target, with queries held back: the bound grows by a quarter, and
+	// the queries waiting get the new slots.
 	l.cfg.MaxWait = time.Minute
 	waiting := acquireMany(t.Context(), l, 3, 2)
 	awaitWaiting(t, l, 2)
@@ -89,11 +97,13 @@ func TestBoundFollowsScheduler(t *testing.T) {
 		}
 		releases = append(releases, o.release)
 	}
+	// None held back: the bound does not grow, and stays within twice the fresh slots held.
+	before := limit()
 	for range 20 {
 		l.adapt(time.Millisecond)
 	}
-	if got := limit(); got != 16 {
-		t.Errorf("bound %d, want back to MaxInFlight 16", got)
+	if got := limit(); got != before {
+		t.Errorf("bound %d after intervals with no query held back, want it kept at %d", got, before)
 	}
 	for _, r := range releases {
 		r()
@@ -231,6 +241,83 @@ func TestBoundCountsFreshSlots(t *testing.T) {
 	l.mu.Unlock()
 	if recent != 0 {
 		t.Errorf("%d slots remembered after freshFor, want 0", recent)
+	}
+	assertIdle(t, l)
+}
+
+// TestBoundFollowsDemand: the CPU bound starts at its floor; it grows only in intervals in which
+// it held a query back, and in one that held none back it comes down to twice the most fresh
+// slots held, to the floor at least.
+func TestBoundFollowsDemand(t *testing.T) {
+	t.Parallel()
+	started := New(Config{MaxInFlight: 64, SchedTarget: time.Hour}, prometheus.NewRegistry())
+	started.mu.Lock()
+	initial := started.limit // no query came: any interval has kept it at the floor
+	started.mu.Unlock()
+	started.Close()
+	if initial != 4 {
+		t.Errorf("bound %d at the start, want the floor 64/16 = 4", initial)
+	}
+
+	l := New(Config{MaxInFlight: 64, MaxWait: 20 * time.Millisecond}, prometheus.NewRegistry())
+	l.cfg.SchedTarget = 10 * time.Millisecond // as if configured, without the goroutine that reads the runtime
+	l.limit = l.floor()
+	start := time.Now()
+	l.now = func() time.Time { return start }
+	limit := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.limit
+	}
+	var releases []func()
+	for range 4 {
+		releases = append(releases, mustAcquire(t, l, 1))
+	}
+	if _, err := l.Acquire(from(t.Context(), 1)); !errors.Is(err, ErrShed) || retryHint(err) != time.Second {
+		t.Fatalf("4 fresh slots of a bound of 4 (of 64): %v, want shed, with a retry hint of 1s (100ms x 16, capped)", err)
+	}
+	l.adapt(time.Millisecond)
+	if got := limit(); got != 5 {
+		t.Fatalf("bound %d after an interval that held a query back, want 5", got)
+	}
+	l.adapt(time.Millisecond)
+	l.adapt(4 * time.Millisecond)
+	if got := limit(); got != 5 {
+		t.Fatalf("bound %d after intervals that held none back, want 5", got)
+	}
+	releases = append(releases, mustAcquire(t, l, 1))
+	if _, err := l.Acquire(from(t.Context(), 1)); !errors.Is(err, ErrShed) {
+		t.Fatalf("5 fresh slots of a bound of 5: %v, want shed", err)
+	}
+	l.adapt(4 * time.Millisecond) // under half the target: a sixteenth, at least 1
+	if got := limit(); got != 6 {
+		t.Fatalf("bound %d, want 6", got)
+	}
+	for limit() < 10 { // held back each time: grows by a quarter under a quarter of the target
+		for l.state().inFlight < limit() {
+			releases = append(releases, mustAcquire(t, l, 1))
+		}
+		if _, err := l.Acquire(from(t.Context(), 1)); !errors.Is(err, ErrShed) {
+			t.Fatalf("%d fresh slots of a bound of %d: %v, want shed", l.state().inFlight, limit(), err)
+		}
+		l.adapt(time.Millisecond)
+	}
+	for _, r := range releases[3:] {
+		r()
+	}
+	releases = releases[:3]
+	l.adapt(time.Millisecond) // the interval before held 10
+	l.adapt(time.Millisecond) // this one 3
+	if got := limit(); got != 6 {
+		t.Errorf("bound %d with 3 fresh slots held and none held back, want 2 x 3", got)
+	}
+	for _, r := range releases {
+		r()
+	}
+	l.adapt(time.Millisecond)
+	l.adapt(time.Millisecond)
+	if got := limit(); got != 4 {
+		t.Errorf("bound %d with nothing held, want the floor 4", got)
 	}
 	assertIdle(t, l)
 }
