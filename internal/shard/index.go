@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,10 +11,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/blevesearch/bleve/v2"
+	"github.com/blevesearch/bleve/v2/search"
+	"github.com/blevesearch/bleve/v2/search/query"
+	index "github.com/blevesearch/bleve_index_api"
 
 	"github.com/gatherproxy/gather/internal/corpus"
 )
@@ -244,26 +249,106 @@ func (ix *Index) Search(ctx context.Context, query string, topK int) (Result, er
 	}
 	q := bleve.NewMatchQuery(query)
 	q.SetField(textField)
-	req := bleve.NewSearchRequestOptions(q, topK, 0, false)
-	req.SortBy([]string{"-_score", "_id"})
-	req.Fields = []string{textField, fieldsField}
-	res, err := ix.bx.SearchInContext(ctx, req)
+	size := topK + topK/4 + tieSlack
+	res, err := ix.search(ctx, q, size, false)
 	if err != nil {
-		return Result{}, fmt.Errorf("partition %s: search: %w", ix.info.Partition, err)
+		return Result{}, err
 	}
-	hits := make([]Hit, len(res.Hits))
-	for i, h := range res.Hits {
+	found := res.Hits
+	byID := func(a, b *search.DocumentMatch) int {
+		if c := cmp.Compare(b.Score, a.Score); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	}
+	slices.SortFunc(found, byID)
+	if len(found) > topK {
+		// Every passage scoring more than the topK-th was found; so were all that score the
+		// same, and the doc id decides among them, unless the last one found scores the same
+		// too and more matched.
+		if found[len(found)-1].Score == found[topK-1].Score && res.Total > uint64(len(found)) {
+			if res, err = ix.search(ctx, q, topK, true); err != nil {
+				return Result{}, err
+			}
+			found = res.Hits
+		}
+		found = found[:min(topK, len(found))]
+	}
+	hits := make([]Hit, len(found))
+	for i, h := range found {
 		if math.IsNaN(h.Score) || math.IsInf(h.Score, 0) {
 			return Result{}, fmt.Errorf("partition %s: %s scored %v", ix.info.Partition, h.ID, h.Score)
 		}
-		text, _ := h.Fields[textField].(string)
-		var fields map[string]string
-		if s, ok := h.Fields[fieldsField].(string); ok {
-			if err := json.Unmarshal([]byte(s), &fields); err != nil {
-				return Result{}, fmt.Errorf("partition %s: %s: stored fields: %w", ix.info.Partition, h.ID, err)
-			}
-		}
-		hits[i] = Hit{DocID: h.ID, Score: h.Score, Text: text, Fields: fields}
+		hits[i] = Hit{DocID: h.ID, Score: h.Score}
+	}
+	if err := ix.load(hits); err != nil {
+		return Result{}, err
 	}
 	return Result{Hits: hits, Total: res.Total, Documents: ix.info.Documents}, nil
+}
+
+// tieSlack is how many passages more than topK (and a quarter) Search asks bleve for, so that
+// a run of equal scores across the cut is usually found whole.
+const tieSlack = 8
+
+// search runs q for its size best passages, with their doc ids and scores. Sorted by score
+// alone (byID false), bleve orders ties by their place in the index: sorting by doc id as well
+// makes it load the id of every passage that matches, to compare it, which was an eighth of
+// the CPU of gather demo's process under gather chaos (scorch's ExternalID, for top_k 10 of
+// thousands of matches), where the score alone loads the ids of the passages returned. Search
+// asks so for a few more than topK and sorts by doc id itself; with byID, for a run of equal
+// scores that runs past what it asked for.
+func (ix *Index) search(ctx context.Context, q query.Query, size int, byID bool) (*bleve.SearchResult, error) {
+	req := bleve.NewSearchRequestOptions(q, size, 0, false)
+	if byID {
+		req.SortBy([]string{"-_score", "_id"})
+	} else {
+		req.SortBy([]string{"-_score"})
+	}
+	res, err := ix.bx.SearchInContext(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("partition %s: search: %w", ix.info.Partition, err)
+	}
+	return res, nil
+}
+
+// load fills in the text and fields of hits from the index's stored fields.
+func (ix *Index) load(hits []Hit) error {
+	if len(hits) == 0 {
+		return nil
+	}
+	adv, err := ix.bx.Advanced()
+	if err != nil {
+		return fmt.Errorf("partition %s: %w", ix.info.Partition, err)
+	}
+	r, err := adv.Reader()
+	if err != nil {
+		return fmt.Errorf("partition %s: %w", ix.info.Partition, err)
+	}
+	defer func() { _ = r.Close() }() // a snapshot's reference, released
+	for i := range hits {
+		h := &hits[i]
+		doc, err := r.Document(h.DocID)
+		if err != nil {
+			return fmt.Errorf("partition %s: %s: %w", ix.info.Partition, h.DocID, err)
+		}
+		if doc == nil {
+			return fmt.Errorf("partition %s: %s: not in the index", ix.info.Partition, h.DocID)
+		}
+		var fields []byte
+		doc.VisitFields(func(f index.Field) {
+			switch f.Name() {
+			case textField:
+				h.Text = string(f.Value())
+			case fieldsField:
+				fields = f.Value()
+			}
+		})
+		if fields != nil {
+			if err := json.Unmarshal(fields, &h.Fields); err != nil {
+				return fmt.Errorf("partition %s: %s: stored fields: %w", ix.info.Partition, h.DocID, err)
+			}
+		}
+	}
+	return nil
 }

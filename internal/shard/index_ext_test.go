@@ -386,3 +386,40 @@ func buildThenEditMeta(t *testing.T, dir string, src corpus.Source, old, new str
 	}
 	write(t, path, strings.Replace(string(b), old, new, 1))
 }
+
+// TestSearchCutsAnywhere: the top k of a search are the first k of the full ranking (score
+// descending, ties by doc id) for every k, cuts inside a run of equal scores included, where
+// the passages that make the cut are decided by doc id among some the search did not return.
+func TestSearchCutsAnywhere(t *testing.T) {
+	t.Parallel()
+	ix := openIndex(t)
+	for _, q := range []string{"apple banana river", "apple", "canyon meadow", "the river"} {
+		full, err := ix.Search(t.Context(), q, shard.DefaultMaxTopK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q == "apple banana river" && len(full.Hits) < 13 {
+			t.Fatalf("%q: %d hits, want the 12 tie documents and more", q, len(full.Hits))
+		}
+		for i := 1; i < len(full.Hits); i++ {
+			a, b := full.Hits[i-1], full.Hits[i]
+			if a.Score < b.Score || (a.Score == b.Score && a.DocID >= b.DocID) {
+				t.Fatalf("%q: hit %d (%s %v) after hit %d (%s %v): not score descending, ties by doc id", q, i, b.DocID, b.Score, i-1, a.DocID, a.Score)
+			}
+		}
+		for k := 1; k <= len(full.Hits); k++ {
+			got, err := ix.Search(t.Context(), q, k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Hits) != k || got.Total != full.Total {
+				t.Fatalf("%q top %d: %d hits of %d matches, want %d of %d", q, k, len(got.Hits), got.Total, k, full.Total)
+			}
+			for i, h := range got.Hits {
+				if w := full.Hits[i]; h.DocID != w.DocID || h.Score != w.Score || h.Text != w.Text {
+					t.Fatalf("%q top %d: hit %d is %s (%v), want %s (%v)", q, k, i, h.DocID, h.Score, w.DocID, w.Score)
+				}
+			}
+		}
+	}
+}
