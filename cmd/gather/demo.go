@@ -20,6 +20,9 @@ import (
 	"github.com/gatherproxy/gather/internal/shard"
 )
 
+// demoSchedTarget is the demo's admission_sched_target. 0 in the proxy's configuration.
+const demoSchedTarget = 20 * time.Millisecond
+
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("demo", "[--listen ADDR] [--admin ADDR] [--shards N] [--replicas R] [--data-dir DIR] [--corpus FILE] [proxy tunables]", stderr)
 	listen := fs.String("listen", "127.0.0.1:7070", "QueryService `address`")
@@ -29,7 +32,8 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	dataDir := fs.String("data-dir", "", "`directory` for the built indexes (default: gather/index under the user cache directory)")
 	corpusFile := fs.String("corpus", "", "JSON Lines corpus `file` (default: the bundled State of the Union corpus)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries the proxy serves at once; more wait briefly, then get RESOURCE_EXHAUSTED (default 256)")
-	schedTarget := fs.Duration("admission-sched-target", 0, schedTargetUsage+" (default 0)")
+	// On in the demo, whose one process runs the shards too: see "Fair admission" in the README.
+	schedTarget := fs.Duration("admission-sched-target", demoSchedTarget, schedTargetUsage)
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	keepaliveTime := fs.Duration("keepalive-time", 0, "the proxy pings a QS connection silent for this long (default 10s, at least 1s)")
 	keepaliveTimeout := fs.Duration("keepalive-timeout", 0, "... and closes it when the ping is not answered within this (default 5s)")

@@ -339,6 +339,14 @@ func TestDemo(t *testing.T) {
 	if len(resp.GetHits()) != 10 || resp.GetCoverage().GetShardsSucceeded() != 4 {
 		t.Errorf("demo answered %d hits, coverage %v; want 10 hits from 4 of 4", len(resp.GetHits()), resp.GetCoverage())
 	}
+	// The CPU bound is on in the demo (its one process runs the shards too), starting at
+	// max_in_flight/16.
+	m := metricsText(t, p.await(t, demoAdmin))
+	for _, want := range []string{"\ngather_admission_limit_queries 16\n", "\ngather_admission_sched_latency_p99_seconds "} {
+		if !strings.Contains(m, want) {
+			t.Errorf("demo /metrics has no %q:\n%s", strings.TrimSpace(want), grep(m, "gather_admission_"))
+		}
+	}
 	p.stop(t)
 }
 
