@@ -14,6 +14,24 @@ import (
 	"github.com/gatherproxy/gather/internal/metrictest"
 )
 
+// adaptive returns a Limiter with a SchedTarget of 10ms, as if configured but without the
+// goroutine that reads the runtime (the tests call adapt), its bound at cfg.MaxInFlight and its
+// clock standing still.
+func adaptive(cfg Config, reg prometheus.Registerer) *Limiter {
+	l := New(cfg, reg)
+	l.cfg.SchedTarget = 10 * time.Millisecond
+	start := time.Now()
+	l.now = func() time.Time { return start }
+	return l
+}
+
+// bound is l's CPU bound, read under its lock.
+func (l *Limiter) bound() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.limit
+}
+
 // TestBoundFollowsScheduler: over SchedTarget the bound drops in proportion, by a tenth to a
 // half, never below MaxInFlight/16; slots held over it are not handed on when they free;
 // between half the target and the target it stays; under half it grows by a sixteenth and
@@ -22,15 +40,8 @@ import (
 func TestBoundFollowsScheduler(t *testing.T) {
 	t.Parallel()
 	reg := prometheus.NewRegistry()
-	l := New(Config{MaxInFlight: 16, MaxWait: 20 * time.Millisecond}, reg)
-	l.cfg.SchedTarget = 10 * time.Millisecond // as if configured, without the goroutine that reads the runtime
-	start := time.Now()
-	l.now = func() time.Time { return start }
-	limit := func() int {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.limit
-	}
+	l := adaptive(Config{MaxInFlight: 16, MaxWait: 20 * time.Millisecond}, reg)
+	limit := l.bound
 	var releases []func()
 	for range 16 {
 		releases = append(releases, mustAcquire(t, l, 1))
@@ -259,16 +270,9 @@ func TestBoundFollowsDemand(t *testing.T) {
 		t.Errorf("bound %d at the start, want the floor 64/16 = 4", initial)
 	}
 
-	l := New(Config{MaxInFlight: 64, MaxWait: 20 * time.Millisecond}, prometheus.NewRegistry())
-	l.cfg.SchedTarget = 10 * time.Millisecond // as if configured, without the goroutine that reads the runtime
+	l := adaptive(Config{MaxInFlight: 64, MaxWait: 20 * time.Millisecond}, prometheus.NewRegistry())
 	l.limit = l.floor()
-	start := time.Now()
-	l.now = func() time.Time { return start }
-	limit := func() int {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.limit
-	}
+	limit := l.bound
 	var releases []func()
 	for range 4 {
 		releases = append(releases, mustAcquire(t, l, 1))
