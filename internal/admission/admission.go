@@ -33,9 +33,9 @@ type Config struct {
 	// Limiter.adapt): on the queries admitted within the last freshFor (250ms) and still
 	// running, where a query spends its CPU. When runnable goroutines wait longer than
 	// SchedTarget for a CPU (the 99th percentile of the Go scheduler's latencies over the last
-	// adaptInterval), the bound drops, down to MaxInFlight/minFraction; when they wait under half
-	// of it, it grows, up to MaxInFlight. MaxInFlight still bounds every query running. Default
-	// 0: MaxInFlight is the only bound.
+	// adaptInterval), the bound drops, down to MaxInFlight/minFraction, where it starts; when
+	// they wait under half of it and the bound holds queries back, it grows, up to MaxInFlight.
+	// MaxInFlight still bounds every query running. Default 0: MaxInFlight is the only bound.
 	SchedTarget time.Duration
 }
 
@@ -79,7 +79,7 @@ type Limiter struct {
 	sched   prometheus.Gauge // the last interval's 99th percentile, in seconds
 
 	mu       sync.Mutex
-	limit    int                   // the CPU bound now, on fresh slots (SchedTarget); MaxInFlight unless adapted
+	limit    int                   // the CPU bound on fresh slots now (SchedTarget only; MaxInFlight without)
 	inFlight int                   // slots held
 	waiting  int                   // queries waiting for a slot
 	callers  map[peerid.ID]*caller // callers with demand: holding a slot or waiting for one

@@ -59,6 +59,13 @@
 // gather_admission_in_flight_queries, gather_admission_max_in_flight_queries,
 // gather_admission_waiting_queries, gather_admission_callers (callers with demand; the fair
 // share is max_in_flight / callers), gather_admission_largest_caller_queries (the most slots one
-// caller holds), gather_admission_shed_total{reason="full"|"over_share"} and
-// gather_admission_wait_seconds. None has a label per caller.
+// caller holds), gather_admission_shed_total{reason="full"|"over_share"|"cpu"} and
+// gather_admission_wait_seconds; with Config.SchedTarget, gather_admission_limit_queries (the
+// CPU bound), gather_admission_fresh_queries (what it bounds) and
+// gather_admission_sched_latency_p99_seconds. None has a label per caller.
+//
+// # Following the CPU
+//
+// With Config.SchedTarget a second bound, on the queries admitted in the last 250ms and still
+// running, follows the Go scheduler's latencies: see Limiter.adapt for the rule and why.
 package admission
