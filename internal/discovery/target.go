@@ -11,6 +11,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Scheme is the URL scheme of an etcd registry: etcd://HOST:PORT[,HOST:PORT...]/PREFIX.
@@ -108,6 +110,11 @@ const (
 	// maxRecvBytes bounds one answer from etcd: a Watcher's first read of the prefix is at most
 	// DefaultMaxKeys values of at most MaxValueBytes, plus keys and framing.
 	maxRecvBytes = 32 << 20
+	// maxReconnectDelay caps the wait between two attempts to reconnect to etcd. grpc-go's
+	// default grows to 1s, 1.6s, 2.6s and on to two minutes: an etcd restart of a second or two
+	// could see the client's next attempt come after a lease of a few seconds had expired,
+	// dropping a registration that the restart alone would not have.
+	maxReconnectDelay = 500 * time.Millisecond
 )
 
 // Client returns an etcd client for t's endpoints. It does not wait for a connection: the first
@@ -130,6 +137,10 @@ func (t Target) Client() (*clientv3.Client, error) {
 		DialKeepAliveTimeout: 5 * time.Second,
 		MaxCallRecvMsgSize:   maxRecvBytes,
 		Logger:               zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: maxReconnectDelay},
+			MinConnectTimeout: dialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(t.Endpoints, ","), err)
