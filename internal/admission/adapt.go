@@ -11,8 +11,7 @@ const (
 	adaptInterval = 100 * time.Millisecond
 	// minFraction: the bound is never lowered below MaxInFlight/minFraction (and 1).
 	minFraction = 16
-	// adaptMinEvents: an interval with fewer scheduler events than this says nothing about the
-	// CPU, and the bound stays.
+	// adaptMinEvents: an interval with fewer scheduler events than this is an idle CPU (p99 0).
 	adaptMinEvents = 50
 	// freshFor is how long an admitted query counts against the CPU bound: the time in which
 	// a query does its CPU work (fan-out, the merge, and in the demo the shards' searches), well
@@ -28,8 +27,11 @@ const (
 func (l *Limiter) adaptLoop() {
 	defer l.stopped.Done()
 	var s schedSampler
-	if !s.init() {
-		return // a runtime without the metric: the bound stays MaxInFlight
+	if !s.init() { // a runtime without the metric: MaxInFlight is the only bound
+		l.mu.Lock()
+		l.limit = l.cfg.MaxInFlight
+		l.mu.Unlock()
+		return
 	}
 	t := time.NewTicker(adaptInterval)
 	defer t.Stop()
@@ -43,8 +45,7 @@ func (l *Limiter) adaptLoop() {
 		if ok {
 			l.sched.Set(p99.Seconds())
 		}
-		l.adapt(p99) // too few events to say: the CPU is idle, 0
-
+		l.adapt(p99) // too few events: the CPU is idle, 0
 	}
 }
 

@@ -97,9 +97,8 @@ type Limiter struct {
 
 // admitted is a slot admitted within the last freshFor, fresh until released or aged.
 type admitted struct {
-	at       time.Time
-	c        *caller // while not released
-	released bool
+	at time.Time
+	c  *caller // its caller while fresh; nil once released or aged
 }
 
 // caller is one caller with demand.
@@ -320,11 +319,11 @@ func (l *Limiter) ageLocked() {
 	cutoff := l.now().Add(-freshFor)
 	n := 0
 	for n < len(l.recent) && l.recent[n].at.Before(cutoff) {
-		if r := &l.recent[n]; !r.released {
+		if r := &l.recent[n]; r.c != nil {
 			l.fresh--
 			r.c.fresh--
+			r.c = nil
 		}
-		l.recent[n].c = nil
 		n++
 	}
 	if n == 0 {
@@ -353,8 +352,8 @@ func (l *Limiter) release(c *caller, slot uint64) {
 
 func (l *Limiter) releaseLocked(c *caller, slot uint64) {
 	if l.cfg.SchedTarget > 0 && slot >= l.base {
-		if r := &l.recent[slot-l.base]; !r.released {
-			r.released, r.c = true, nil
+		if r := &l.recent[slot-l.base]; r.c != nil {
+			r.c = nil
 			l.fresh--
 			c.fresh--
 		}

@@ -255,13 +255,12 @@ func (ix *Index) Search(ctx context.Context, query string, topK int) (Result, er
 		return Result{}, err
 	}
 	found := res.Hits
-	byID := func(a, b *search.DocumentMatch) int {
+	slices.SortFunc(found, func(a, b *search.DocumentMatch) int { // score descending, then doc id
 		if c := cmp.Compare(b.Score, a.Score); c != 0 {
 			return c
 		}
 		return strings.Compare(a.ID, b.ID)
-	}
-	slices.SortFunc(found, byID)
+	})
 	if len(found) > topK {
 		// Every passage scoring more than the topK-th was found; so were all that score the
 		// same, and the doc id decides among them, unless the last one found scores the same
