@@ -225,7 +225,7 @@ type proxyServer struct {
 }
 
 // schedTargetUsage is the help of --admission-sched-target, for the proxy and the demo.
-const schedTargetUsage = "bound the queries admitted per 250ms by the CPU: the bound starts at --max-in-flight/16, grows while queries are held back and the process's runnable goroutines wait under half of this for a CPU (99th percentile), and drops while they wait longer; 0: --max-in-flight is the only bound"
+const schedTargetUsage = "bound the queries admitted per 250ms, weighed 1 + top_k/40 each, by the CPU: the bound starts at --max-in-flight/16, grows while queries are held back and the process's runnable goroutines wait under half of this for a CPU (99th percentile), and drops while they wait longer; 0: --max-in-flight is the only bound"
 
 // callerInterceptors name a call's caller before admission control shares the slots among
 // callers (see peerid); only the demo has any.

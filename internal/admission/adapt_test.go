@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"context"
 	"errors"
 	"math"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 
 	"github.com/gatherproxy/gather/internal/metrictest"
 )
@@ -65,7 +67,7 @@ func TestBoundFollowsScheduler(t *testing.T) {
 	}
 	releases[0]()
 	_, err := l.Acquire(from(t.Context(), 2))
-	if !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "at most 12 queries admitted per 250ms") {
+	if !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "at most 12 units of query weight admitted per 250ms") {
 		t.Fatalf("with 15 held of a bound of 12: %v, want shed, naming the bound", err)
 	}
 	if got := retryHint(err); got != 100*time.Millisecond {
@@ -322,6 +324,136 @@ func TestBoundFollowsDemand(t *testing.T) {
 	l.adapt(time.Millisecond)
 	if got := limit(); got != 4 {
 		t.Errorf("bound %d with nothing held, want the floor 4", got)
+	}
+	assertIdle(t, l)
+}
+
+// topKRequest is a request that asks for k hits.
+type topKRequest struct{ k uint32 }
+
+func (r *topKRequest) GetTopK() uint32 { return r.k }
+
+// recvStream is the grpc.ServerStream of a call whose one request asks for k hits.
+type recvStream struct {
+	fakeStream
+	k uint32
+}
+
+func (s recvStream) RecvMsg(m any) error {
+	m.(*topKRequest).k = s.k
+	return nil
+}
+
+// TestBoundWeighsQueries: with Config.Weight, the CPU bound counts units, not queries; a
+// server-streaming call is weighed by the request its handler receives, and is shed from
+// RecvMsg; a query is admitted while the fresh units are under the bound, whatever its weight,
+// which then counts in full.
+func TestBoundWeighsQueries(t *testing.T) {
+	t.Parallel()
+	for k, want := range map[uint32]int{0: 1, 10: 1, 39: 1, 40: 2, 200: 6, 1000: 26} {
+		if got := ByTopK(&topKRequest{k}); got != want {
+			t.Errorf("ByTopK(top_k %d) = %d, want %d", k, got, want)
+		}
+	}
+	if got := ByTopK("no top_k"); got != 1 {
+		t.Errorf("ByTopK of a request without top_k = %d, want 1", got)
+	}
+
+	l := adaptive(Config{MaxInFlight: 256, MaxWait: 5 * time.Millisecond, Weight: ByTopK}, prometheus.NewRegistry())
+	l.mu.Lock()
+	l.limit = 16
+	l.mu.Unlock()
+	const service, method = "gather.query.v1.QueryService", "/gather.query.v1.QueryService/SearchStream"
+	stream := l.StreamServerInterceptor(service)
+	info := &grpc.StreamServerInfo{FullMethod: method, IsServerStream: true}
+	unary := l.UnaryServerInterceptor(service)
+	uinfo := &grpc.UnaryServerInfo{FullMethod: "/gather.query.v1.QueryService/Search"}
+
+	// call runs one query for k hits from the caller at port until hold is closed; admitted
+	// receives nil once its handler has its slot, or the error that ended it.
+	hold := make(chan struct{})
+	call := func(port int, k uint32, viaStream bool) <-chan error {
+		admitted := make(chan error, 1)
+		go func() {
+			var err error
+			if viaStream {
+				err = stream(nil, recvStream{fakeStream{ctx: from(t.Context(), port)}, k}, info, func(_ any, ss grpc.ServerStream) error {
+					var req topKRequest
+					if err := ss.RecvMsg(&req); err != nil {
+						return err
+					}
+					admitted <- nil
+					<-hold
+					return nil
+				})
+			} else {
+				_, err = unary(from(t.Context(), port), &topKRequest{k}, uinfo, func(context.Context, any) (any, error) {
+					admitted <- nil
+					<-hold
+					return nil, nil
+				})
+			}
+			if err != nil {
+				admitted <- err
+			}
+		}()
+		return admitted
+	}
+	fresh := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.fresh
+	}
+	mustRun := func(port int, k uint32, viaStream bool) {
+		t.Helper()
+		if err := <-call(port, k, viaStream); err != nil {
+			t.Fatalf("caller %d, top_k %d: %v", port, k, err)
+		}
+	}
+	mustShed := func(port int, k uint32, viaStream bool) {
+		t.Helper()
+		if err := <-call(port, k, viaStream); !errors.Is(err, ErrShed) || !strings.Contains(err.Error(), "CPU is overloaded") {
+			t.Fatalf("caller %d, top_k %d with %d of 16 units fresh: %v, want shed by the CPU bound", port, k, fresh(), err)
+		}
+	}
+
+	mustRun(1, 200, true)
+	mustRun(2, 200, true) // 12 units
+	for range 4 {
+		mustRun(3, 10, false) // 16 units
+	}
+	mustShed(4, 10, false)
+	mustShed(5, 200, true)
+	if got := fresh(); got != 16 {
+		t.Fatalf("%d fresh units, want 16", got)
+	}
+	close(hold)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.state().inFlight != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still held after every handler returned", l.state().inFlight)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	hold = make(chan struct{})
+	for range 15 {
+		mustRun(6, 10, false)
+	}
+	mustRun(7, 1000, true) // 15 units held: room for one more query, which weighs 26
+	mustShed(8, 10, false)
+	if got := fresh(); got != 41 {
+		t.Fatalf("%d fresh units, want 41", got)
+	}
+	close(hold)
+	for l.state().inFlight != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d slots still held after every handler returned", l.state().inFlight)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := fresh(); got != 0 {
+		t.Errorf("%d fresh units with nothing held, want 0", got)
 	}
 	assertIdle(t, l)
 }

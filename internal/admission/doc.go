@@ -67,5 +67,7 @@
 // # Following the CPU
 //
 // With Config.SchedTarget a second bound, on the queries admitted in the last 250ms and still
-// running, follows the Go scheduler's latencies: see Limiter.adapt for the rule and why.
+// running, follows the Go scheduler's latencies: see Limiter.adapt for the rule and why. It
+// counts units of weight rather than queries when Config.Weight weighs them (the proxy uses
+// ByTopK: a query for 1000 hits costs some 27 times one for 10).
 package admission

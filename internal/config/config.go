@@ -268,7 +268,7 @@ func (c Proxy) Service() proxy.Config {
 // Admission returns the admission-control settings.
 func (c Proxy) Admission() admission.Config {
 	return admission.Config{MaxInFlight: c.MaxInFlight, MaxWait: c.AdmissionWait, RetryAfter: c.RetryAfter,
-		SchedTarget: c.AdmissionSchedTarget}
+		SchedTarget: c.AdmissionSchedTarget, Weight: admission.ByTopK}
 }
 
 // MaxStreams returns MaxConcurrentStreams or its default, half of the admission bound (at least
