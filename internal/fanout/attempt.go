@@ -50,8 +50,11 @@ type shardCall struct {
 	// deadline may cut; the shards that have sent what the merge may still need must then not be
 	// cut with it unread. Three quarters of the time leave the reading ample room on a loaded
 	// machine (an eighth, 25ms of a 200ms shard timeout, and a half did not always suffice under
-	// the race detector on a busy machine), and a healthy query is over long before.
+	// the race detector on a busy machine), and a healthy query is over long before. Before each
+	// message it reads so, the winner asks whether the answer can still need it (cutIfOutranked).
 	drainAt time.Time
+	// given is the last hit the winner gave the merge.
+	given Hit
 
 	mu        sync.Mutex
 	phase     phase
@@ -137,7 +140,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	res.Replica, res.ReplicaIndex, res.Source, res.Attempts = a.ep.addr, a.index, a.source, sc.attempts
 	res.Latency = time.Since(start)
 	res.Status, res.Err = classify(ctx, a.ctx, a.err)
-	if res.Status == StatusOK && errors.Is(context.Cause(ctx), ErrStoppedEarly) && a.err != nil {
+	if res.Status == StatusOK && a.err != nil && (errors.Is(context.Cause(ctx), ErrStoppedEarly) || errors.Is(context.Cause(a.ctx), ErrStoppedEarly)) {
 		res.StoppedEarly = true
 	}
 	if res.Err != nil {
@@ -290,7 +293,7 @@ func (sc *shardCall) await(a *attempt) error {
 	if sc.drain || !time.Now().Before(sc.drainAt) {
 		sc.drain = true
 		sc.mu.Unlock()
-		return nil
+		return sc.cutIfOutranked(a)
 	}
 	sc.timer.Stop() // an idle timeout already under way finds phaseParked before drainAt: moot
 	sc.phase = phaseParked
@@ -307,8 +310,29 @@ func (sc *shardCall) await(a *attempt) error {
 	}
 	sc.phase = phaseIdle
 	sc.timer.Reset(sc.idle)
+	drain := sc.drain
 	sc.mu.Unlock()
+	if drain {
+		return sc.cutIfOutranked(a)
+	}
 	return nil
+}
+
+// cutIfOutranked ends the winner a's stream, stopped early (ErrStoppedEarly: StatusOK), once
+// the query's top_k hits given to the merge, by any shard, rank before the last hit a gave: the
+// rest of a's stream ranks after that one, so the answer cannot take any of it. It is asked
+// only while the stream is read without demand (drainAt has passed): with demand, the merge has
+// taken a's last hit into the answer. At large fan-out the shards that hold none of the answer
+// are cut after a message or two instead of being read to their end, which is where the
+// proxy's CPU went at saturation (at fan-out 64 and top_k 100, 4,907 hits parsed per query
+// of 6,400; BENCHMARKS.md, round two).
+func (sc *shardCall) cutIfOutranked(a *attempt) error {
+	if !sc.call.outranked(sc.given, int(sc.req.GetTopK())) {
+		return nil
+	}
+	a.cancel(ErrStoppedEarly)
+	sc.call.client.metrics.outranked.Inc()
+	return a.ctx.Err()
 }
 
 // maxAskInterval is the longest a call whose hedge was denied waits before it asks again: a
@@ -548,6 +572,8 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 			case <-a.ctx.Done():
 				return a.ctx.Err()
 			}
+			cur.give(hits)
+			sc.given = Hit{ShardHit: &hits[n-1], Shard: cur.shard}
 		}
 		if verr != nil {
 			// Returning ends the attempt: the caller's cancel tears the stream down.

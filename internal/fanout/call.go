@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -205,6 +206,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	for i, s := range shards {
 		cur := &curs[i]
 		cur.ch, cur.demand, cur.shard = make(chan []ShardHit, c.cfg.Buffer), make(chan struct{}, 1), i
+		cur.given = cur.givenBuf[:0]
 		call.cursors[i] = cur
 		call.results[i].Shard = s.name
 		call.wg.Add(1)
@@ -254,6 +256,29 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// outranked reports whether need hits given to the merge so far, by any shard, rank before last
+// (Less): then no hit ranking after last can be in an answer of need hits. The merge takes the
+// hits given to it in order, each shard's before its later ones, and stops at need; it may stop
+// sooner (the answer's size), never later.
+func (call *Call) outranked(last Hit, need int) bool {
+	n := 0
+	for j, cur := range call.cursors {
+		cur.mu.Lock()
+		for _, b := range cur.given {
+			k := sort.Search(len(b), func(i int) bool { return !Less(Hit{ShardHit: &b[i], Shard: j}, last) })
+			n += k
+			if k < len(b) {
+				break // the shard's later batches rank after this one
+			}
+		}
+		cur.mu.Unlock()
+		if n >= need {
+			return true
+		}
+	}
+	return false
 }
 
 // Topology returns the topology the call fans out to: Cursors and Close's results are in its
@@ -390,6 +415,18 @@ type Cursor struct {
 	pos    int
 	cur    Hit
 	shard  int
+	// given are the batches the receiving goroutine has put in ch, in order, for the other
+	// shards' goroutines to count (Call.outranked); guarded by mu. givenBuf holds the first two.
+	mu       sync.Mutex
+	given    [][]ShardHit
+	givenBuf [2][]ShardHit
+}
+
+// give records that batch went to the merge (Call.outranked counts it).
+func (c *Cursor) give(batch []ShardHit) {
+	c.mu.Lock()
+	c.given = append(c.given, batch)
+	c.mu.Unlock()
 }
 
 // Next advances to the shard's next hit, blocking until it arrives or the shard call ends.

@@ -239,17 +239,22 @@ func fuzzHits(r *rand.Rand, shard, n int, scores uint8) []*shardv1.Hit {
 // FuzzFetchLess: whatever the fan-out, top_k, first batch, batching, score distribution and
 // shard lengths (shards that end before top_k, or send nothing), the merged answer of shards
 // decoded on demand equals the full fetch, and every shard call ends OK. Shards follow the
-// proxy's first-batch hint, or one of their own, or none.
+// proxy's first-batch hint, or one of their own, or none. With slow odd, the first shard holds
+// the merge up past drainAt, so that the others are read without demand and cut once they are
+// outranked (shardCall.cutIfOutranked).
 func FuzzFetchLess(f *testing.F) {
-	f.Add(uint64(1), uint8(4), uint8(10), uint8(0), uint8(0), uint8(0))
-	f.Add(uint64(2), uint8(6), uint8(30), uint8(1), uint8(3), uint8(1))
-	f.Add(uint64(3), uint8(3), uint8(7), uint8(2), uint8(64), uint8(2))
-	f.Add(uint64(4), uint8(5), uint8(50), uint8(0), uint8(5), uint8(3))
-	f.Add(uint64(5), uint8(1), uint8(20), uint8(3), uint8(2), uint8(0))
-	f.Add(uint64(6), uint8(6), uint8(1), uint8(1), uint8(0), uint8(3))
-	f.Add(uint64(7), uint8(2), uint8(60), uint8(5), uint8(7), uint8(1))
+	f.Add(uint64(1), uint8(4), uint8(10), uint8(0), uint8(0), uint8(0), uint8(0))
+	f.Add(uint64(2), uint8(6), uint8(30), uint8(1), uint8(3), uint8(1), uint8(0))
+	f.Add(uint64(3), uint8(3), uint8(7), uint8(2), uint8(64), uint8(2), uint8(0))
+	f.Add(uint64(4), uint8(5), uint8(50), uint8(0), uint8(5), uint8(3), uint8(0))
+	f.Add(uint64(5), uint8(1), uint8(20), uint8(3), uint8(2), uint8(0), uint8(0))
+	f.Add(uint64(6), uint8(6), uint8(1), uint8(1), uint8(0), uint8(3), uint8(0))
+	f.Add(uint64(7), uint8(2), uint8(60), uint8(5), uint8(7), uint8(1), uint8(0))
+	f.Add(uint64(8), uint8(5), uint8(12), uint8(0), uint8(2), uint8(0), uint8(1))
+	f.Add(uint64(9), uint8(6), uint8(40), uint8(1), uint8(3), uint8(2), uint8(1))
+	f.Add(uint64(10), uint8(4), uint8(25), uint8(0), uint8(1), uint8(3), uint8(1))
 	pool := newFuzzPool(f)
-	f.Fuzz(func(t *testing.T, seed uint64, n, k, first, batch, scores uint8) {
+	f.Fuzz(func(t *testing.T, seed uint64, n, k, first, batch, scores, slow uint8) {
 		nShards := 1 + int(n)%fuzzMaxShards
 		topK := 1 + int(k)%64
 		r := rand.New(rand.NewPCG(seed, uint64(n)<<8|uint64(k)))
@@ -267,11 +272,18 @@ func FuzzFetchLess(f *testing.F) {
 			case 1: // a first batch of the shard's own
 				b.Paced, b.First = true, 1+r.IntN(8)
 			}
+			if i == 0 && slow%2 == 1 {
+				b.Delay = 300 * time.Millisecond
+			}
 			pool.shards[i].SetBehavior(b)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
-		call := pool.clients[nShards-1].Start(ctx, Request{Query: "q", TopK: uint32(topK)})
+		req := Request{Query: "q", TopK: uint32(topK)}
+		if slow%2 == 1 {
+			req.ShardTimeout = time.Second // drainAt at 250ms, before the first shard answers
+		}
+		call := pool.clients[nShards-1].Start(ctx, req)
 		got := mergeAll(call, topK)
 		res := call.Close()
 		for i, r := range res {
@@ -283,6 +295,58 @@ func FuzzFetchLess(f *testing.F) {
 			t.Fatalf("n %d, top_k %d: hits\n got %v\nwant %v", nShards, topK, got, want)
 		}
 	})
+}
+
+// TestOutrankedStreamIsCut: while a slow shard holds the merge up past drainAt, the others are
+// read without demand; one whose last hit given ranks after top_k hits given by another is cut
+// there, stopped early, instead of being read to its end. The answer is the full fetch.
+func TestOutrankedStreamIsCut(t *testing.T) {
+	t.Parallel()
+	const k = 20
+	top := shardtest.Hits("top", k, 0) // scores from 100 down: the answer
+	mid := shardtest.Hits("mid", k, 0)
+	low := shardtest.Hits("low", k, 0)
+	for i := range k {
+		mid[i] = &shardv1.Hit{DocId: mid[i].GetDocId(), Score: mid[i].GetScore() - 500}
+		low[i] = &shardv1.Hit{DocId: low[i].GetDocId(), Score: low[i].GetScore() - 1000}
+	}
+	shards := []*shardtest.Shard{
+		shardtest.Start(t, shardtest.Behavior{Hits: top, Paced: true, First: 2, Batch: 64}),
+		// 2 hits, then 2 per message, 100ms apart: its last at 900ms
+		shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, First: 2, Batch: 2, BatchDelay: 100 * time.Millisecond}),
+		// holds the merge up: its first message comes after drainAt (500ms), and after low's last
+		shardtest.Start(t, shardtest.Behavior{Hits: mid, Delay: 1200 * time.Millisecond}),
+	}
+	var topo []ShardSpec
+	for i, s := range shards {
+		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{s.Addr()}})
+	}
+	// Room for all of low's batches: a stream waiting for room in its cursor reads nothing.
+	c, err := New(topo, Config{ShardTimeout: 2 * time.Second, Buffer: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
+	got := mergeAll(call, k)
+	res := call.Close()
+	if want := referenceMerge(k, [][]*shardv1.Hit{top, low, mid}); !slices.Equal(got, want) {
+		t.Fatalf("hits\n got %v\nwant %v", got, want)
+	}
+	for i, r := range res {
+		if r.Status != StatusOK {
+			t.Errorf("shard %d: %v (%v), want OK", i, r.Status, r.Err)
+		}
+	}
+	if got := testutil.ToFloat64(c.metrics.outranked); got != 1 {
+		t.Errorf("gather_shard_streams_outranked_total %v, want 1 (the low shard)", got)
+	}
+	if r := res[1]; !r.StoppedEarly || r.Hits >= k {
+		t.Errorf("low shard: %d hits read, stopped early %v; want it cut before its end", r.Hits, r.StoppedEarly)
+	}
+	if r := res[0]; r.Hits != k || r.StoppedEarly {
+		t.Errorf("top shard: %d hits read, stopped early %v; want all %d, to its end", r.Hits, r.StoppedEarly, k)
+	}
 }
 
 // TestCompleteStreamEndsCleanly: a shard that has sent all it matched, or top_k hits, is read to

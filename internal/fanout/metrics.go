@@ -18,6 +18,8 @@ type metrics struct {
 	// received counts every hit parsed out of a shard message, the first messages of attempts that
 	// lost a hedge race included: what the proxy paid to decode, whether or not it was merged.
 	received prometheus.Counter
+	// outranked counts the streams cut because the answer could not take any more of them.
+	outranked prometheus.Counter
 	// changes counts the topologies Update made current.
 	changes prometheus.Counter
 	// lag is the time from a call's shard deadline to its answer, for answers after it.
@@ -73,6 +75,10 @@ func newMetrics() *metrics {
 		decoded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gather_shard_hits_decoded_total",
 			Help: "Shard hits whose payload (text, fields) the proxy decoded into Go values. Answers carry the payload as the shard encoded it, so this stays near 0: it counts the hits of shard messages only protobuf-go could read, and those of answers to in-process callers.",
+		}),
+		outranked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gather_shard_streams_outranked_total",
+			Help: "Shard streams stopped early (StatusOK) while read without the merge asking, once top_k hits given to the merge ranked before their last: the answer could take none of their rest.",
 		}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gather_shard_hits_received_total",
@@ -174,6 +180,7 @@ func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	m.decoded.Describe(ch)
 	m.received.Describe(ch)
+	m.outranked.Describe(ch)
 	m.changes.Describe(ch)
 	m.lag.Describe(ch)
 	ch <- m.reserve
@@ -194,6 +201,7 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m.decoded.Collect(ch)
 	m.received.Collect(ch)
+	m.outranked.Collect(ch)
 	m.changes.Collect(ch)
 	m.lag.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(m.reserve, prometheus.GaugeValue, (time.Duration(float64(col.c.lag.get(time.Now())) * lagMargin)).Seconds())

@@ -360,6 +360,9 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	bad := slices.Clone(shardtest.Hits("bad", 20, 5))
 	bad[5], bad[12] = bad[12], bad[5] // a low score early, then a higher one
 	tooMany := shardtest.Hits("many", 20, 3)
+	for i, h := range tooMany { // above every other hit: see below
+		tooMany[i] = &shardv1.Hit{DocId: h.GetDocId(), Score: h.GetScore() + 100}
+	}
 	nan := shardtest.Hits("nan", 5, 4)
 	nan[2] = &shardv1.Hit{DocId: "nan-x", Score: math.NaN()}
 	// The honest shards answer late: the merge cannot complete top_k, and so stop the other
@@ -367,11 +370,14 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	// comes in its fourth message, which a stopped call would never read). Late means after the
 	// drain point, a quarter of the way to the deadline: until then the fan-out decodes a
 	// shard's later messages only when the merge needs them, and a violation in hits the answer
-	// never needs goes unseen, as it does in a stopped call.
+	// never needs goes unseen, as it does in a stopped call. So it does in a stream cut once the
+	// hits given to the merge outrank its last (fanout's cutIfOutranked): the too-many shard's
+	// hits rank above the others', so that no other hit outranks them, and the other two
+	// breaking shards break in their first message, before any could be cut.
 	const timeout = 2 * time.Second
 	late := timeout/2 + 300*time.Millisecond
 	c := newCluster(t, fanout.Config{ShardTimeout: timeout},
-		shardtest.Behavior{Hits: h[0], Delay: late}, shardtest.Behavior{Hits: bad, Batch: 4},
+		shardtest.Behavior{Hits: h[0], Delay: late}, shardtest.Behavior{Hits: bad},
 		// in batches: a single message of more than top_k hits is refused whole, before decoding
 		shardtest.Behavior{Hits: tooMany, IgnoreTopK: true, Batch: 5}, shardtest.Behavior{Hits: nan},
 		shardtest.Behavior{Hits: h[1], Delay: late})
