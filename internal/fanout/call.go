@@ -203,12 +203,17 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	// One request message serves every shard: grpc-go only reads a message it sends.
 	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(shards), req.TopK)}
 	curs := make([]Cursor, len(shards)) // one allocation for all the cursors
+	// Every cursor is made before any shard's goroutine starts: each reads the others'
+	// (Call.outranked).
 	for i, s := range shards {
 		cur := &curs[i]
 		cur.ch, cur.demand, cur.shard = make(chan []ShardHit, c.cfg.Buffer), make(chan struct{}, 1), i
 		cur.given = cur.givenBuf[:0]
 		call.cursors[i] = cur
 		call.results[i].Shard = s.name
+	}
+	for i, s := range shards {
+		cur := call.cursors[i]
 		call.wg.Add(1)
 		go func() {
 			defer call.wg.Done()
