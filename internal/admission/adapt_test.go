@@ -427,14 +427,18 @@ func TestBoundWeighsQueries(t *testing.T) {
 	if got := fresh(); got != 16 {
 		t.Fatalf("%d fresh units, want 16", got)
 	}
-	close(hold)
-	deadline := time.Now().Add(10 * time.Second)
-	for l.state().inFlight != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d slots still held after every handler returned", l.state().inFlight)
+	endAll := func() { // lets every handler return and waits for their slots
+		t.Helper()
+		close(hold)
+		deadline := time.Now().Add(10 * time.Second)
+		for l.state().inFlight != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d slots still held after every handler returned", l.state().inFlight)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
 	}
+	endAll()
 
 	hold = make(chan struct{})
 	for range 15 {
@@ -445,13 +449,7 @@ func TestBoundWeighsQueries(t *testing.T) {
 	if got := fresh(); got != 41 {
 		t.Fatalf("%d fresh units, want 41", got)
 	}
-	close(hold)
-	for l.state().inFlight != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d slots still held after every handler returned", l.state().inFlight)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	endAll()
 	if got := fresh(); got != 0 {
 		t.Errorf("%d fresh units with nothing held, want 0", got)
 	}
