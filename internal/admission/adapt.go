@@ -95,7 +95,7 @@ func (l *Limiter) adaptLoop() {
 // the floor admitted enough of them to keep the scheduler's p99 at 168-400ms for three seconds,
 // every query of those seconds took 1-2s, and calls that had landed on the slowed replica found
 // the healthy one as slow and missed their per-shard deadline (degraded answers in 3 runs of 15).
-// Weighed by top_k, the highest p99 of the incident's first 25s was 84-201ms in ten runs,
+// Weighed by top_k, the highest p99 of the incident's first 25s was 84-201ms in 15 runs,
 // and no answer was degraded in any of them.
 func (l *Limiter) adapt(p99 time.Duration) {
 	l.mu.Lock()
