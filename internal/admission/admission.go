@@ -341,11 +341,7 @@ func (l *Limiter) ageLocked() {
 	cutoff := l.now().Add(-freshFor)
 	n := 0
 	for n < len(l.recent) && l.recent[n].at.Before(cutoff) {
-		if r := &l.recent[n]; r.c != nil {
-			l.fresh -= r.weight
-			r.c.fresh -= r.weight
-			r.c = nil
-		}
+		l.unfreshLocked(&l.recent[n])
 		n++
 	}
 	if n == 0 {
@@ -357,6 +353,16 @@ func (l *Limiter) ageLocked() {
 	} else {
 		l.recent = l.recent[n:]
 	}
+}
+
+// unfreshLocked stops counting r as fresh, once: it was released or has aged.
+func (l *Limiter) unfreshLocked(r *admitted) {
+	if r.c == nil {
+		return
+	}
+	l.fresh -= r.weight
+	r.c.fresh -= r.weight
+	r.c = nil
 }
 
 // releaser returns the function that frees one slot of c, numbered slot, once.
@@ -374,11 +380,7 @@ func (l *Limiter) release(c *caller, slot uint64) {
 
 func (l *Limiter) releaseLocked(c *caller, slot uint64) {
 	if l.cfg.SchedTarget > 0 && slot >= l.base {
-		if r := &l.recent[slot-l.base]; r.c != nil {
-			r.c = nil
-			l.fresh -= r.weight
-			c.fresh -= r.weight
-		}
+		l.unfreshLocked(&l.recent[slot-l.base])
 	}
 	c.held--
 	if c.index >= 0 {

@@ -54,20 +54,18 @@ func (l *Limiter) StreamServerInterceptor(services ...string) grpc.StreamServerI
 		if !guarded[service(info.FullMethod)] {
 			return handler(srv, ss)
 		}
-		arrived := time.Now()
-		if !info.IsClientStream && l.cfg.Weight != nil && l.cfg.SchedTarget > 0 {
-			w := &weighedStream{WrappedServerStream: middleware.WrapServerStream(ss), l: l}
-			w.WrappedContext = withArrived(ss.Context(), arrived)
-			defer w.release()
-			return handler(srv, w)
+		w := middleware.WrapServerStream(ss)
+		w.WrappedContext = withArrived(ss.Context(), time.Now())
+		if !info.IsClientStream && l.weighs() {
+			ws := &weighedStream{WrappedServerStream: w, l: l}
+			defer ws.release()
+			return handler(srv, ws)
 		}
 		release, err := l.Acquire(ss.Context())
 		if err != nil {
 			return err
 		}
 		defer release()
-		w := middleware.WrapServerStream(ss)
-		w.WrappedContext = withArrived(ss.Context(), arrived)
 		return handler(srv, w)
 	}
 }
@@ -101,9 +99,13 @@ func (w *weighedStream) release() {
 	}
 }
 
-// weigh is req's weight: Config.Weight's, at least 1, or 1 without it or without SchedTarget.
+// weighs reports whether queries are weighed: with Config.Weight and SchedTarget, whose bound
+// alone counts weights.
+func (l *Limiter) weighs() bool { return l.cfg.Weight != nil && l.cfg.SchedTarget > 0 }
+
+// weigh is req's weight: Config.Weight's, at least 1, or 1 when queries are not weighed.
 func (l *Limiter) weigh(req any) int {
-	if l.cfg.Weight == nil || l.cfg.SchedTarget <= 0 {
+	if !l.weighs() {
 		return 1
 	}
 	return max(1, l.cfg.Weight(req))

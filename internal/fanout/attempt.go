@@ -53,8 +53,6 @@ type shardCall struct {
 	// the race detector on a busy machine), and a healthy query is over long before. Before each
 	// message it reads so, the winner asks whether the answer can still need it (cutIfOutranked).
 	drainAt time.Time
-	// given is the last hit the winner gave the merge.
-	given Hit
 
 	mu        sync.Mutex
 	phase     phase
@@ -327,7 +325,7 @@ func (sc *shardCall) await(a *attempt) error {
 // proxy's CPU went at saturation (at fan-out 64 and top_k 100, 4,907 hits parsed per query
 // of 6,400; BENCHMARKS.md, round two).
 func (sc *shardCall) cutIfOutranked(a *attempt) error {
-	if !sc.call.outranked(sc.given, int(sc.req.GetTopK())) {
+	if !sc.call.outranked(sc.cur.shard, int(sc.req.GetTopK())) {
 		return nil
 	}
 	a.cancel(ErrStoppedEarly)
@@ -573,7 +571,6 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 				return a.ctx.Err()
 			}
 			cur.give(hits)
-			sc.given = Hit{ShardHit: &hits[n-1], Shard: cur.shard}
 		}
 		if verr != nil {
 			// Returning ends the attempt: the caller's cancel tears the stream down.

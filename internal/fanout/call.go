@@ -263,11 +263,17 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// outranked reports whether need hits given to the merge so far, by any shard, rank before last
-// (Less): then no hit ranking after last can be in an answer of need hits. The merge takes the
-// hits given to it in order, each shard's before its later ones, and stops at need; it may stop
-// sooner (the answer's size), never later.
-func (call *Call) outranked(last Hit, need int) bool {
+// outranked reports whether need hits given to the merge so far, by any shard, rank before the
+// last hit that shard gave (Less): then none of the shard's later hits can be in an answer of
+// need hits. The merge takes the hits given to it in order, each shard's before its later ones,
+// and stops at need; it may stop sooner (the answer's size), never later. The shard must have
+// given a batch.
+func (call *Call) outranked(shard, need int) bool {
+	own := call.cursors[shard]
+	own.mu.Lock()
+	b := own.given[len(own.given)-1]
+	own.mu.Unlock()
+	last := Hit{ShardHit: &b[len(b)-1], Shard: shard}
 	n := 0
 	for j, cur := range call.cursors {
 		cur.mu.Lock()
