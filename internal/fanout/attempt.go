@@ -51,13 +51,21 @@ type shardCall struct {
 	// cut with it unread. Three quarters of the time leave the reading ample room on a loaded
 	// machine (an eighth, 25ms of a 200ms shard timeout, and a half did not always suffice under
 	// the race detector on a busy machine), and a healthy query is over long before. Before each
-	// message it reads so, the winner asks whether the answer can still need it (cutIfOutranked).
+	// message it reads so, the winner asks whether the answer can still need it (drained).
 	drainAt time.Time
+	start   time.Time
+	// wake wakes the winner waiting in await or drained: drainAt passed, it was outranked, or
+	// quietEnd passed (see drained). It holds one wake-up.
+	wake chan struct{}
+	// lastGiven is the last hit the winner gave the cursor; written and read by the winner's
+	// goroutine only.
+	lastGiven Hit
 
 	mu        sync.Mutex
 	phase     phase
 	skipFires int  // the timer's function is due this many times for firings made moot
-	drain     bool // the winner no longer waits for demand
+	drain     bool // drainAt passed (see drained)
+	readOn    bool // the winner no longer waits for demand (see drained)
 	denied    bool // a hedge was denied (and is asked for again, see startHedge)
 	done      bool // no attempt starts any more
 	winner    *attempt
@@ -79,7 +87,8 @@ const (
 	phaseHedged               // the hedge delay passed
 	phaseIdle                 // an attempt won; the timer is the idle timeout
 	phaseParked               // the winner waits for demand; the timer is drainAt
-	phaseDrained              // drainAt passed
+	phaseQuiet                // past drainAt, the winner waits to be outranked; the timer is quietEnd
+	phaseDrained              // drainAt or quietEnd passed
 )
 
 // attempt is one stream of a shard call, on one replica. Its fields are written by the goroutine
@@ -115,7 +124,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	sctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
 	defer cancel()
 	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
-		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4),
+		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4), start: start, wake: make(chan struct{}, 1),
 		contract: contract{lim: &c.limits, topK: req.GetTopK(), sets: c}}
 	defer sc.contract.release()
 	if s.delay != nil {
@@ -270,19 +279,23 @@ func (sc *shardCall) onTimer() {
 			return // an idle timeout that fired as the winner parked
 		}
 		sc.phase, sc.drain = phaseDrained, true
-		select {
-		case sc.cur.demand <- struct{}{}: // wakes the winner
-		default:
+		sc.poke()
+	case phaseQuiet:
+		if end := sc.quietEnd(); time.Now().Before(end) {
+			sc.timer.Reset(time.Until(end)) // a shard gave since, or an idle timeout fired
+			return
 		}
+		sc.phase, sc.readOn = phaseDrained, true
+		sc.poke()
 	}
 }
 
 // await waits, after the winner a gave the cursor a batch, until the merge asks for the shard's
-// next message (Cursor.Next), a's stream ends (Stop, Close, the deadline) or drainAt passes. It
-// returns at once once drainAt has passed, and when no hit can follow: the shard has sent
-// top_k hits, or as many as it said matched, so the stream is read to its end (and ends cleanly,
-// not stopped early). While it waits the idle timer is off: the proxy is not reading, so the
-// shard's silence says nothing; it restarts when the wait ends.
+// next message (Cursor.Next), a's stream ends (Stop, Close, the deadline) or drainAt passes, and
+// then past drainAt as drained says. It returns at once when no hit can follow: the shard has
+// sent top_k hits, or as many as it said matched, so the stream is read to its end (and ends
+// cleanly, not stopped early). While it waits the idle timer is off: the proxy is not reading,
+// so the shard's silence says nothing; it restarts when the wait ends.
 func (sc *shardCall) await(a *attempt) error {
 	if uint64(sc.contract.sent) >= min(uint64(sc.req.GetTopK()), sc.res.TotalMatches) {
 		return nil
@@ -291,46 +304,110 @@ func (sc *shardCall) await(a *attempt) error {
 	if sc.drain || !time.Now().Before(sc.drainAt) {
 		sc.drain = true
 		sc.mu.Unlock()
-		return sc.cutIfOutranked(a)
+		return sc.drained(a)
 	}
 	sc.timer.Stop() // an idle timeout already under way finds phaseParked before drainAt: moot
 	sc.phase = phaseParked
 	sc.timer.Reset(time.Until(sc.drainAt))
 	sc.mu.Unlock()
+	demanded := false
 	select {
 	case <-sc.cur.demand:
+		demanded = true
+	case <-sc.wake: // drainAt passed
 	case <-a.ctx.Done():
 		return a.ctx.Err()
 	}
 	sc.mu.Lock()
-	if sc.phase == phaseParked && !sc.timer.Stop() {
-		sc.skipFires++ // drainAt fired as demand came; its function waits for mu
-	}
+	sc.stopLocked(phaseParked)
 	sc.phase = phaseIdle
 	sc.timer.Reset(sc.idle)
-	drain := sc.drain
 	sc.mu.Unlock()
-	if drain {
-		return sc.cutIfOutranked(a)
-	}
-	return nil
-}
-
-// cutIfOutranked ends the winner a's stream, stopped early (ErrStoppedEarly: StatusOK), once
-// the query's top_k hits given to the merge, by any shard, rank before the last hit a gave: the
-// rest of a's stream ranks after that one, so the answer cannot take any of it. It is asked
-// only while the stream is read without demand (drainAt has passed): with demand, the merge has
-// taken a's last hit into the answer. At large fan-out the shards that hold none of the answer
-// are cut after a message or two instead of being read to their end, which is where the
-// proxy's CPU went at saturation (at fan-out 64 and top_k 100, 4,907 hits parsed per query
-// of 6,400; BENCHMARKS.md, round two).
-func (sc *shardCall) cutIfOutranked(a *attempt) error {
-	if !sc.call.outranked(sc.cur.shard, int(sc.req.GetTopK())) {
+	if demanded {
 		return nil
 	}
-	a.cancel(ErrStoppedEarly)
-	sc.call.client.metrics.outranked.Inc()
-	return a.ctx.Err()
+	return sc.drained(a)
+}
+
+// stopLocked stops the timer, and has its function skip a firing already under way if the
+// timer was still in phase p (the function leaves p when it runs). Called with mu held.
+func (sc *shardCall) stopLocked(p phase) {
+	if !sc.timer.Stop() && sc.phase == p {
+		sc.skipFires++ // it fired as the wait ended; its function waits for mu
+	}
+}
+
+// drained is await's wait once drainAt has passed, when a merge held up that long is waiting for
+// a slow shard that the per-shard deadline may cut: the winner a must not be cut with it, with
+// hits unread that the answer needs. a's stream ends, stopped early (ErrStoppedEarly:
+// StatusOK), once the query's top_k hits given to the merge, by any shard, rank before the last
+// hit a gave (bar): the rest of a's stream ranks after that one, so the answer cannot take any
+// of it. Until then a waits: its next message is read when the merge asks for it, or without
+// demand once no shard has given its first batch for an eighth of the way to the per-shard
+// deadline (the shards the merge waits for are then stuck, not just loaded), or three quarters
+// of the way there, whichever comes first. From then on a reads its stream as it comes, as the
+// fan-out did before it decoded on demand, asking before each message whether it is outranked.
+//
+// While first batches keep coming (at saturation every query is held up past drainAt, by shards
+// merely slow), streams wait to be outranked by the batches still to come instead of reading
+// messages the answer does not need: at fan-out 64 and top_k 100 at saturation, reading on at
+// drainAt parsed 526 hits per query of 6,400 (BENCHMARKS.md, round two).
+func (sc *shardCall) drained(a *attempt) error {
+	w := waiter{last: sc.lastGiven, wake: sc.wake}
+	b := &sc.call.bar
+	defer b.unwait(w)
+	for {
+		if b.outranks(w) {
+			a.cancel(ErrStoppedEarly)
+			sc.call.client.metrics.outranked.Inc()
+			return a.ctx.Err()
+		}
+		sc.mu.Lock()
+		if sc.readOn {
+			sc.mu.Unlock()
+			return nil
+		}
+		sc.timer.Stop() // an idle timeout already under way re-arms the timer (phaseQuiet)
+		sc.phase = phaseQuiet
+		sc.timer.Reset(time.Until(sc.quietEnd()))
+		sc.mu.Unlock()
+		demanded := false
+		select {
+		case <-sc.cur.demand:
+			demanded = true
+		case <-sc.wake: // outranked, or quietEnd passed
+		case <-a.ctx.Done():
+			return a.ctx.Err()
+		}
+		sc.mu.Lock()
+		sc.stopLocked(phaseQuiet)
+		sc.phase = phaseIdle
+		sc.timer.Reset(sc.idle)
+		sc.mu.Unlock()
+		if demanded {
+			return nil
+		}
+	}
+}
+
+// quietEnd is when a drained stream stops waiting to be outranked: an eighth of the way to the
+// per-shard deadline after a shard of the query last gave its first batch, and three quarters of
+// the way at the latest.
+func (sc *shardCall) quietEnd() time.Time {
+	span := sc.deadline.Sub(sc.start)
+	end := sc.call.bar.quietSince().Add(span / 8)
+	if latest := sc.start.Add(span * 3 / 4); latest.Before(end) {
+		return latest
+	}
+	return end
+}
+
+// poke wakes the winner waiting in await or drained.
+func (sc *shardCall) poke() {
+	select {
+	case sc.wake <- struct{}{}:
+	default:
+	}
 }
 
 // maxAskInterval is the longest a call whose hedge was denied waits before it asks again: a
@@ -570,7 +647,8 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 			case <-a.ctx.Done():
 				return a.ctx.Err()
 			}
-			cur.give(hits)
+			sc.call.bar.give(cur.shard, hits, sc.lastGiven.ShardHit == nil)
+			sc.lastGiven = Hit{ShardHit: &hits[len(hits)-1], Shard: cur.shard}
 		}
 		if verr != nil {
 			// Returning ends the attempt: the caller's cancel tears the stream down.

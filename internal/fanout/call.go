@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -173,8 +172,10 @@ type Call struct {
 	deadline time.Time
 	failed   atomic.Int32
 	budget   atomic.Int64 // what is left of MaxQueryHitBytes
-	wg       sync.WaitGroup
-	close    sync.Once
+	// bar ranks the hits the shards gave the merge, for the streams read without demand.
+	bar   bar
+	wg    sync.WaitGroup
+	close sync.Once
 }
 
 // Start sends the request to every shard concurrently and returns at once. The per-shard
@@ -198,17 +199,15 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 		results: make([]Result, len(shards)),
 	}
 	call.budget.Store(c.cfg.MaxQueryHitBytes)
+	call.bar.init(int(req.TopK))
 	deadline := c.deadline(ctx, req, time.Now()) // assigned once: the goroutines copy it
 	call.deadline = deadline
 	// One request message serves every shard: grpc-go only reads a message it sends.
 	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(shards), req.TopK)}
 	curs := make([]Cursor, len(shards)) // one allocation for all the cursors
-	// Every cursor is made before any shard's goroutine starts: each reads the others'
-	// (Call.outranked).
 	for i, s := range shards {
 		cur := &curs[i]
 		cur.ch, cur.demand, cur.shard = make(chan []ShardHit, c.cfg.Buffer), make(chan struct{}, 1), i
-		cur.given = cur.givenBuf[:0]
 		call.cursors[i] = cur
 		call.results[i].Shard = s.name
 	}
@@ -261,35 +260,6 @@ func later(a, b time.Time) time.Time {
 		return a
 	}
 	return b
-}
-
-// outranked reports whether need hits given to the merge so far, by any shard, rank before the
-// last hit that shard gave (Less): then none of the shard's later hits can be in an answer of
-// need hits. The merge takes the hits given to it in order, each shard's before its later ones,
-// and stops at need; it may stop sooner (the answer's size), never later. The shard must have
-// given a batch.
-func (call *Call) outranked(shard, need int) bool {
-	own := call.cursors[shard]
-	own.mu.Lock()
-	b := own.given[len(own.given)-1]
-	own.mu.Unlock()
-	last := Hit{ShardHit: &b[len(b)-1], Shard: shard}
-	n := 0
-	for j, cur := range call.cursors {
-		cur.mu.Lock()
-		for _, b := range cur.given {
-			k := sort.Search(len(b), func(i int) bool { return !Less(Hit{ShardHit: &b[i], Shard: j}, last) })
-			n += k
-			if k < len(b) {
-				break // the shard's later batches rank after this one
-			}
-		}
-		cur.mu.Unlock()
-		if n >= need {
-			return true
-		}
-	}
-	return false
 }
 
 // Topology returns the topology the call fans out to: Cursors and Close's results are in its
@@ -426,18 +396,6 @@ type Cursor struct {
 	pos    int
 	cur    Hit
 	shard  int
-	// given are the batches the receiving goroutine has put in ch, in order, for the other
-	// shards' goroutines to count (Call.outranked); guarded by mu. givenBuf holds the first two.
-	mu       sync.Mutex
-	given    [][]ShardHit
-	givenBuf [2][]ShardHit
-}
-
-// give records that batch went to the merge (Call.outranked counts it).
-func (c *Cursor) give(batch []ShardHit) {
-	c.mu.Lock()
-	c.given = append(c.given, batch)
-	c.mu.Unlock()
 }
 
 // Next advances to the shard's next hit, blocking until it arrives or the shard call ends.

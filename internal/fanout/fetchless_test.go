@@ -241,7 +241,7 @@ func fuzzHits(r *rand.Rand, shard, n int, scores uint8) []*shardv1.Hit {
 // decoded on demand equals the full fetch, and every shard call ends OK. Shards follow the
 // proxy's first-batch hint, or one of their own, or none. With slow odd, the first shard holds
 // the merge up past drainAt, so that the others are read without demand and cut once they are
-// outranked (shardCall.cutIfOutranked).
+// outranked (shardCall.drained).
 func FuzzFetchLess(f *testing.F) {
 	f.Add(uint64(1), uint8(4), uint8(10), uint8(0), uint8(0), uint8(0), uint8(0))
 	f.Add(uint64(2), uint8(6), uint8(30), uint8(1), uint8(3), uint8(1), uint8(0))
@@ -346,6 +346,55 @@ func TestOutrankedStreamIsCut(t *testing.T) {
 	}
 	if r := res[0]; r.Hits != k || r.StoppedEarly {
 		t.Errorf("top shard: %d hits read, stopped early %v; want all %d, to its end", r.Hits, r.StoppedEarly, k)
+	}
+}
+
+// TestDrainedStreamWaitsWhileFirstBatchesCome: past drainAt, while other shards are still
+// giving their first batches, a stream that is not outranked yet waits for them instead of
+// reading on; the one that outranks it cuts it after its first message. Read on at drainAt (as
+// the fan-out did), it would have parsed some 10 of its hits before 10 given ones outranked it.
+func TestDrainedStreamWaitsWhileFirstBatchesCome(t *testing.T) {
+	t.Parallel()
+	const k = 10
+	low := shardtest.Hits("low", 2*k, 0) // all of its messages sent at once, 2 hits each
+	mid := shardtest.Hits("mid", 3, 1)
+	top := shardtest.Hits("top", k, 2) // the answer
+	late := shardtest.Hits("late", 3, 3)
+	for i := range low {
+		low[i] = &shardv1.Hit{DocId: low[i].GetDocId(), Score: low[i].GetScore() - 1000}
+	}
+	for i := range mid {
+		mid[i] = &shardv1.Hit{DocId: mid[i].GetDocId(), Score: mid[i].GetScore() - 500}
+		late[i] = &shardv1.Hit{DocId: late[i].GetDocId(), Score: late[i].GetScore() - 500}
+	}
+	// A 4s shard timeout: drainAt at 1s; first batches at 0, 900ms and 1.1s, each within half a
+	// second (an eighth of the timeout) of the one before; late holds the merge up past them.
+	behaviors := []shardtest.Behavior{
+		{Hits: low, Paced: true, First: 2, Batch: 2},
+		{Hits: mid, Delay: 900 * time.Millisecond},
+		{Hits: top, Delay: 1100 * time.Millisecond},
+		{Hits: late, Delay: 2 * time.Second},
+	}
+	var topo []ShardSpec
+	for i, b := range behaviors {
+		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{shardtest.Start(t, b).Addr()}})
+	}
+	c, err := New(topo, Config{ShardTimeout: 4 * time.Second, Buffer: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
+	got := mergeAll(call, k)
+	res := call.Close()
+	if want := referenceMerge(k, [][]*shardv1.Hit{low, mid, top, late}); !slices.Equal(got, want) {
+		t.Fatalf("hits\n got %v\nwant %v", got, want)
+	}
+	if r := res[0]; r.Status != StatusOK || !r.StoppedEarly || r.Hits != 2 {
+		t.Errorf("low shard: %v (%v), %d hits read, stopped early %v; want OK, cut after its first 2", r.Status, r.Err, r.Hits, r.StoppedEarly)
+	}
+	if got := testutil.ToFloat64(c.metrics.outranked); got != 1 {
+		t.Errorf("gather_shard_streams_outranked_total %v, want 1 (the low shard)", got)
 	}
 }
 
