@@ -44,14 +44,13 @@ type shardCall struct {
 	// while the winner waits for the merge to ask for more (phaseParked): one timer serves all
 	// three, as they never run at once.
 	timer *time.Timer
-	// drainAt is when the winner stops waiting for demand and reads the rest of its stream as it
-	// comes, as the fan-out did before it decoded on demand: a quarter of the way to the
-	// per-shard deadline. A merge held up that long is waiting for a slow shard, which the
-	// deadline may cut; the shards that have sent what the merge may still need must then not be
-	// cut with it unread. Three quarters of the time leave the reading ample room on a loaded
-	// machine (an eighth, 25ms of a 200ms shard timeout, and a half did not always suffice under
-	// the race detector on a busy machine), and a healthy query is over long before. Before each
-	// message it reads so, the winner asks whether the answer can still need it (drained).
+	// drainAt is when the winner stops waiting only for demand (see drained): a quarter of the
+	// way to the per-shard deadline. A merge held up that long is waiting for a slow shard, which
+	// the deadline may cut; the shards that have sent what the merge may still need must then not
+	// be cut with it unread. When those shards are stuck, the three quarters of the time left
+	// leave the reading ample room on a loaded machine (an eighth, 25ms of a 200ms shard timeout,
+	// and a half did not always suffice under the race detector on a busy machine), and a healthy
+	// query is over long before.
 	drainAt time.Time
 	start   time.Time
 	// wake wakes the winner waiting in await or drained: drainAt passed, it was outranked, or
@@ -343,7 +342,7 @@ func (sc *shardCall) stopLocked(p phase) {
 // StatusOK), once the query's top_k hits given to the merge, by any shard, rank before the last
 // hit a gave (bar): the rest of a's stream ranks after that one, so the answer cannot take any
 // of it. Until then a waits: its next message is read when the merge asks for it, or without
-// demand once no shard has given its first batch for an eighth of the way to the per-shard
+// demand once no shard has given its first batch for a quarter of the way to the per-shard
 // deadline (the shards the merge waits for are then stuck, not just loaded), or three quarters
 // of the way there, whichever comes first. From then on a reads its stream as it comes, as the
 // fan-out did before it decoded on demand, asking before each message whether it is outranked.
@@ -390,12 +389,12 @@ func (sc *shardCall) drained(a *attempt) error {
 	}
 }
 
-// quietEnd is when a drained stream stops waiting to be outranked: an eighth of the way to the
+// quietEnd is when a drained stream stops waiting to be outranked: a quarter of the way to the
 // per-shard deadline after a shard of the query last gave its first batch, and three quarters of
 // the way at the latest.
 func (sc *shardCall) quietEnd() time.Time {
 	span := sc.deadline.Sub(sc.start)
-	end := sc.call.bar.quietSince().Add(span / 8)
+	end := sc.call.bar.quietSince().Add(span / 4)
 	if latest := sc.start.Add(span * 3 / 4); latest.Before(end) {
 		return latest
 	}

@@ -7,16 +7,18 @@
 // goroutine is always joined by Call.Close.
 //
 // Fetch less: each shard is asked for a short first message (SearchRequest.first_batch_hits,
-// FirstBatch) and decodes its later messages only when the merge needs more of its hits, so
-// that at a large fan-out the shards whose hits never reach the answer cost one small message
-// each. The streams are not cut: what the merge does not ask for waits, undecoded, in the
-// call's flow-control window, so the answer is the full fetch's by construction. While a call
-// waits for the merge its idle timer is off (the proxy is not reading; the shard's silence says
-// nothing); a quarter of the way to its deadline it reads the rest as it comes, so that a merge held up by a
-// slow shard does not see the others cut at the deadline with hits unread. A shard that fails, stalls, breaks the contract or
-// sends more than the size limits allow ends its own cursor early and is reported in its Result;
-// it never blocks the others beyond its deadline, and what it can make a query hold is bounded
-// by Config (see its doc comment for the bound).
+// FirstBatch) and decodes its later messages only when the merge needs more of its hits, so that at
+// a large fan-out the shards whose hits never reach the answer cost one small message each. No
+// stream the answer may need is cut: what the merge does not ask for waits, undecoded, in the
+// call's flow-control window, so the answer is the full fetch's by construction. While a call waits
+// for the merge its idle timer is off (the proxy is not reading; the shard's silence says nothing).
+// A quarter of the way to its deadline the merge is held up by a slow shard, which the deadline may
+// cut: a call not needed any more (top_k hits given by the shards rank before its last) is then
+// stopped early, and the others read the rest as it comes once the shards the merge waits for have
+// gone quiet, so that they are not cut at the deadline with hits unread (see shardCall.drained). A
+// shard that fails, stalls, breaks the contract or sends more than the size limits allow ends its
+// own cursor early and is reported in its Result; it never blocks the others beyond its deadline,
+// and what it can make a query hold is bounded by Config (see its doc comment for the bound).
 //
 // Replicas: a shard call is one or more attempts, each a stream on one replica in a goroutine of
 // its own. The first attempt goes to the replica package replica picks for it (the power of two

@@ -367,8 +367,8 @@ func TestDrainedStreamWaitsWhileFirstBatchesCome(t *testing.T) {
 		mid[i] = &shardv1.Hit{DocId: mid[i].GetDocId(), Score: mid[i].GetScore() - 500}
 		late[i] = &shardv1.Hit{DocId: late[i].GetDocId(), Score: late[i].GetScore() - 500}
 	}
-	// A 4s shard timeout: drainAt at 1s; first batches at 0, 900ms and 1.1s, each within half a
-	// second (an eighth of the timeout) of the one before; late holds the merge up past them.
+	// A 4s shard timeout: drainAt at 1s; first batches at 0, 900ms and 1.1s, each within a
+	// second of the one before (quiet is a quarter of the timeout); late holds the merge up.
 	behaviors := []shardtest.Behavior{
 		{Hits: low, Paced: true, First: 2, Batch: 2},
 		{Hits: mid, Delay: 900 * time.Millisecond},
