@@ -214,7 +214,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	for i, s := range shards {
 		cur := call.cursors[i]
 		call.wg.Add(1)
-		go func() {
+		c.work.Go(func() {
 			defer call.wg.Done()
 			defer close(cur.ch)
 			sctx, span := c.cfg.Tracer.Start(callCtx, s.spanName, s.spanOpts...)
@@ -222,7 +222,7 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 			res := &call.results[i]
 			call.run(sctx, span, s, deadline, sreq, cur, res)
 			annotate(span, res)
-		}()
+		})
 	}
 	return call
 }

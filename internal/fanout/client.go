@@ -265,6 +265,8 @@ type Client struct {
 	version   uint64         // of the current topology
 	closed    bool
 	closers   sync.WaitGroup // the goroutines that close a retired topology's connections
+	// work runs the shard calls (see workers).
+	work *workers
 	// sets recycles the calls' duplicate sets (map[string]struct{}), emptied, so that a call
 	// does not grow a new one.
 	sets sync.Pool
@@ -315,7 +317,7 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 	cfg = cfg.withDefaults()
 	c := &Client{cfg: cfg, codec: encoding.GetCodecV2(grpcproto.Name), budget: hedge.NewBudget(cfg.Hedge),
 		limits:    limits{docID: cfg.MaxDocIDBytes, text: cfg.MaxTextBytes, fields: cfg.MaxFields, fieldBytes: cfg.MaxFieldBytes},
-		endpoints: map[endpointKey]*endpoint{}, names: map[string]int{}}
+		endpoints: map[endpointKey]*endpoint{}, names: map[string]int{}, work: newWorkers()}
 	c.metrics = newMetrics()
 	if _, err := c.Update(topology); err != nil {
 		_ = c.Close()
@@ -357,8 +359,10 @@ func (c *Client) ReplicaStates() map[string]map[string]connectivity.State {
 	return out
 }
 
-// Close closes every replica connection. Calls still running fail with UNAVAILABLE; Update
-// fails from now on.
+// Close closes every replica connection, and returns once the goroutines that ran shard calls
+// have exited. Calls still running fail with UNAVAILABLE, and Close waits for their goroutines
+// too: one that holds hits its caller has not taken ends when the caller closes the call (Call
+// Close), as it must. Update fails from now on.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
@@ -371,6 +375,7 @@ func (c *Client) Close() error {
 	clear(c.endpoints)
 	c.mu.Unlock()
 	c.closers.Wait()
+	c.work.Close()
 	return errors.Join(errs...)
 }
 
