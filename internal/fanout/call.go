@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -217,7 +218,10 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 		c.work.Go(func() {
 			defer call.wg.Done()
 			defer close(cur.ch)
-			sctx, span := c.cfg.Tracer.Start(callCtx, s.spanName, s.spanOpts...)
+			sctx, span := callCtx, trace.Span(noop.Span{})
+			if c.tracing {
+				sctx, span = c.cfg.Tracer.Start(callCtx, s.spanName, s.spanOpts...)
+			}
 			defer span.End()
 			res := &call.results[i]
 			call.run(sctx, span, s, deadline, sreq, cur, res)

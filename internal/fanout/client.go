@@ -267,6 +267,9 @@ type Client struct {
 	closers   sync.WaitGroup // the goroutines that close a retired topology's connections
 	// work runs the shard calls (see workers).
 	work *workers
+	// tracing is false with a no-op Config.Tracer: the shard calls then start no span, which
+	// would cost a context and an allocation each for nothing.
+	tracing bool
 	// sets recycles the calls' duplicate sets (map[string]struct{}), emptied, so that a call
 	// does not grow a new one.
 	sets sync.Pool
@@ -318,6 +321,8 @@ func New(topology []ShardSpec, cfg Config) (*Client, error) {
 	c := &Client{cfg: cfg, codec: encoding.GetCodecV2(grpcproto.Name), budget: hedge.NewBudget(cfg.Hedge),
 		limits:    limits{docID: cfg.MaxDocIDBytes, text: cfg.MaxTextBytes, fields: cfg.MaxFields, fieldBytes: cfg.MaxFieldBytes},
 		endpoints: map[endpointKey]*endpoint{}, names: map[string]int{}, work: newWorkers()}
+	_, isNoop := cfg.Tracer.(noop.Tracer)
+	c.tracing = !isNoop
 	c.metrics = newMetrics()
 	if _, err := c.Update(topology); err != nil {
 		_ = c.Close()

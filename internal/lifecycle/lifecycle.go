@@ -256,8 +256,8 @@ func (r *reporter) endLocked(err error) {
 	}
 	reason := r.reason(err)
 	r.m.ends.WithLabelValues(r.side, r.method, reason).Inc()
-	if reason != Completed {
-		trace.SpanFromContext(r.ctx).AddEvent("gather.rpc_end", trace.WithAttributes(
+	if span := trace.SpanFromContext(r.ctx); reason != Completed && span.IsRecording() {
+		span.AddEvent("gather.rpc_end", trace.WithAttributes(
 			attribute.String("gather.side", r.side), attribute.String("gather.reason", reason)))
 	}
 }
