@@ -1,6 +1,7 @@
 package fanout
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,30 +24,37 @@ const workerIdle = time.Second
 // Client leaves no goroutine behind (goleak in the tests), and a worker exits by itself after
 // workerIdle without a call, so a burst of calls does not leave its goroutines parked.
 type workers struct {
-	tasks chan func() // unbuffered: a send succeeds when a worker is waiting
-	quit  chan struct{}
-
 	mu     sync.Mutex
+	idle   []*worker // the workers waiting for a call, the one that waited least last
 	closed bool
 	wg     sync.WaitGroup // the workers
 
-	// started counts the workers started, waiting those waiting for a call (for the tests).
-	started, waiting atomic.Int64
+	// started counts the workers started, live those running (for the tests).
+	started, live atomic.Int64
 }
 
-func newWorkers() *workers {
-	return &workers{tasks: make(chan func()), quit: make(chan struct{})}
+// worker is one worker's mailbox: Go hands it a call, or Close nil.
+type worker struct {
+	task chan func() // holds one: a worker taken from idle has nothing in it
 }
 
-// Go runs f on a waiting worker, or on a new one if none is waiting. After Close it runs f on a
-// goroutine of its own, which Close does not wait for (the caller joins f, as Call.Close does).
+func newWorkers() *workers { return &workers{} }
+
+// Go runs f on the worker that waited least, or on a new one if none is waiting: the others
+// keep waiting, and those not needed by the load of the last workerIdle exit (a worker per
+// channel receive, in turn, would keep every worker a burst started alive under any steady
+// load). After Close it runs f on a goroutine of its own, which Close does not wait for (the
+// caller joins f, as Call.Close does).
 func (w *workers) Go(f func()) {
-	select {
-	case w.tasks <- f:
-		return
-	default:
-	}
 	w.mu.Lock()
+	if n := len(w.idle); n > 0 {
+		wk := w.idle[n-1]
+		w.idle[n-1] = nil
+		w.idle = w.idle[:n-1]
+		w.mu.Unlock()
+		wk.task <- f
+		return
+	}
 	if w.closed {
 		w.mu.Unlock()
 		go f()
@@ -55,29 +63,40 @@ func (w *workers) Go(f func()) {
 	w.wg.Add(1)
 	w.mu.Unlock()
 	w.started.Add(1)
-	go w.work(f)
+	w.live.Add(1)
+	go w.work(&worker{task: make(chan func(), 1)}, f)
 }
 
-// work runs f, then the tasks it is given, until it has waited workerIdle for one or the pool is
+// work runs f, then the calls it is given, until it has waited workerIdle for one or the pool is
 // closed.
-func (w *workers) work(f func()) {
+func (w *workers) work(wk *worker, f func()) {
 	defer w.wg.Done()
+	defer w.live.Add(-1)
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
-	for {
+	for f != nil {
 		f()
-		idle.Reset(workerIdle)
-		w.waiting.Add(1)
-		select {
-		case f = <-w.tasks:
-			w.waiting.Add(-1)
-		case <-idle.C:
-			w.waiting.Add(-1)
-			return
-		case <-w.quit:
-			w.waiting.Add(-1)
+		w.mu.Lock()
+		if w.closed {
+			w.mu.Unlock()
 			return
 		}
+		w.idle = append(w.idle, wk)
+		w.mu.Unlock()
+		idle.Reset(workerIdle)
+		select {
+		case f = <-wk.task:
+			continue
+		case <-idle.C:
+		}
+		w.mu.Lock()
+		if i := slices.Index(w.idle, wk); i >= 0 {
+			w.idle = slices.Delete(w.idle, i, i+1)
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		f = <-wk.task // Go took wk as the timer fired: its call is on the way
 	}
 }
 
@@ -87,8 +106,18 @@ func (w *workers) Close() {
 	w.mu.Lock()
 	if !w.closed {
 		w.closed = true
-		close(w.quit)
+		for _, wk := range w.idle {
+			wk.task <- nil
+		}
+		w.idle = nil
 	}
 	w.mu.Unlock()
 	w.wg.Wait()
+}
+
+// waiting is how many workers wait for a call.
+func (w *workers) waiting() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.idle)
 }

@@ -20,12 +20,36 @@ func TestWorkersReuse(t *testing.T) {
 		w.Go(func() { close(done) })
 		<-done
 		// Let the worker get back to waiting, as it would between two queries.
-		waitFor(t, "the worker waits", func() bool { return w.waiting.Load() == 1 })
+		waitFor(t, "the worker waits", func() bool { return w.waiting() == 1 })
 	}
 	if n := w.started.Load(); n != 1 {
 		t.Fatalf("%d workers started for 100 calls one after the other, want 1", n)
 	}
-	waitFor(t, "the idle worker exits", func() bool { return w.waiting.Load() == 0 && runtime.NumGoroutine() <= before })
+	waitFor(t, "the idle worker exits", func() bool { return w.live.Load() == 0 && runtime.NumGoroutine() <= before })
+}
+
+// TestWorkersShrinkUnderSteadyLoad: after a burst of 20 calls at once, a load of one call at a
+// time keeps one worker; the others exit after workerIdle although calls keep coming.
+func TestWorkersShrinkUnderSteadyLoad(t *testing.T) {
+	w := newWorkers()
+	defer w.Close()
+	release := make(chan struct{})
+	var burst sync.WaitGroup
+	burst.Add(20)
+	for range 20 {
+		w.Go(func() { burst.Done(); <-release })
+	}
+	burst.Wait()
+	close(release)
+	waitFor(t, "the burst's workers wait", func() bool { return w.waiting() == 20 })
+	for end := time.Now().Add(3 * workerIdle / 2); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		done := make(chan struct{})
+		w.Go(func() { close(done) })
+		<-done
+	}
+	if n := w.live.Load(); n > 2 {
+		t.Errorf("%d workers alive after %v of one call at a time, want at most 2", n, 3*workerIdle/2)
+	}
 }
 
 // TestWorkersCloseWaits: Close makes the idle workers exit and waits for the busy ones, which
