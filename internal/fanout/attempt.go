@@ -300,40 +300,41 @@ func (sc *shardCall) await(a *attempt) error {
 		return nil
 	}
 	sc.mu.Lock()
-	if sc.drain || !time.Now().Before(sc.drainAt) {
-		sc.drain = true
-		sc.mu.Unlock()
-		return sc.drained(a)
-	}
-	sc.timer.Stop() // an idle timeout already under way finds phaseParked before drainAt: moot
-	sc.phase = phaseParked
-	sc.timer.Reset(time.Until(sc.drainAt))
+	drain := sc.drain || !time.Now().Before(sc.drainAt)
+	sc.drain = drain
 	sc.mu.Unlock()
-	demanded := false
-	select {
-	case <-sc.cur.demand:
-		demanded = true
-	case <-sc.wake: // drainAt passed
-	case <-a.ctx.Done():
-		return a.ctx.Err()
-	}
-	sc.mu.Lock()
-	sc.stopLocked(phaseParked)
-	sc.phase = phaseIdle
-	sc.timer.Reset(sc.idle)
-	sc.mu.Unlock()
-	if demanded {
-		return nil
+	if !drain {
+		if demanded, err := sc.park(a, phaseParked, sc.drainAt); demanded || err != nil {
+			return err
+		}
 	}
 	return sc.drained(a)
 }
 
-// stopLocked stops the timer, and has its function skip a firing already under way if the
-// timer was still in phase p (the function leaves p when it runs). Called with mu held.
-func (sc *shardCall) stopLocked(p phase) {
+// park turns the timer from the idle timeout into phase p's, due at until, and waits for the
+// merge to ask for the shard's next message (demanded), a wake-up (the timer's function, or the
+// bar in drained), or the end of a's stream; the idle timeout then runs again.
+func (sc *shardCall) park(a *attempt, p phase, until time.Time) (demanded bool, err error) {
+	sc.mu.Lock()
+	sc.timer.Stop() // an idle timeout already under way finds p before until: moot (onTimer)
+	sc.phase = p
+	sc.timer.Reset(time.Until(until))
+	sc.mu.Unlock()
+	select {
+	case <-sc.cur.demand:
+		demanded = true
+	case <-sc.wake:
+	case <-a.ctx.Done():
+		return false, a.ctx.Err()
+	}
+	sc.mu.Lock()
 	if !sc.timer.Stop() && sc.phase == p {
 		sc.skipFires++ // it fired as the wait ended; its function waits for mu
 	}
+	sc.phase = phaseIdle
+	sc.timer.Reset(sc.idle)
+	sc.mu.Unlock()
+	return demanded, nil
 }
 
 // drained is await's wait once drainAt has passed, when a merge held up that long is waiting for
@@ -362,29 +363,14 @@ func (sc *shardCall) drained(a *attempt) error {
 			return a.ctx.Err()
 		}
 		sc.mu.Lock()
-		if sc.readOn {
-			sc.mu.Unlock()
+		readOn := sc.readOn
+		sc.mu.Unlock()
+		if readOn {
 			return nil
 		}
-		sc.timer.Stop() // an idle timeout already under way re-arms the timer (phaseQuiet)
-		sc.phase = phaseQuiet
-		sc.timer.Reset(time.Until(sc.quietEnd()))
-		sc.mu.Unlock()
-		demanded := false
-		select {
-		case <-sc.cur.demand:
-			demanded = true
-		case <-sc.wake: // outranked, or quietEnd passed
-		case <-a.ctx.Done():
-			return a.ctx.Err()
-		}
-		sc.mu.Lock()
-		sc.stopLocked(phaseQuiet)
-		sc.phase = phaseIdle
-		sc.timer.Reset(sc.idle)
-		sc.mu.Unlock()
-		if demanded {
-			return nil
+		// woken when outranked, or once quietEnd has passed
+		if demanded, err := sc.park(a, phaseQuiet, sc.quietEnd()); demanded || err != nil {
+			return err
 		}
 	}
 }

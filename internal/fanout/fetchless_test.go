@@ -310,29 +310,13 @@ func TestOutrankedStreamIsCut(t *testing.T) {
 		mid[i] = &shardv1.Hit{DocId: mid[i].GetDocId(), Score: mid[i].GetScore() - 500}
 		low[i] = &shardv1.Hit{DocId: low[i].GetDocId(), Score: low[i].GetScore() - 1000}
 	}
-	shards := []*shardtest.Shard{
-		shardtest.Start(t, shardtest.Behavior{Hits: top, Paced: true, First: 2, Batch: 64}),
-		// 2 hits, then 2 per message, 100ms apart: its last at 900ms
-		shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, First: 2, Batch: 2, BatchDelay: 100 * time.Millisecond}),
-		// holds the merge up: its first message comes after drainAt (500ms), and after low's last
-		shardtest.Start(t, shardtest.Behavior{Hits: mid, Delay: 1200 * time.Millisecond}),
-	}
-	var topo []ShardSpec
-	for i, s := range shards {
-		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{s.Addr()}})
-	}
 	// Room for all of low's batches: a stream waiting for room in its cursor reads nothing.
-	c, err := New(topo, Config{ShardTimeout: 2 * time.Second, Buffer: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
-	got := mergeAll(call, k)
-	res := call.Close()
-	if want := referenceMerge(k, [][]*shardv1.Hit{top, low, mid}); !slices.Equal(got, want) {
-		t.Fatalf("hits\n got %v\nwant %v", got, want)
-	}
+	c, res := fetchMerged(t, Config{ShardTimeout: 2 * time.Second, Buffer: 16}, k,
+		shardtest.Behavior{Hits: top, Paced: true, First: 2, Batch: 64},
+		// 2 hits, then 2 per message, 100ms apart: its last at 900ms
+		shardtest.Behavior{Hits: low, Paced: true, First: 2, Batch: 2, BatchDelay: 100 * time.Millisecond},
+		// holds the merge up: its first message comes after drainAt (500ms), and after low's last
+		shardtest.Behavior{Hits: mid, Delay: 1200 * time.Millisecond})
 	for i, r := range res {
 		if r.Status != StatusOK {
 			t.Errorf("shard %d: %v (%v), want OK", i, r.Status, r.Err)
@@ -369,33 +353,42 @@ func TestDrainedStreamWaitsWhileFirstBatchesCome(t *testing.T) {
 	}
 	// A 4s shard timeout: drainAt at 1s; first batches at 0, 900ms and 1.1s, each within a
 	// second of the one before (quiet is a quarter of the timeout); late holds the merge up.
-	behaviors := []shardtest.Behavior{
-		{Hits: low, Paced: true, First: 2, Batch: 2},
-		{Hits: mid, Delay: 900 * time.Millisecond},
-		{Hits: top, Delay: 1100 * time.Millisecond},
-		{Hits: late, Delay: 2 * time.Second},
-	}
-	var topo []ShardSpec
-	for i, b := range behaviors {
-		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{shardtest.Start(t, b).Addr()}})
-	}
-	c, err := New(topo, Config{ShardTimeout: 4 * time.Second, Buffer: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
-	got := mergeAll(call, k)
-	res := call.Close()
-	if want := referenceMerge(k, [][]*shardv1.Hit{low, mid, top, late}); !slices.Equal(got, want) {
-		t.Fatalf("hits\n got %v\nwant %v", got, want)
-	}
+	c, res := fetchMerged(t, Config{ShardTimeout: 4 * time.Second, Buffer: 16}, k,
+		shardtest.Behavior{Hits: low, Paced: true, First: 2, Batch: 2},
+		shardtest.Behavior{Hits: mid, Delay: 900 * time.Millisecond},
+		shardtest.Behavior{Hits: top, Delay: 1100 * time.Millisecond},
+		shardtest.Behavior{Hits: late, Delay: 2 * time.Second})
 	if r := res[0]; r.Status != StatusOK || !r.StoppedEarly || r.Hits != 2 {
 		t.Errorf("low shard: %v (%v), %d hits read, stopped early %v; want OK, cut after its first 2", r.Status, r.Err, r.Hits, r.StoppedEarly)
 	}
 	if got := testutil.ToFloat64(c.metrics.outranked); got != 1 {
 		t.Errorf("gather_shard_streams_outranked_total %v, want 1 (the low shard)", got)
 	}
+}
+
+// fetchMerged starts a shard for each behavior and a Client over them with cfg, merges the top
+// k of one query, checks that the answer is the full fetch's and returns the Client and the
+// shards' results.
+func fetchMerged(t *testing.T, cfg Config, k int, behaviors ...shardtest.Behavior) (*Client, []Result) {
+	t.Helper()
+	var topo []ShardSpec
+	var all [][]*shardv1.Hit
+	for i, b := range behaviors {
+		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{shardtest.Start(t, b).Addr()}})
+		all = append(all, b.Hits)
+	}
+	c, err := New(topo, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	call := c.Start(t.Context(), Request{Query: "q", TopK: uint32(k)})
+	got := mergeAll(call, k)
+	res := call.Close()
+	if want := referenceMerge(k, all); !slices.Equal(got, want) {
+		t.Fatalf("hits\n got %v\nwant %v", got, want)
+	}
+	return c, res
 }
 
 // TestCompleteStreamEndsCleanly: a shard that has sent all it matched, or top_k hits, is read to
