@@ -74,6 +74,29 @@ func (s *suite) heapScaling(ctx context.Context, fanOuts []int) ([]HeapResult, e
 	return out, nil
 }
 
+// settled scrapes the proxy after a collection once its goroutines have stopped falling (the
+// same count twice, 500ms apart, at most 10s): the fan-out keeps the goroutines of a round's
+// shard calls waiting for a second for the next calls (fanout's workers), and a baseline taken
+// with them in it would count the next round's calls as running on goroutines already there.
+func settled(ctx context.Context, adm admin) (metrics, error) {
+	last, err := adm.metricsAfterGC(ctx)
+	for end := time.Now().Add(10 * time.Second); err == nil && time.Now().Before(end); {
+		select {
+		case <-ctx.Done():
+			return last, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+		var now metrics
+		if now, err = adm.metricsAfterGC(ctx); err == nil {
+			if now.get(mGoroutines) >= last.get(mGoroutines) {
+				return now, nil
+			}
+			last = now
+		}
+	}
+	return last, err
+}
+
 // heapPerQuery measures the proxy's heap per in-flight query at fan-out len(shards) and top_k k:
 // the shards wait heapDelay before answering, so queries stay in flight; a warm round of m
 // concurrent queries, then a garbage collection and a scrape; then another round, and while every
@@ -145,7 +168,7 @@ func (s *suite) heapPerQuery(ctx context.Context, shards []string, k, m int) (*H
 	if err := round(nil); err != nil {
 		return fail(err)
 	}
-	before, err := adm.metricsAfterGC(ctx)
+	before, err := settled(ctx, adm)
 	if err != nil {
 		return fail(err)
 	}
