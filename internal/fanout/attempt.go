@@ -54,7 +54,8 @@ type shardCall struct {
 	drainAt time.Time
 	start   time.Time
 	// wake wakes the winner waiting in await or drained: drainAt passed, it was outranked, or
-	// quietEnd passed (see drained). It holds one wake-up.
+	// quietEnd passed (see drained). It holds one wake-up. Made by the first wait (wakeChan),
+	// under mu: a call whose shard has sent nothing yet does not hold one.
 	wake chan struct{}
 	// lastGiven is the last hit the winner gave the cursor; written and read by the winner's
 	// goroutine only.
@@ -123,7 +124,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	sctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrShardDeadline)
 	defer cancel()
 	sc := &shardCall{call: call, s: s, cur: cur, res: res, req: req, ctx: sctx, deadline: deadline,
-		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4), start: start, wake: make(chan struct{}, 1),
+		idle: c.cfg.IdleTimeout, span: span, drainAt: start.Add(deadline.Sub(start) / 4), start: start,
 		contract: contract{lim: &c.limits, topK: req.GetTopK(), sets: c}}
 	defer sc.contract.release()
 	if s.delay != nil {
@@ -316,6 +317,7 @@ func (sc *shardCall) await(a *attempt) error {
 // bar in drained), or the end of a's stream; the idle timeout then runs again.
 func (sc *shardCall) park(a *attempt, p phase, until time.Time) (demanded bool, err error) {
 	sc.mu.Lock()
+	wake := sc.wakeLocked()
 	sc.timer.Stop() // an idle timeout already under way finds p before until: moot (onTimer)
 	sc.phase = p
 	sc.timer.Reset(time.Until(until))
@@ -323,7 +325,7 @@ func (sc *shardCall) park(a *attempt, p phase, until time.Time) (demanded bool, 
 	select {
 	case <-sc.cur.demand:
 		demanded = true
-	case <-sc.wake:
+	case <-wake:
 	case <-a.ctx.Done():
 		return false, a.ctx.Err()
 	}
@@ -353,7 +355,9 @@ func (sc *shardCall) park(a *attempt, p phase, until time.Time) (demanded bool, 
 // messages the answer does not need: at fan-out 64 and top_k 100 at saturation, reading on at
 // drainAt parsed 526 hits per query of 6,400 (BENCHMARKS.md, round two).
 func (sc *shardCall) drained(a *attempt) error {
-	w := waiter{last: sc.lastGiven, wake: sc.wake}
+	sc.mu.Lock()
+	w := waiter{last: sc.lastGiven, wake: sc.wakeLocked()}
+	sc.mu.Unlock()
 	b := &sc.call.bar
 	defer b.unwait(w)
 	for {
@@ -387,12 +391,20 @@ func (sc *shardCall) quietEnd() time.Time {
 	return end
 }
 
-// poke wakes the winner waiting in await or drained.
+// poke wakes the winner waiting in await or drained. Called with mu held.
 func (sc *shardCall) poke() {
 	select {
-	case sc.wake <- struct{}{}:
+	case sc.wakeLocked() <- struct{}{}:
 	default:
 	}
+}
+
+// wakeLocked returns wake, made if need be. Called with mu held.
+func (sc *shardCall) wakeLocked() chan struct{} {
+	if sc.wake == nil {
+		sc.wake = make(chan struct{}, 1)
+	}
+	return sc.wake
 }
 
 // maxAskInterval is the longest a call whose hedge was denied waits before it asks again: a

@@ -47,14 +47,9 @@ func (r *ranked) Pop() any {
 	return h
 }
 
-// init readies b for a query of top_k need.
+// init readies b for a query of top_k need. best grows past buf only as the shards give hits.
 func (b *bar) init(need int) {
-	b.need = need
-	if need <= len(b.buf) {
-		b.best = b.buf[:0]
-	} else {
-		b.best = make(ranked, 0, min(need, 256))
-	}
+	b.need, b.best = need, b.buf[:0]
 }
 
 // give records that shard gave batch, in rank order, to the merge (its first if first), and

@@ -72,8 +72,12 @@ func (w *workers) Go(f func()) {
 func (w *workers) work(wk *worker, f func()) {
 	defer w.wg.Done()
 	defer w.live.Add(-1)
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
+	var idle *time.Timer // made when the worker first waits
+	defer func() {
+		if idle != nil {
+			idle.Stop()
+		}
+	}()
 	for f != nil {
 		f()
 		w.mu.Lock()
@@ -83,7 +87,11 @@ func (w *workers) work(wk *worker, f func()) {
 		}
 		w.idle = append(w.idle, wk)
 		w.mu.Unlock()
-		idle.Reset(workerIdle)
+		if idle == nil {
+			idle = time.NewTimer(workerIdle)
+		} else {
+			idle.Reset(workerIdle)
+		}
 		select {
 		case f = <-wk.task:
 			continue
