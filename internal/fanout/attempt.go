@@ -361,14 +361,14 @@ func (sc *shardCall) drained(a *attempt) error {
 	b := &sc.call.bar
 	defer b.unwait(w)
 	for {
-		if b.outranks(w) {
+		sc.mu.Lock()
+		readOn := sc.readOn
+		sc.mu.Unlock()
+		if b.outranks(w, !readOn) {
 			a.cancel(ErrStoppedEarly)
 			sc.call.client.metrics.outranked.Inc()
 			return a.ctx.Err()
 		}
-		sc.mu.Lock()
-		readOn := sc.readOn
-		sc.mu.Unlock()
 		if readOn {
 			return nil
 		}

@@ -97,13 +97,13 @@ func (b *bar) outranksLocked(h Hit) bool {
 	return b.need <= 0 || len(b.best) == b.need && Less(b.best[0], h)
 }
 
-// outranks reports whether need given hits rank before w.last; if not, w waits to be outranked
-// (woken on w.wake) until it is, or until unwait.
-func (b *bar) outranks(w waiter) bool {
+// outranks reports whether need given hits rank before w.last; if not and wait is true, w waits
+// to be outranked (woken on w.wake) until it is, or until unwait.
+func (b *bar) outranks(w waiter, wait bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.outranksLocked(w.last) {
-		return true
+	if out := b.outranksLocked(w.last); out || !wait {
+		return out
 	}
 	for _, o := range b.waiting {
 		if o.wake == w.wake {
