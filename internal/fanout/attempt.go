@@ -64,7 +64,6 @@ type shardCall struct {
 	mu        sync.Mutex
 	phase     phase
 	skipFires int  // the timer's function is due this many times for firings made moot
-	drain     bool // drainAt passed (see drained)
 	readOn    bool // the winner no longer waits for demand (see drained)
 	denied    bool // a hedge was denied (and is asked for again, see startHedge)
 	done      bool // no attempt starts any more
@@ -278,7 +277,7 @@ func (sc *shardCall) onTimer() {
 		if time.Now().Before(sc.drainAt) {
 			return // an idle timeout that fired as the winner parked
 		}
-		sc.phase, sc.drain = phaseDrained, true
+		sc.phase = phaseDrained
 		sc.poke()
 	case phaseQuiet:
 		if end := sc.quietEnd(); time.Now().Before(end) {
@@ -300,11 +299,7 @@ func (sc *shardCall) await(a *attempt) error {
 	if uint64(sc.contract.sent) >= min(uint64(sc.req.GetTopK()), sc.res.TotalMatches) {
 		return nil
 	}
-	sc.mu.Lock()
-	drain := sc.drain || !time.Now().Before(sc.drainAt)
-	sc.drain = drain
-	sc.mu.Unlock()
-	if !drain {
+	if time.Now().Before(sc.drainAt) {
 		if demanded, err := sc.park(a, phaseParked, sc.drainAt); demanded || err != nil {
 			return err
 		}

@@ -24,7 +24,7 @@ type bar struct {
 	mu   sync.Mutex
 	best ranked  // a heap whose root ranks last; a heap from the moment it holds need hits
 	buf  [16]Hit // best's room for a top_k of 16 or less
-	// waiting are the streams that wait to be outranked, by their shard.
+	// waiting are the streams that wait to be outranked.
 	waiting []waiter
 }
 

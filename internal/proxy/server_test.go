@@ -371,7 +371,7 @@ func TestSearchShardBreaksOrdering(t *testing.T) {
 	// drain point, a quarter of the way to the deadline: until then the fan-out decodes a
 	// shard's later messages only when the merge needs them, and a violation in hits the answer
 	// never needs goes unseen, as it does in a stopped call. So it does in a stream cut once the
-	// hits given to the merge outrank its last (fanout's cutIfOutranked): the too-many shard's
+	// hits given to the merge outrank its last (fanout's shardCall.drained): the too-many shard's
 	// hits rank above the others', so that no other hit outranks them, and the other two
 	// breaking shards break in their first message, before any could be cut.
 	const timeout = 2 * time.Second
