@@ -15,8 +15,9 @@ import (
 	"github.com/gatherproxy/gather/internal/shardsvc"
 )
 
-// Injector applies a Spec, which may be changed at any time, to the ShardService.Search calls of
-// the gRPC server it is installed in (see ServerOption). Other methods pass through untouched.
+// Injector applies a Spec, which may be changed at any time, to the ShardService.Search and Pull
+// calls of the gRPC server it is installed in (see ServerOption), counted together as "Search
+// calls" below: they stream the same messages. Other methods pass through untouched.
 // Each call reads the spec once, when it starts: Set changes later calls, not running ones.
 //
 // Close and Reset cut the connection the call arrived on, which only works when the server serves
@@ -80,7 +81,7 @@ func (in *Injector) StreamServerInterceptor() grpc.StreamServerInterceptor {
 }
 
 func (in *Injector) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if info.FullMethod != shardv1.ShardService_Search_FullMethodName {
+	if info.FullMethod != shardv1.ShardService_Search_FullMethodName && info.FullMethod != shardv1.ShardService_Pull_FullMethodName {
 		return handler(srv, ss)
 	}
 	spec, ok := in.next()

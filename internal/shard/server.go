@@ -78,6 +78,12 @@ func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingS
 	}
 }
 
+// Pull implements the ShardService Pull RPC: Search's messages, each after the first sent when
+// the caller asks for it (shardsvc.ServePull).
+func (s *Server) Pull(stream grpc.BidiStreamingServer[shardv1.PullRequest, shardv1.SearchResponse]) error {
+	return shardsvc.ServePull(stream, s.Search)
+}
+
 // statusOf turns an error met while serving a call with context ctx into a
 // status error: Canceled or DeadlineExceeded if the call's context has ended
 // (or err is a context error), a gRPC status error unchanged, and Internal

@@ -2,6 +2,8 @@ package shard_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/shard"
@@ -262,5 +265,71 @@ func TestSearchEndedContext(t *testing.T) {
 	defer cancel()
 	if _, err := shardtest.Collect(ctx, c, "apple", 3); status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("expired call: error = %v, want DeadlineExceeded", err)
+	}
+}
+
+// TestPullServesSearchOnDemand: the reference shard serves Pull: asked batch by batch, it sends
+// Search's batches and hits, and a stream half-closed after its first batch ends OK with no
+// other.
+func TestPullServesSearchOnDemand(t *testing.T) {
+	t.Parallel()
+	ix := openIndex(t)
+	const query = "apple river"
+	c := startServer(t, ix, shard.WithHitsPerMessage(4))
+	req := &shardv1.SearchRequest{Query: query, TopK: shard.DefaultMaxTopK, FirstBatchHits: 1}
+	st, err := c.Search(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []*shardv1.SearchResponse
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			break
+		}
+		want = append(want, m)
+	}
+
+	pull := func(asks int) ([]*shardv1.SearchResponse, error) {
+		ps, err := c.Pull(t.Context())
+		if err != nil {
+			return nil, err
+		}
+		if err := ps.Send(&shardv1.PullRequest{Search: req}); err != nil {
+			return nil, err
+		}
+		var got []*shardv1.SearchResponse
+		for {
+			m, err := ps.Recv()
+			if errors.Is(err, io.EOF) {
+				return got, nil
+			}
+			if err != nil {
+				return got, err
+			}
+			got = append(got, m)
+			if len(got) > asks {
+				if err := ps.CloseSend(); err != nil {
+					return got, err
+				}
+			} else if err := ps.Send(&shardv1.PullRequest{}); err != nil && !errors.Is(err, io.EOF) {
+				return got, err // io.EOF: the stream is over, which Recv says
+			}
+		}
+	}
+	got, err := pull(len(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d messages pulled, want Search's %d", len(got), len(want))
+	}
+	for i := range got {
+		if !proto.Equal(got[i], want[i]) {
+			t.Fatalf("message %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+	if got, err := pull(0); err != nil || len(got) != 1 {
+		t.Errorf("half-closed after the first batch: %d messages, %v; want 1 and a clean end", len(got), err)
 	}
 }

@@ -182,6 +182,12 @@ func (s *Server) Search(req *shardv1.SearchRequest, stream grpc.ServerStreamingS
 	return nil
 }
 
+// Pull implements the ShardService Pull RPC: Search's messages, each after the first sent when
+// the caller asks for it (shardsvc.ServePull).
+func (s *Server) Pull(stream grpc.BidiStreamingServer[shardv1.PullRequest, shardv1.SearchResponse]) error {
+	return shardsvc.ServePull(stream, s.Search)
+}
+
 // Hits returns the hits Search sends for query and topK, in order. The hits are shared with the
 // server's cache and must not be modified. Unlike Search it does not validate: a topK below 1
 // returns none, and one above the maximum top_k is taken as the maximum.

@@ -2,7 +2,9 @@ package synthetic_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"strings"
@@ -399,5 +401,124 @@ func TestSearchHonoursFirstBatch(t *testing.T) {
 	}
 	if msgs[0].GetTotalMatches() != plain[0].GetTotalMatches() || msgs[0].GetDocuments() != plain[0].GetDocuments() {
 		t.Error("the paced first message lacks the counts")
+	}
+}
+
+// TestPullSendsEachBatchWhenAsked: over Pull the shard sends its first batch at once and each
+// later one only when asked: a caller that asks once and then half-closes gets two messages
+// and a clean end, where Search would have sent all six. Asked to the end, the batches and
+// hits are Search's, and the stream ends after the last without another ask.
+func TestPullSendsEachBatchWhenAsked(t *testing.T) {
+	t.Parallel()
+	s := start(t, synthetic.New(9))
+	req := &shardv1.SearchRequest{Query: "union", TopK: 100, FirstBatchHits: 3}
+	plain, err := shardtest.Collect(t.Context(), s.client, "union", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	st, err := s.client.Pull(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&shardv1.PullRequest{Search: req}); err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for range 2 {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(m.GetHits()))
+		if len(sizes) == 1 {
+			if err := st.Send(&shardv1.PullRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := st.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after one ask and a half-close: message %v, %v; want the end (EOF)", m, err)
+	}
+	if want := []int{3, 6}; !slices.Equal(sizes, want) {
+		t.Errorf("batches %v, want %v", sizes, want)
+	}
+	if err := <-s.ended; err != nil {
+		t.Errorf("the handler of the half-closed stream returned %v, want nil", err)
+	}
+
+	st, err = s.client.Pull(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&shardv1.PullRequest{Search: req}); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []*shardv1.SearchResponse
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, m)
+		if len(msgs) < 6 {
+			if err := st.Send(&shardv1.PullRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sizes = sizes[:0]
+	for _, m := range msgs {
+		sizes = append(sizes, len(m.GetHits()))
+	}
+	if want := []int{3, 6, 12, 24, 48, 7}; !slices.Equal(sizes, want) {
+		t.Errorf("batches asked to the end %v, want %v", sizes, want)
+	}
+	if !slices.EqualFunc(shardtest.HitsOf(msgs), shardtest.HitsOf(plain), func(a, b *shardv1.Hit) bool { return proto.Equal(a, b) }) {
+		t.Error("pulled hits differ from Search's")
+	}
+}
+
+// TestPullRefusesMalformedStreams: a Pull stream whose first message carries no query, or a
+// later one a query, ends INVALID_ARGUMENT; one that ends before its first message too.
+func TestPullRefusesMalformedStreams(t *testing.T) {
+	t.Parallel()
+	s := start(t, synthetic.New(9))
+	req := &shardv1.SearchRequest{Query: "union", TopK: 10, FirstBatchHits: 3}
+	for _, tc := range []struct {
+		name string
+		msgs []*shardv1.PullRequest
+	}{
+		{"no first message", nil},
+		{"first without query", []*shardv1.PullRequest{{}}},
+		{"second with query", []*shardv1.PullRequest{{Search: req}, {Search: req}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := s.client.Pull(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range tc.msgs {
+				if err := st.Send(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			var err2 error
+			for err2 == nil {
+				_, err2 = st.Recv()
+			}
+			if status.Code(err2) != codes.InvalidArgument {
+				t.Errorf("stream ended with %v, want InvalidArgument", err2)
+			}
+		})
 	}
 }

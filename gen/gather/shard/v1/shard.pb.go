@@ -22,6 +22,53 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PullRequest is one message from the caller of a Pull stream.
+type PullRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The query: set in the first message, which asks for the first batch, and in no other. A
+	// later message, without it, asks for the next batch.
+	Search        *SearchRequest `protobuf:"bytes,1,opt,name=search,proto3" json:"search,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PullRequest) GetSearch() *SearchRequest {
+	if x != nil {
+		return x.Search
+	}
+	return nil
+}
+
 // SearchRequest asks one shard for its best hits.
 type SearchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -48,7 +95,7 @@ type SearchRequest struct {
 
 func (x *SearchRequest) Reset() {
 	*x = SearchRequest{}
-	mi := &file_gather_shard_v1_shard_proto_msgTypes[0]
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -60,7 +107,7 @@ func (x *SearchRequest) String() string {
 func (*SearchRequest) ProtoMessage() {}
 
 func (x *SearchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gather_shard_v1_shard_proto_msgTypes[0]
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -73,7 +120,7 @@ func (x *SearchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchRequest.ProtoReflect.Descriptor instead.
 func (*SearchRequest) Descriptor() ([]byte, []int) {
-	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{0}
+	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *SearchRequest) GetQuery() string {
@@ -113,7 +160,7 @@ type SearchResponse struct {
 
 func (x *SearchResponse) Reset() {
 	*x = SearchResponse{}
-	mi := &file_gather_shard_v1_shard_proto_msgTypes[1]
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -125,7 +172,7 @@ func (x *SearchResponse) String() string {
 func (*SearchResponse) ProtoMessage() {}
 
 func (x *SearchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gather_shard_v1_shard_proto_msgTypes[1]
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -138,7 +185,7 @@ func (x *SearchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResponse.ProtoReflect.Descriptor instead.
 func (*SearchResponse) Descriptor() ([]byte, []int) {
-	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{1}
+	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *SearchResponse) GetHits() []*Hit {
@@ -180,7 +227,7 @@ type Hit struct {
 
 func (x *Hit) Reset() {
 	*x = Hit{}
-	mi := &file_gather_shard_v1_shard_proto_msgTypes[2]
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +239,7 @@ func (x *Hit) String() string {
 func (*Hit) ProtoMessage() {}
 
 func (x *Hit) ProtoReflect() protoreflect.Message {
-	mi := &file_gather_shard_v1_shard_proto_msgTypes[2]
+	mi := &file_gather_shard_v1_shard_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +252,7 @@ func (x *Hit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hit.ProtoReflect.Descriptor instead.
 func (*Hit) Descriptor() ([]byte, []int) {
-	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{2}
+	return file_gather_shard_v1_shard_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hit) GetDocId() string {
@@ -240,7 +287,9 @@ var File_gather_shard_v1_shard_proto protoreflect.FileDescriptor
 
 const file_gather_shard_v1_shard_proto_rawDesc = "" +
 	"\n" +
-	"\x1bgather/shard/v1/shard.proto\x12\x0fgather.shard.v1\x1a\x1bbuf/validate/validate.proto\"\x92\x02\n" +
+	"\x1bgather/shard/v1/shard.proto\x12\x0fgather.shard.v1\x1a\x1bbuf/validate/validate.proto\"E\n" +
+	"\vPullRequest\x126\n" +
+	"\x06search\x18\x01 \x01(\v2\x1e.gather.shard.v1.SearchRequestR\x06search\"\x92\x02\n" +
 	"\rSearchRequest\x12v\n" +
 	"\x05query\x18\x01 \x01(\tB`\xbaH]\xba\x01Z\n" +
 	"\x0fquery.not_blank\x124query is blank: send at least one word to search for\x1a\x11this.trim() != ''R\x05query\x12_\n" +
@@ -259,9 +308,10 @@ const file_gather_shard_v1_shard_proto_rawDesc = "" +
 	"\x06fields\x18\x04 \x03(\v2 .gather.shard.v1.Hit.FieldsEntryR\x06fields\x1a9\n" +
 	"\vFieldsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012[\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xa6\x01\n" +
 	"\fShardService\x12K\n" +
-	"\x06Search\x12\x1e.gather.shard.v1.SearchRequest\x1a\x1f.gather.shard.v1.SearchResponse0\x01B\xba\x01\n" +
+	"\x06Search\x12\x1e.gather.shard.v1.SearchRequest\x1a\x1f.gather.shard.v1.SearchResponse0\x01\x12I\n" +
+	"\x04Pull\x12\x1c.gather.shard.v1.PullRequest\x1a\x1f.gather.shard.v1.SearchResponse(\x010\x01B\xba\x01\n" +
 	"\x13com.gather.shard.v1B\n" +
 	"ShardProtoP\x01Z9github.com/gatherproxy/gather/gen/gather/shard/v1;shardv1\xa2\x02\x03GSX\xaa\x02\x0fGather.Shard.V1\xca\x02\x0fGather\\Shard\\V1\xe2\x02\x1bGather\\Shard\\V1\\GPBMetadata\xea\x02\x11Gather::Shard::V1b\x06proto3"
 
@@ -277,23 +327,27 @@ func file_gather_shard_v1_shard_proto_rawDescGZIP() []byte {
 	return file_gather_shard_v1_shard_proto_rawDescData
 }
 
-var file_gather_shard_v1_shard_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_gather_shard_v1_shard_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_gather_shard_v1_shard_proto_goTypes = []any{
-	(*SearchRequest)(nil),  // 0: gather.shard.v1.SearchRequest
-	(*SearchResponse)(nil), // 1: gather.shard.v1.SearchResponse
-	(*Hit)(nil),            // 2: gather.shard.v1.Hit
-	nil,                    // 3: gather.shard.v1.Hit.FieldsEntry
+	(*PullRequest)(nil),    // 0: gather.shard.v1.PullRequest
+	(*SearchRequest)(nil),  // 1: gather.shard.v1.SearchRequest
+	(*SearchResponse)(nil), // 2: gather.shard.v1.SearchResponse
+	(*Hit)(nil),            // 3: gather.shard.v1.Hit
+	nil,                    // 4: gather.shard.v1.Hit.FieldsEntry
 }
 var file_gather_shard_v1_shard_proto_depIdxs = []int32{
-	2, // 0: gather.shard.v1.SearchResponse.hits:type_name -> gather.shard.v1.Hit
-	3, // 1: gather.shard.v1.Hit.fields:type_name -> gather.shard.v1.Hit.FieldsEntry
-	0, // 2: gather.shard.v1.ShardService.Search:input_type -> gather.shard.v1.SearchRequest
-	1, // 3: gather.shard.v1.ShardService.Search:output_type -> gather.shard.v1.SearchResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1, // 0: gather.shard.v1.PullRequest.search:type_name -> gather.shard.v1.SearchRequest
+	3, // 1: gather.shard.v1.SearchResponse.hits:type_name -> gather.shard.v1.Hit
+	4, // 2: gather.shard.v1.Hit.fields:type_name -> gather.shard.v1.Hit.FieldsEntry
+	1, // 3: gather.shard.v1.ShardService.Search:input_type -> gather.shard.v1.SearchRequest
+	0, // 4: gather.shard.v1.ShardService.Pull:input_type -> gather.shard.v1.PullRequest
+	2, // 5: gather.shard.v1.ShardService.Search:output_type -> gather.shard.v1.SearchResponse
+	2, // 6: gather.shard.v1.ShardService.Pull:output_type -> gather.shard.v1.SearchResponse
+	5, // [5:7] is the sub-list for method output_type
+	3, // [3:5] is the sub-list for method input_type
+	3, // [3:3] is the sub-list for extension type_name
+	3, // [3:3] is the sub-list for extension extendee
+	0, // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_gather_shard_v1_shard_proto_init() }
@@ -307,7 +361,7 @@ func file_gather_shard_v1_shard_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gather_shard_v1_shard_proto_rawDesc), len(file_gather_shard_v1_shard_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

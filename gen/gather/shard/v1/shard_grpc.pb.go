@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	ShardService_Search_FullMethodName = "/gather.shard.v1.ShardService/Search"
+	ShardService_Pull_FullMethodName   = "/gather.shard.v1.ShardService/Pull"
 )
 
 // ShardServiceClient is the client API for ShardService service.
@@ -47,6 +48,17 @@ type ShardServiceClient interface {
 	// Cancellation: the proxy cancels the call as soon as it has the hits it needs or its deadline
 	// passes; a shard should stop work when its stream context ends.
 	Search(ctx context.Context, in *SearchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SearchResponse], error)
+	// Pull is Search one batch at a time, on demand: the caller's first message carries the query,
+	// and the shard answers it with its first batch (first_batch_hits, then as Search paces); each
+	// later message of the caller asks for the next batch, which the shard sends only then. The
+	// stream ends, OK, after the shard's last hit, or when the caller half-closes it.
+	//
+	// Search sends every hit at once and leaves the caller to read what it needs; at a large
+	// fan-out most of those hits can never reach the answer. Over Pull a shard encodes and sends
+	// only the batches the caller's merge asks for. The ordering contract, size limits and
+	// cancellation are Search's. A shard that does not serve Pull answers UNIMPLEMENTED, and the
+	// gather proxy calls its Search instead.
+	Pull(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PullRequest, SearchResponse], error)
 }
 
 type shardServiceClient struct {
@@ -76,6 +88,19 @@ func (c *shardServiceClient) Search(ctx context.Context, in *SearchRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ShardService_SearchClient = grpc.ServerStreamingClient[SearchResponse]
 
+func (c *shardServiceClient) Pull(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PullRequest, SearchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ShardService_ServiceDesc.Streams[1], ShardService_Pull_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullRequest, SearchResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ShardService_PullClient = grpc.BidiStreamingClient[PullRequest, SearchResponse]
+
 // ShardServiceServer is the server API for ShardService service.
 // All implementations must embed UnimplementedShardServiceServer
 // for forward compatibility.
@@ -101,6 +126,17 @@ type ShardServiceServer interface {
 	// Cancellation: the proxy cancels the call as soon as it has the hits it needs or its deadline
 	// passes; a shard should stop work when its stream context ends.
 	Search(*SearchRequest, grpc.ServerStreamingServer[SearchResponse]) error
+	// Pull is Search one batch at a time, on demand: the caller's first message carries the query,
+	// and the shard answers it with its first batch (first_batch_hits, then as Search paces); each
+	// later message of the caller asks for the next batch, which the shard sends only then. The
+	// stream ends, OK, after the shard's last hit, or when the caller half-closes it.
+	//
+	// Search sends every hit at once and leaves the caller to read what it needs; at a large
+	// fan-out most of those hits can never reach the answer. Over Pull a shard encodes and sends
+	// only the batches the caller's merge asks for. The ordering contract, size limits and
+	// cancellation are Search's. A shard that does not serve Pull answers UNIMPLEMENTED, and the
+	// gather proxy calls its Search instead.
+	Pull(grpc.BidiStreamingServer[PullRequest, SearchResponse]) error
 	mustEmbedUnimplementedShardServiceServer()
 }
 
@@ -113,6 +149,9 @@ type UnimplementedShardServiceServer struct{}
 
 func (UnimplementedShardServiceServer) Search(*SearchRequest, grpc.ServerStreamingServer[SearchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Search not implemented")
+}
+func (UnimplementedShardServiceServer) Pull(grpc.BidiStreamingServer[PullRequest, SearchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Pull not implemented")
 }
 func (UnimplementedShardServiceServer) mustEmbedUnimplementedShardServiceServer() {}
 func (UnimplementedShardServiceServer) testEmbeddedByValue()                      {}
@@ -146,6 +185,13 @@ func _ShardService_Search_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ShardService_SearchServer = grpc.ServerStreamingServer[SearchResponse]
 
+func _ShardService_Pull_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ShardServiceServer).Pull(&grpc.GenericServerStream[PullRequest, SearchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ShardService_PullServer = grpc.BidiStreamingServer[PullRequest, SearchResponse]
+
 // ShardService_ServiceDesc is the grpc.ServiceDesc for ShardService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -158,6 +204,12 @@ var ShardService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Search",
 			Handler:       _ShardService_Search_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Pull",
+			Handler:       _ShardService_Pull_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "gather/shard/v1/shard.proto",
