@@ -53,6 +53,7 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	discoverExpect := fs.String("discover-expect", "", "with --discover: comma-separated shard `names` the topology must have (default: shard-0 to shard-(N-1) once registrations say there are N partitions)")
 	shardTimeout := fs.Duration("shard-timeout", 0, "per-shard timeout, from when the query arrived (default 2s)")
 	idleTimeout := fs.Duration("idle-timeout", 0, "longest silence between two frames of a shard stream (default 1s)")
+	pullFanOut := fs.Int("pull-fan-out", 0, "call the shards' Pull, which sends each batch after the first only when asked, in queries of at least this `fan-out` (default 32); above the fan-out: Search only")
 	maxTopK := fs.Uint("max-top-k", 0, "largest top_k accepted (default 1000)")
 	sendTimeout := fs.Duration("send-timeout", 0, "end a SearchStream whose client makes no room for a message within this (default 5s)")
 	maxInFlight := fs.Int("max-in-flight", 0, "queries served at once; more wait up to --admission-wait, then get RESOURCE_EXHAUSTED (default 256)")
@@ -101,6 +102,9 @@ func runProxy(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if *idleTimeout != 0 {
 			cfg.IdleTimeout = *idleTimeout
+		}
+		if *pullFanOut != 0 {
+			cfg.PullFanOut = *pullFanOut
 		}
 		if *maxTopK != 0 {
 			cfg.MaxTopK = uint32(min(*maxTopK, math.MaxUint32)) // saturated, so Validate rejects it rather than a wrapped value

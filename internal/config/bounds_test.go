@@ -49,6 +49,8 @@ func TestBoundsTable(t *testing.T) {
 		{"max_top_k 10001", func(c *Proxy) { c.MaxTopK = 10001 }, "max_top_k: 10001 is above the maximum of 10000"},
 		{"max_in_flight above", func(c *Proxy) { c.MaxInFlight = 1 << 20 }, "max_in_flight: 1048576 is above the maximum of 10000"},
 		{"max_in_flight negative", func(c *Proxy) { c.MaxInFlight = -5 }, "max_in_flight: -5 is negative"},
+		{"pull_fan_out negative", func(c *Proxy) { c.PullFanOut = -1 }, "pull_fan_out: -1 is negative"},
+		{"pull_fan_out 1 (always)", func(c *Proxy) { c.PullFanOut = 1 }, ""},
 		{"max_concurrent_streams above", func(c *Proxy) { c.MaxConcurrentStreams = 1 << 30 }, "max_concurrent_streams: 1073741824 is above"},
 		{"keepalive.time below grpc-go's floor", func(c *Proxy) { c.Keepalive.Time = 500 * time.Millisecond }, "keepalive.time: 500ms is below the minimum of 1s"},
 		{"keepalive.time above", func(c *Proxy) { c.Keepalive.Time = 3 * time.Hour }, "keepalive.time: 3h0m0s is above the maximum of 2h0m0s"},

@@ -51,10 +51,11 @@ type Proxy struct {
 	// DNSRefresh is how often shard replicas given as dns:///HOST:PORT are resolved again (they
 	// also are when a replica's connection is lost). Default discovery.DefaultDNSInterval.
 	DNSRefresh time.Duration `yaml:"dns_refresh"`
-	// ShardTimeout, IdleTimeout and MergeReserve: see fanout.Config.
+	// ShardTimeout, IdleTimeout, MergeReserve and PullFanOut: see fanout.Config.
 	ShardTimeout time.Duration `yaml:"shard_timeout"`
 	IdleTimeout  time.Duration `yaml:"idle_timeout"`
 	MergeReserve time.Duration `yaml:"merge_reserve"`
+	PullFanOut   int           `yaml:"pull_fan_out"`
 	// MaxTopK, MaxQueryBytes and SendTimeout: see proxy.Config.
 	MaxTopK       uint32        `yaml:"max_top_k"`
 	MaxQueryBytes int           `yaml:"max_query_bytes"`
@@ -236,6 +237,7 @@ func (c Proxy) Fanout() fanout.Config {
 		ShardTimeout:        c.ShardTimeout,
 		IdleTimeout:         c.IdleTimeout,
 		MergeReserve:        c.MergeReserve,
+		PullFanOut:          c.PullFanOut,
 		Keepalive:           c.ShardKeepalive.Params(),
 		MaxMessageBytes:     c.MaxShardMessageBytes,
 		MaxDocIDBytes:       c.MaxHitDocIDBytes,

@@ -103,6 +103,8 @@ type attempt struct {
 	framed bool  // it delivered its first message, or ended cleanly without one
 	local  bool  // err came from starting the stream: the request never reached the replica
 	err    error // what ended it; nil for a clean end
+	// pull is its stream when it is a Pull stream (Config.PullFanOut); nil for Search.
+	pull grpc.BidiStreamingClient[shardv1.PullRequest, shardv1.SearchResponse]
 	// codec is the attempt's own: it counts the hits of a message before decoding it.
 	codec codec
 	force grpc.ForceCodecV2CallOption
@@ -146,7 +148,8 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	res.Replica, res.ReplicaIndex, res.Source, res.Attempts = a.ep.addr, a.index, a.source, sc.attempts
 	res.Latency = time.Since(start)
 	res.Status, res.Err = classify(ctx, a.ctx, a.err)
-	if res.Status == StatusOK && a.err != nil && (errors.Is(context.Cause(ctx), ErrStoppedEarly) || errors.Is(context.Cause(a.ctx), ErrStoppedEarly)) {
+	if res.Status == StatusOK && a.err != nil && (errors.Is(a.err, ErrStoppedEarly) ||
+		errors.Is(context.Cause(ctx), ErrStoppedEarly) || errors.Is(context.Cause(a.ctx), ErrStoppedEarly)) {
 		res.StoppedEarly = true
 	}
 	if res.Err != nil {
@@ -299,7 +302,43 @@ func (sc *shardCall) await(a *attempt) error {
 	if uint64(sc.contract.sent) >= min(uint64(sc.req.GetTopK()), sc.res.TotalMatches) {
 		return nil
 	}
+	if a.pull != nil {
+		return sc.ahead(a)
+	}
 	if time.Now().Before(sc.drainAt) {
+		if demanded, err := sc.park(a, phaseParked, sc.drainAt); demanded || err != nil {
+			return err
+		}
+	}
+	return sc.drained(a)
+}
+
+// errOutranked: the Pull stream is outranked; the caller half-closes it (closePull).
+var errOutranked = errors.New("outranked")
+
+// ahead is await's wait for a Pull stream, whose next batch costs the shard a round trip and
+// is sent only when asked: it waits for the merge to ask (it returns nil, and the batch is asked
+// for), or for top_k hits given to the merge to outrank the last one the stream gave, so that the
+// answer can take nothing more from it: it then returns errOutranked, and the stream is
+// half-closed so that its shard ends it OK, at once, rather than waiting to be cancelled when the
+// query stops. Past drainAt it waits as drained says.
+//
+// Asking for a batch before the merge does (as soon as a stream's last hit given ranks among the
+// top_k given, say) would let the round trips of the shards in the answer overlap rather than
+// follow one another; tried, it parsed 672 hits per query at fan-out 64, top_k 100, at
+// saturation (271-388 without), and at 20 queries/s the query's p50 was 20.1 ms against 20.6.
+func (sc *shardCall) ahead(a *attempt) error {
+	sc.mu.Lock()
+	w := waiter{last: sc.lastGiven, wake: sc.wakeLocked()}
+	sc.mu.Unlock()
+	b := &sc.call.bar
+	defer b.unwait(w)
+	for time.Now().Before(sc.drainAt) {
+		if b.outranks(w, true) {
+			sc.call.client.metrics.outranked.Inc()
+			return errOutranked
+		}
+		// woken by demand, when a give outranks w, or at drainAt
 		if demanded, err := sc.park(a, phaseParked, sc.drainAt); demanded || err != nil {
 			return err
 		}
@@ -502,6 +541,13 @@ func (sc *shardCall) win(a *attempt) bool {
 
 // runAttempt runs a to its end and records how it ended.
 func (sc *shardCall) runAttempt(a *attempt) {
+	if sc.call.pull != nil && !a.ep.noPull.Load() {
+		if sc.pullAttempt(a) {
+			sc.end(a)
+			return
+		}
+		a.ep.noPull.Store(true) // an older shard: Search from now on
+	}
 	st, err := a.ep.client.Search(a.ctx, sc.req, a.opts[:]...)
 	if err != nil {
 		a.err, a.local = err, true
@@ -509,6 +555,32 @@ func (sc *shardCall) runAttempt(a *attempt) {
 		a.err = sc.stream(a, st)
 	}
 	sc.end(a)
+}
+
+// pullMore asks a Pull stream for its next batch.
+var pullMore = &shardv1.PullRequest{}
+
+// pullAttempt runs a as a Pull stream, which sends each batch after the first when asked
+// (Config.PullFanOut). It returns false, with nothing recorded, when the replica answered
+// UNIMPLEMENTED before sending anything: the caller runs a with Search instead.
+func (sc *shardCall) pullAttempt(a *attempt) bool {
+	st, err := a.ep.client.Pull(a.ctx, a.opts[:]...)
+	if err != nil {
+		a.err, a.local = err, true
+		return true
+	}
+	// A failed Send is io.EOF when the stream is already over; Recv then says why.
+	if err := st.Send(sc.call.pull); err != nil && !errors.Is(err, io.EOF) {
+		a.err, a.local = err, true
+		return true
+	}
+	a.pull = st
+	a.err = sc.stream(a, st)
+	if !a.framed && a.ctx.Err() == nil && status.Code(a.err) == codes.Unimplemented {
+		a.err, a.pull = nil, nil
+		return false
+	}
+	return true
 }
 
 // end records a's end: on its replica's score and health, and in the hedge and retry metrics.
@@ -560,6 +632,8 @@ func (sc *shardCall) verdict(a *attempt) replica.Outcome {
 			return replica.Success
 		}
 		return replica.Neutral // lost the race, or the query was cancelled or ran out of time
+	case errors.Is(err, ErrStoppedEarly): // a Pull stream it half-closed, outranked
+		return replica.Success
 	case err == nil:
 		return replica.Success
 	case errors.Is(err, ErrHedgeLost):
@@ -568,15 +642,22 @@ func (sc *shardCall) verdict(a *attempt) replica.Outcome {
 	return replica.Failure // the replica's own error, or its connection's, also after hits
 }
 
+// hitStream is a shard call's stream of messages: Search's or Pull's.
+type hitStream interface {
+	Recv() (*shardv1.SearchResponse, error)
+}
+
 // stream reads a's stream. Its first message (or a clean end without one) makes it race for the
 // shard call (win); the winner's messages then go to the cursor, the loser's are dropped. It
 // returns the error that ended the stream (nil for a clean end, ErrHedgeLost for a loser).
 //
 // Each batch is checked against the contract, then its cost is taken from the query's budget;
 // the hits that pass both go to the cursor, and a violation or the end of the budget ends the
-// stream after them. A message without hits is no progress: it does not reset the idle timer,
-// except the first (the shard has finished searching; its counts are taken).
-func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.SearchResponse]) error {
+// stream after them. A Pull stream is asked for each message after the first while a hit may
+// still follow, and half-closed once outranked (see ahead). A message without hits is no
+// progress: it does not reset the idle timer, except the first (the shard has finished
+// searching; its counts are taken).
+func (sc *shardCall) stream(a *attempt, st hitStream) error {
 	c := sc.call.client
 	resp, err := st.Recv()
 	empty := errors.Is(err, io.EOF) && a.codec.refused == nil // a clean end without a message
@@ -602,6 +683,13 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 	res.TotalMatches, res.Documents = resp.GetTotalMatches(), resp.GetDocuments()
 	for first := true; ; first = false {
 		if !first {
+			if a.pull != nil && uint64(sc.contract.sent) < min(uint64(sc.req.GetTopK()), res.TotalMatches) {
+				// A Pull stream sends its next batch when asked. A failed Send is io.EOF when
+				// the stream is already over; Recv then says why.
+				if err := a.pull.Send(pullMore); err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+			}
 			if _, err = st.Recv(); err != nil {
 				if a.codec.refused == nil && errors.Is(err, io.EOF) {
 					return nil
@@ -647,9 +735,31 @@ func (sc *shardCall) stream(a *attempt, st grpc.ServerStreamingClient[shardv1.Se
 			return verr
 		}
 		if n > 0 {
-			if err := sc.await(a); err != nil {
+			if err := sc.await(a); errors.Is(err, errOutranked) {
+				return sc.closePull(a, st)
+			} else if err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// closePull ends a's Pull stream, outranked (see ahead), the way the protocol lets the caller
+// end it: it half-closes the stream, so that the shard ends it OK instead of being cancelled,
+// and reads it to its end, which the idle timeout bounds. It returns ErrStoppedEarly (the call
+// ends OK, stopped early) or the error that ended the stream otherwise.
+func (sc *shardCall) closePull(a *attempt, st hitStream) error {
+	if err := a.pull.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		_, err := st.Recv() // a shard asked for nothing sends nothing more; what one sends is dropped
+		switch {
+		case err == nil:
+		case a.codec.refused == nil && errors.Is(err, io.EOF):
+			return ErrStoppedEarly
+		default:
+			return recvError(a, err, sc.call.client.cfg.MaxMessageBytes)
 		}
 	}
 }

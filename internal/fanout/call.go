@@ -171,8 +171,11 @@ type Call struct {
 	results []Result
 	// deadline is the per-shard deadline (see Deadline).
 	deadline time.Time
-	failed   atomic.Int32
-	budget   atomic.Int64 // what is left of MaxQueryHitBytes
+	// pull is the first message of the shards' Pull streams (Config.PullFanOut); nil: the
+	// shards are called with Search.
+	pull   *shardv1.PullRequest
+	failed atomic.Int32
+	budget atomic.Int64 // what is left of MaxQueryHitBytes
 	// bar ranks the hits the shards gave the merge, for the streams read without demand.
 	bar   bar
 	wg    sync.WaitGroup
@@ -205,6 +208,9 @@ func (c *Client) Start(ctx context.Context, req Request) *Call {
 	call.deadline = deadline
 	// One request message serves every shard: grpc-go only reads a message it sends.
 	sreq := &shardv1.SearchRequest{Query: req.Query, TopK: req.TopK, FirstBatchHits: FirstBatch(len(shards), req.TopK)}
+	if n := c.cfg.PullFanOut; n > 0 && len(shards) >= n && sreq.FirstBatchHits > 0 {
+		call.pull = &shardv1.PullRequest{Search: sreq}
+	}
 	curs := make([]Cursor, len(shards)) // one allocation for all the cursors
 	for i, s := range shards {
 		cur := &curs[i]
@@ -349,6 +355,9 @@ func (s Status) String() string {
 // context (cancelled by Stop or Close or the caller), ictx the shard call's own.
 func classify(callCtx, ictx context.Context, err error) (Status, error) {
 	if err == nil {
+		return StatusOK, nil
+	}
+	if errors.Is(err, ErrStoppedEarly) { // a Pull stream the proxy half-closed, outranked
 		return StatusOK, nil
 	}
 	if errors.Is(err, ErrOrder) || errors.Is(err, ErrTooMany) || errors.Is(err, ErrOverLimit) {

@@ -8,8 +8,11 @@
 //
 // Fetch less: each shard is asked for a short first message (SearchRequest.first_batch_hits,
 // FirstBatch) and decodes its later messages only when the merge needs more of its hits, so that at
-// a large fan-out the shards whose hits never reach the answer cost one small message each. No
-// stream the answer may need is cut: what the merge does not ask for waits, undecoded, in the
+// a large fan-out the shards whose hits never reach the answer cost one small message each. From
+// fan-out Config.PullFanOut on, the shards are called with Pull, which sends those later messages
+// only when asked: the shards then do not encode, nor the network carry, the hits the answer
+// cannot take, and a Pull stream outranked by top_k hits given to the merge is half-closed at
+// once, so that its shard ends it OK. No stream the answer may need is cut: what the merge does not ask for waits, undecoded, in the
 // call's flow-control window, so the answer is the full fetch's by construction. While a call waits
 // for the merge its idle timer is off (the proxy is not reading; the shard's silence says nothing).
 // A quarter of the way to its deadline the merge is held up by a slow shard, which the deadline may
@@ -87,6 +90,10 @@ const (
 	// top_k 10 over 4 shards of corpus passages: what max_in_flight (256) queries at the per-query
 	// budget could hold is 8 GiB, beyond most machines.
 	DefaultMaxHitBytesInFlight = 1 << 30
+	// DefaultPullFanOut is where Pull started to pay in the benchmarks (BENCHMARKS.md): at fan-out
+	// 64 it doubled the queries per second of top_k 100, and at fan-out 16 it cost more than it
+	// saved.
+	DefaultPullFanOut = 32
 )
 
 // Config holds the fan-out's tunables. The zero value of a field means its default.
@@ -166,6 +173,16 @@ type Config struct {
 	// bound. At least MaxQueryHitBytes. Default DefaultMaxHitBytesInFlight.
 	MaxHitBytesInFlight int64
 
+	// PullFanOut: the shard calls of a query at a fan-out of at least this many shards use the
+	// shards' Pull method, which sends a shard's batches after its first only as the merge asks
+	// for them, rather than Search, which sends them all at once for the proxy to read or not.
+	// Pull spares the shards and the network the hits that cannot reach the answer, most of
+	// them at a large fan-out, and costs a round trip for each batch asked for; below this
+	// fan-out the saving is too small to pay for it. A shard replica that answers Pull with
+	// UNIMPLEMENTED is called with Search from then on. Default DefaultPullFanOut; below 0,
+	// Pull is never used.
+	PullFanOut int
+
 	// Hedge configures hedging and the budget of hedges and retries (hedge.Config: the delay's
 	// percentile, default p95; the budget, default 5% extra shard calls, hedge.Off for none).
 	Hedge hedge.Config
@@ -194,6 +211,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Buffer <= 0 {
 		c.Buffer = 4
+	}
+	if c.PullFanOut == 0 {
+		c.PullFanOut = DefaultPullFanOut
 	}
 	if c.Tracer == nil {
 		c.Tracer = noop.NewTracerProvider().Tracer("")
@@ -297,6 +317,8 @@ type endpoint struct {
 	conn   *grpc.ClientConn
 	client shardv1.ShardServiceClient
 	refs   int // topologies that hold it; guarded by Client.mu
+	// noPull: the replica answered Pull with UNIMPLEMENTED; it is called with Search.
+	noPull atomic.Bool
 }
 
 type endpointKey struct{ shard, addr string }

@@ -177,6 +177,7 @@ func TestParkedShardIsNotIdle(t *testing.T) {
 type fuzzPool struct {
 	shards  []*shardtest.Shard
 	clients []*Client // clients[n-1] fans out to the first n shards
+	pullers []*Client // the same with Pull at every fan-out (Config.PullFanOut 1)
 }
 
 const fuzzMaxShards = 6
@@ -191,12 +192,18 @@ func newFuzzPool(f *testing.F) *fuzzPool {
 		for i := range n {
 			topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{p.shards[i].Addr()}})
 		}
-		c, err := New(topo, Config{ShardTimeout: time.Minute})
-		if err != nil {
-			f.Fatal(err)
+		for _, pullAt := range []int{-1, 1} {
+			c, err := New(topo, Config{ShardTimeout: time.Minute, PullFanOut: pullAt})
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Cleanup(func() { _ = c.Close() })
+			if pullAt < 0 {
+				p.clients = append(p.clients, c)
+			} else {
+				p.pullers = append(p.pullers, c)
+			}
 		}
-		f.Cleanup(func() { _ = c.Close() })
-		p.clients = append(p.clients, c)
 	}
 	return p
 }
@@ -241,7 +248,8 @@ func fuzzHits(r *rand.Rand, shard, n int, scores uint8) []*shardv1.Hit {
 // decoded on demand equals the full fetch, and every shard call ends OK. Shards follow the
 // proxy's first-batch hint, or one of their own, or none. With slow odd, the first shard holds
 // the merge up past drainAt, so that the others are read without demand and cut once they are
-// outranked (shardCall.drained).
+// outranked (shardCall.drained). With bit 1 of slow, the shards are called with Pull, which
+// sends each batch after the first only when asked.
 func FuzzFetchLess(f *testing.F) {
 	f.Add(uint64(1), uint8(4), uint8(10), uint8(0), uint8(0), uint8(0), uint8(0))
 	f.Add(uint64(2), uint8(6), uint8(30), uint8(1), uint8(3), uint8(1), uint8(0))
@@ -253,6 +261,9 @@ func FuzzFetchLess(f *testing.F) {
 	f.Add(uint64(8), uint8(5), uint8(12), uint8(0), uint8(2), uint8(0), uint8(1))
 	f.Add(uint64(9), uint8(6), uint8(40), uint8(1), uint8(3), uint8(2), uint8(1))
 	f.Add(uint64(10), uint8(4), uint8(25), uint8(0), uint8(1), uint8(3), uint8(1))
+	f.Add(uint64(11), uint8(5), uint8(30), uint8(0), uint8(2), uint8(2), uint8(2))
+	f.Add(uint64(12), uint8(6), uint8(45), uint8(1), uint8(3), uint8(3), uint8(3))
+	f.Add(uint64(13), uint8(3), uint8(9), uint8(2), uint8(0), uint8(0), uint8(2))
 	pool := newFuzzPool(f)
 	f.Fuzz(func(t *testing.T, seed uint64, n, k, first, batch, scores, slow uint8) {
 		nShards := 1 + int(n)%fuzzMaxShards
@@ -265,7 +276,7 @@ func FuzzFetchLess(f *testing.F) {
 				length = r.IntN(3)
 			}
 			perShard[i] = fuzzHits(r, i, length, scores)
-			b := shardtest.Behavior{Hits: perShard[i], Batch: int(batch) % 9}
+			b := shardtest.Behavior{Hits: perShard[i], Batch: int(batch) % 9, Pull: true}
 			switch first % 3 {
 			case 0: // the proxy's hint
 				b.Paced = true
@@ -283,7 +294,11 @@ func FuzzFetchLess(f *testing.F) {
 		if slow%2 == 1 {
 			req.ShardTimeout = time.Second // drainAt at 250ms, before the first shard answers
 		}
-		call := pool.clients[nShards-1].Start(ctx, req)
+		client := pool.clients[nShards-1]
+		if slow&2 != 0 {
+			client = pool.pullers[nShards-1]
+		}
+		call := client.Start(ctx, req)
 		got := mergeAll(call, topK)
 		res := call.Close()
 		for i, r := range res {

@@ -14,7 +14,8 @@ import (
 // before its later ones, and stops at top_k; it may stop sooner (the answer's size), never later.
 //
 // A stream that waits to be outranked registers with the bar and is woken by the give that
-// outranks it, so a give costs a comparison per waiting stream, not a wake-up.
+// outranks it, so a give costs a comparison per waiting stream, not a wake-up. Pull streams wait
+// so from their first batch on (shardCall.ahead), the others past drainAt (shardCall.drained).
 type bar struct {
 	need int
 	// last is when a shard last gave its first batch, in UnixNano: drained streams read on once

@@ -45,6 +45,9 @@ type Behavior struct {
 	IgnoreTopK bool
 	// TotalMatches and Documents are sent on the first message (defaults: len(Hits) and 1000).
 	TotalMatches, Documents uint64
+	// Pull serves the Pull method (shardsvc.ServePull over Search); without it Pull answers
+	// UNIMPLEMENTED, as a shard older than Pull does.
+	Pull bool
 	// Script, when set, replaces Hits, Batch, BatchDelay, IgnoreTopK and the counts: its messages
 	// are sent exactly as given, each after its pause, so a test can send what no honest shard
 	// would (oversized or empty messages, bad scores, repeated ids). Delay, Hang, HangAfter and
@@ -81,6 +84,7 @@ type Shard struct {
 	behavior Behavior
 	requests []*shardv1.SearchRequest
 
+	pulls     atomic.Int64 // Pull calls, served or refused
 	started   atomic.Int64 // calls begun
 	active    atomic.Int64 // calls running now
 	cancelled atomic.Int64 // calls that ended because the client cancelled
@@ -140,6 +144,9 @@ func (s *Shard) Requests() []*shardv1.SearchRequest {
 	return append([]*shardv1.SearchRequest(nil), s.requests...)
 }
 
+// Pulls counts the Pull calls received, served (Behavior.Pull) or refused.
+func (s *Shard) Pulls() int64 { return s.pulls.Load() }
+
 // Started, Active and Cancelled count calls begun, calls still running, and calls that ended
 // because the client cancelled them.
 func (s *Shard) Started() int64   { return s.started.Load() }
@@ -168,6 +175,19 @@ func (s *Shard) WaitIdle(t testing.TB, timeout time.Duration) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// Pull implements shardv1.ShardServiceServer: Search's messages, each after the first sent when
+// asked for, if the behavior serves Pull; UNIMPLEMENTED if not. Search counts the call.
+func (s *Shard) Pull(stream shardv1.ShardService_PullServer) error {
+	s.pulls.Add(1)
+	s.mu.Lock()
+	pull := s.behavior.Pull
+	s.mu.Unlock()
+	if !pull {
+		return status.Error(codes.Unimplemented, "method Pull not implemented")
+	}
+	return shardsvc.ServePull(stream, s.Search)
 }
 
 // Search implements shardv1.ShardServiceServer.
