@@ -562,7 +562,9 @@ var pullMore = &shardv1.PullRequest{}
 
 // pullAttempt runs a as a Pull stream, which sends each batch after the first when asked
 // (Config.PullFanOut). It returns false, with nothing recorded, when the replica answered
-// UNIMPLEMENTED before sending anything: the caller runs a with Search instead.
+// UNIMPLEMENTED (a shard older than Pull) or PERMISSION_DENIED (an authorization policy written
+// for Search alone) before sending anything: the caller runs a with Search instead, which
+// reports the replica's refusal if it refuses Search too.
 func (sc *shardCall) pullAttempt(a *attempt) bool {
 	st, err := a.ep.client.Pull(a.ctx, a.opts[:]...)
 	if err != nil {
@@ -576,7 +578,7 @@ func (sc *shardCall) pullAttempt(a *attempt) bool {
 	}
 	a.pull = st
 	a.err = sc.stream(a, st)
-	if !a.framed && a.ctx.Err() == nil && status.Code(a.err) == codes.Unimplemented {
+	if c := status.Code(a.err); !a.framed && a.ctx.Err() == nil && (c == codes.Unimplemented || c == codes.PermissionDenied) {
 		a.err, a.pull = nil, nil
 		return false
 	}

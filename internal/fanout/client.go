@@ -179,7 +179,7 @@ type Config struct {
 	// Pull spares the shards and the network the hits that cannot reach the answer, most of
 	// them at a large fan-out, and costs a round trip for each batch asked for; below this
 	// fan-out the saving is too small to pay for it. A shard replica that answers Pull with
-	// UNIMPLEMENTED is called with Search from then on. Default DefaultPullFanOut; below 0,
+	// UNIMPLEMENTED or PERMISSION_DENIED is called with Search from then on. Default DefaultPullFanOut; below 0,
 	// Pull is never used.
 	PullFanOut int
 
@@ -317,7 +317,7 @@ type endpoint struct {
 	conn   *grpc.ClientConn
 	client shardv1.ShardServiceClient
 	refs   int // topologies that hold it; guarded by Client.mu
-	// noPull: the replica answered Pull with UNIMPLEMENTED; it is called with Search.
+	// noPull: the replica refused Pull (see pullAttempt); it is called with Search.
 	noPull atomic.Bool
 }
 

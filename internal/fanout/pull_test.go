@@ -3,8 +3,13 @@ package fanout
 import (
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shardv1 "github.com/gatherproxy/gather/gen/gather/shard/v1"
 	"github.com/gatherproxy/gather/internal/shardtest"
@@ -78,12 +83,42 @@ func TestPullSendsOnlyWhatTheMergeAsks(t *testing.T) {
 }
 
 // TestPullFallsBackToSearch: a shard that answers Pull with UNIMPLEMENTED (one older than Pull)
-// is called with Search in the same shard call, with a full answer, and with Search only from
-// then on.
+// or PERMISSION_DENIED (an authorization policy that names Search alone) is called with Search
+// in the same shard call, with a full answer, and with Search only from then on.
 func TestPullFallsBackToSearch(t *testing.T) {
 	t.Parallel()
+	t.Run("unimplemented", func(t *testing.T) {
+		t.Parallel()
+		old := fallsBack(t, shardtest.Behavior{})
+		if got := old.Pulls(); got != 1 {
+			t.Errorf("the old shard got %d Pull calls, want 1 (the first query's)", got)
+		}
+	})
+	t.Run("denied", func(t *testing.T) {
+		t.Parallel()
+		var denied atomic.Int64
+		old := fallsBack(t, shardtest.Behavior{Pull: true}, grpc.ChainStreamInterceptor(
+			func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+				if info.FullMethod == shardv1.ShardService_Pull_FullMethodName {
+					denied.Add(1)
+					return status.Error(codes.PermissionDenied, "the policy allows Search only")
+				}
+				return h(srv, ss)
+			}))
+		if got := denied.Load(); got != 1 || old.Pulls() != 0 {
+			t.Errorf("%d Pull calls denied (and %d served), want 1 (the first query's)", got, old.Pulls())
+		}
+	})
+}
+
+// fallsBack runs two queries over a shard with behavior b (its hits set here) and one that
+// serves Pull, with Pull at every fan-out, checks their answers and that the first shard served
+// both with Search, and returns it.
+func fallsBack(t *testing.T, b shardtest.Behavior, opts ...grpc.ServerOption) *shardtest.Shard {
+	t.Helper()
 	hits := shardtest.Hits("old", 30, 0)
-	old := shardtest.Start(t, shardtest.Behavior{Hits: hits, Paced: true, Batch: 64})
+	b.Hits, b.Paced, b.Batch = hits, true, 64
+	old := shardtest.Start(t, b, opts...)
 	other := shardtest.Hits("new", 30, 1)
 	cur := shardtest.Start(t, shardtest.Behavior{Hits: other, Paced: true, Batch: 64, Pull: true})
 	c, err := New([]ShardSpec{{Name: "old", Replicas: []string{old.Addr()}}, {Name: "new", Replicas: []string{cur.Addr()}}},
@@ -106,15 +141,13 @@ func TestPullFallsBackToSearch(t *testing.T) {
 			}
 		}
 	}
-	if got := old.Pulls(); got != 1 {
-		t.Errorf("the old shard got %d Pull calls, want 1 (the first query's)", got)
-	}
 	if got := old.Started(); got != 2 {
 		t.Errorf("the old shard served %d Search calls, want 2", got)
 	}
 	if got := cur.Pulls(); got != 2 {
 		t.Errorf("the new shard got %d Pull calls, want 2", got)
 	}
+	return old
 }
 
 // TestPullShardSilentWhenAskedIsIdle: a Pull shard that sends its first batch and then answers

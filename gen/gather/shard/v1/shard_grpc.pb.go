@@ -56,8 +56,8 @@ type ShardServiceClient interface {
 	// Search sends every hit at once and leaves the caller to read what it needs; at a large
 	// fan-out most of those hits can never reach the answer. Over Pull a shard encodes and sends
 	// only the batches the caller's merge asks for. The ordering contract, size limits and
-	// cancellation are Search's. A shard that does not serve Pull answers UNIMPLEMENTED, and the
-	// gather proxy calls its Search instead.
+	// cancellation are Search's. A shard that does not serve Pull answers UNIMPLEMENTED (or its
+	// authorization policy PERMISSION_DENIED), and the gather proxy calls its Search instead.
 	Pull(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PullRequest, SearchResponse], error)
 }
 
@@ -134,8 +134,8 @@ type ShardServiceServer interface {
 	// Search sends every hit at once and leaves the caller to read what it needs; at a large
 	// fan-out most of those hits can never reach the answer. Over Pull a shard encodes and sends
 	// only the batches the caller's merge asks for. The ordering contract, size limits and
-	// cancellation are Search's. A shard that does not serve Pull answers UNIMPLEMENTED, and the
-	// gather proxy calls its Search instead.
+	// cancellation are Search's. A shard that does not serve Pull answers UNIMPLEMENTED (or its
+	// authorization policy PERMISSION_DENIED), and the gather proxy calls its Search instead.
 	Pull(grpc.BidiStreamingServer[PullRequest, SearchResponse]) error
 	mustEmbedUnimplementedShardServiceServer()
 }
