@@ -38,6 +38,7 @@ const (
 	methodSearch      = "/gather.query.v1.QueryService/Search"
 	methodSearchStrm  = "/gather.query.v1.QueryService/SearchStream"
 	methodShardSearch = "/gather.shard.v1.ShardService/Search"
+	methodShardPull   = "/gather.shard.v1.ShardService/Pull"
 )
 
 // Page is a parsed Prometheus text exposition (format 0.0.4, what promhttp serves to a client

@@ -459,7 +459,10 @@ func (r *runner) finish(rep *Report) {
 	rep.ShardCalls = map[string]int64{}
 	for _, reason := range []string{lifecycle.Completed, lifecycle.Failed, lifecycle.Canceled, lifecycle.DeadlineExceeded,
 		lifecycle.Reset, lifecycle.Shed, lifecycle.Abandoned, lifecycle.HedgeLost} {
-		if n := delta(metricEnds, "side", "client", "method", methodShardSearch, "reason", reason); n != 0 {
+		// Search or Pull (fan-outs from pull_fan_out on): the same shard call
+		n := delta(metricEnds, "side", "client", "method", methodShardSearch, "reason", reason) +
+			delta(metricEnds, "side", "client", "method", methodShardPull, "reason", reason)
+		if n != 0 {
 			rep.ShardCalls[reason] = n
 		}
 	}
