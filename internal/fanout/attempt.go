@@ -328,10 +328,7 @@ var errOutranked = errors.New("outranked")
 // follow one another; tried, it parsed 672 hits per query at fan-out 64, top_k 100, at
 // saturation (271-388 without), and at 20 queries/s the query's p50 was 20.1 ms against 20.6.
 func (sc *shardCall) ahead(a *attempt) error {
-	sc.mu.Lock()
-	w := waiter{last: sc.lastGiven, wake: sc.wakeLocked()}
-	sc.mu.Unlock()
-	b := &sc.call.bar
+	w, b := sc.barWaiter(), &sc.call.bar
 	defer b.unwait(w)
 	for time.Now().Before(sc.drainAt) {
 		if b.outranks(w, true) {
@@ -389,10 +386,7 @@ func (sc *shardCall) park(a *attempt, p phase, until time.Time) (demanded bool, 
 // messages the answer does not need: at fan-out 64 and top_k 100 at saturation, reading on at
 // drainAt parsed 526 hits per query of 6,400 (BENCHMARKS.md, round two).
 func (sc *shardCall) drained(a *attempt) error {
-	sc.mu.Lock()
-	w := waiter{last: sc.lastGiven, wake: sc.wakeLocked()}
-	sc.mu.Unlock()
-	b := &sc.call.bar
+	w, b := sc.barWaiter(), &sc.call.bar
 	defer b.unwait(w)
 	for {
 		sc.mu.Lock()
@@ -411,6 +405,13 @@ func (sc *shardCall) drained(a *attempt) error {
 			return err
 		}
 	}
+}
+
+// barWaiter is the winner as it waits on the bar: its last hit given and its wake channel.
+func (sc *shardCall) barWaiter() waiter {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return waiter{last: sc.lastGiven, wake: sc.wakeLocked()}
 }
 
 // quietEnd is when a drained stream stops waiting to be outranked: a quarter of the way to the
