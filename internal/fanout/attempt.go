@@ -148,8 +148,7 @@ func (call *Call) run(ctx context.Context, span trace.Span, s *shard, deadline t
 	res.Replica, res.ReplicaIndex, res.Source, res.Attempts = a.ep.addr, a.index, a.source, sc.attempts
 	res.Latency = time.Since(start)
 	res.Status, res.Err = classify(ctx, a.ctx, a.err)
-	if res.Status == StatusOK && a.err != nil && (errors.Is(a.err, ErrStoppedEarly) ||
-		errors.Is(context.Cause(ctx), ErrStoppedEarly) || errors.Is(context.Cause(a.ctx), ErrStoppedEarly)) {
+	if res.Status == StatusOK && a.err != nil && (errors.Is(context.Cause(ctx), ErrStoppedEarly) || errors.Is(context.Cause(a.ctx), ErrStoppedEarly)) {
 		res.StoppedEarly = true
 	}
 	if res.Err != nil {
@@ -299,7 +298,7 @@ func (sc *shardCall) onTimer() {
 // cleanly, not stopped early). While it waits the idle timer is off: the proxy is not reading,
 // so the shard's silence says nothing; it restarts when the wait ends.
 func (sc *shardCall) await(a *attempt) error {
-	if uint64(sc.contract.sent) >= min(uint64(sc.req.GetTopK()), sc.res.TotalMatches) {
+	if sc.sentAll() {
 		return nil
 	}
 	if a.pull != nil {
@@ -313,15 +312,12 @@ func (sc *shardCall) await(a *attempt) error {
 	return sc.drained(a)
 }
 
-// errOutranked: the Pull stream is outranked; the caller half-closes it (closePull).
-var errOutranked = errors.New("outranked")
-
 // ahead is await's wait for a Pull stream, whose next batch costs the shard a round trip and
 // is sent only when asked: it waits for the merge to ask (it returns nil, and the batch is asked
 // for), or for top_k hits given to the merge to outrank the last one the stream gave, so that the
-// answer can take nothing more from it: it then returns errOutranked, and the stream is
-// half-closed so that its shard ends it OK, at once, rather than waiting to be cancelled when the
-// query stops. Past drainAt it waits as drained says.
+// answer can take nothing more from it: it then half-closes the stream (closePull), so that its
+// shard ends it OK, at once, rather than waiting to be cancelled when the query stops. Past
+// drainAt it waits as drained says.
 //
 // Asking for a batch before the merge does (as soon as a stream's last hit given ranks among the
 // top_k given, say) would let the round trips of the shards in the answer overlap rather than
@@ -333,7 +329,7 @@ func (sc *shardCall) ahead(a *attempt) error {
 	for time.Now().Before(sc.drainAt) {
 		if b.outranks(w, true) {
 			sc.call.client.metrics.outranked.Inc()
-			return errOutranked
+			return sc.closePull(a)
 		}
 		// woken by demand, when a give outranks w, or at drainAt
 		if demanded, err := sc.park(a, phaseParked, sc.drainAt); demanded || err != nil {
@@ -572,8 +568,7 @@ func (sc *shardCall) pullAttempt(a *attempt) bool {
 		a.err, a.local = err, true
 		return true
 	}
-	// A failed Send is io.EOF when the stream is already over; Recv then says why.
-	if err := st.Send(sc.call.pull); err != nil && !errors.Is(err, io.EOF) {
+	if err := ask(st, sc.call.pull); err != nil {
 		a.err, a.local = err, true
 		return true
 	}
@@ -635,8 +630,6 @@ func (sc *shardCall) verdict(a *attempt) replica.Outcome {
 			return replica.Success
 		}
 		return replica.Neutral // lost the race, or the query was cancelled or ran out of time
-	case errors.Is(err, ErrStoppedEarly): // a Pull stream it half-closed, outranked
-		return replica.Success
 	case err == nil:
 		return replica.Success
 	case errors.Is(err, ErrHedgeLost):
@@ -686,10 +679,8 @@ func (sc *shardCall) stream(a *attempt, st hitStream) error {
 	res.TotalMatches, res.Documents = resp.GetTotalMatches(), resp.GetDocuments()
 	for first := true; ; first = false {
 		if !first {
-			if a.pull != nil && uint64(sc.contract.sent) < min(uint64(sc.req.GetTopK()), res.TotalMatches) {
-				// A Pull stream sends its next batch when asked. A failed Send is io.EOF when
-				// the stream is already over; Recv then says why.
-				if err := a.pull.Send(pullMore); err != nil && !errors.Is(err, io.EOF) {
+			if a.pull != nil && !sc.sentAll() { // a Pull stream sends its next batch when asked
+				if err := ask(a.pull, pullMore); err != nil {
 					return err
 				}
 			}
@@ -738,29 +729,43 @@ func (sc *shardCall) stream(a *attempt, st hitStream) error {
 			return verr
 		}
 		if n > 0 {
-			if err := sc.await(a); errors.Is(err, errOutranked) {
-				return sc.closePull(a, st)
-			} else if err != nil {
+			if err := sc.await(a); err != nil {
 				return err
 			}
 		}
 	}
 }
 
+// sentAll reports whether the winner's shard has sent every hit it can: top_k, or as many as it
+// said matched.
+func (sc *shardCall) sentAll() bool {
+	return uint64(sc.contract.sent) >= min(uint64(sc.req.GetTopK()), sc.res.TotalMatches)
+}
+
+// ask sends m on a Pull stream. A failed Send is io.EOF when the stream is already over, which
+// Recv then says why: that is not ask's error.
+func ask(st grpc.BidiStreamingClient[shardv1.PullRequest, shardv1.SearchResponse], m *shardv1.PullRequest) error {
+	if err := st.Send(m); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
 // closePull ends a's Pull stream, outranked (see ahead), the way the protocol lets the caller
 // end it: it half-closes the stream, so that the shard ends it OK instead of being cancelled,
-// and reads it to its end, which the idle timeout bounds. It returns ErrStoppedEarly (the call
-// ends OK, stopped early) or the error that ended the stream otherwise.
-func (sc *shardCall) closePull(a *attempt, st hitStream) error {
+// and reads it to its end, which the idle timeout bounds. The call then ends stopped early, as
+// one cut when outranked does (drained); or with the error that ended the stream otherwise.
+func (sc *shardCall) closePull(a *attempt) error {
 	if err := a.pull.CloseSend(); err != nil {
 		return err
 	}
 	for {
-		_, err := st.Recv() // a shard asked for nothing sends nothing more; what one sends is dropped
+		_, err := a.pull.Recv() // a shard asked for nothing sends nothing more; what one sends is dropped
 		switch {
 		case err == nil:
 		case a.codec.refused == nil && errors.Is(err, io.EOF):
-			return ErrStoppedEarly
+			a.cancel(ErrStoppedEarly) // the stream is over: this only records why
+			return a.ctx.Err()
 		default:
 			return recvError(a, err, sc.call.client.cfg.MaxMessageBytes)
 		}

@@ -357,9 +357,6 @@ func classify(callCtx, ictx context.Context, err error) (Status, error) {
 	if err == nil {
 		return StatusOK, nil
 	}
-	if errors.Is(err, ErrStoppedEarly) { // a Pull stream the proxy half-closed, outranked
-		return StatusOK, nil
-	}
 	if errors.Is(err, ErrOrder) || errors.Is(err, ErrTooMany) || errors.Is(err, ErrOverLimit) {
 		return StatusProtocolViolation, err
 	}

@@ -113,11 +113,7 @@ func TestLaterMessagesDecodedOnDemand(t *testing.T) {
 	}
 	a := shardtest.Start(t, shardtest.Behavior{Hits: high, Paced: true, Batch: 64})
 	b := shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, Batch: 64})
-	c, err := New([]ShardSpec{{Name: "a", Replicas: []string{a.Addr()}}, {Name: "b", Replicas: []string{b.Addr()}}}, Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := clientOver(t, Config{}, a, b)
 	const k = 20
 	first := int(FirstBatch(2, k)) // 11
 	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
@@ -152,12 +148,7 @@ func TestParkedShardIsNotIdle(t *testing.T) {
 	pausing := shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, First: 2, Batch: 64, BatchDelay: 2 * idle})
 	// holds the merge up for 3 × idle before its first message
 	slow := shardtest.Start(t, shardtest.Behavior{Hits: high, Delay: 3 * idle})
-	c, err := New([]ShardSpec{{Name: "a", Replicas: []string{pausing.Addr()}}, {Name: "b", Replicas: []string{slow.Addr()}}},
-		Config{IdleTimeout: idle, ShardTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := clientOver(t, Config{IdleTimeout: idle, ShardTimeout: 10 * time.Second}, pausing, slow)
 	const k = 18 // every hit of both shards
 	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
 	got := mergeAll(call, k)
@@ -381,22 +372,34 @@ func TestDrainedStreamWaitsWhileFirstBatchesCome(t *testing.T) {
 	}
 }
 
-// fetchMerged starts a shard for each behavior and a Client over them with cfg, merges the top
-// k of one query, checks that the answer is the full fetch's and returns the Client and the
-// shards' results.
-func fetchMerged(t *testing.T, cfg Config, k int, behaviors ...shardtest.Behavior) (*Client, []Result) {
+// clientOver returns a Client with cfg over shards, one replica each, named s0, s1, ... in the
+// order given (the order of the call's cursors), closed when the test ends.
+func clientOver(t *testing.T, cfg Config, shards ...*shardtest.Shard) *Client {
 	t.Helper()
 	var topo []ShardSpec
-	var all [][]*shardv1.Hit
-	for i, b := range behaviors {
-		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{shardtest.Start(t, b).Addr()}})
-		all = append(all, b.Hits)
+	for i, s := range shards {
+		topo = append(topo, ShardSpec{Name: fmt.Sprintf("s%d", i), Replicas: []string{s.Addr()}})
 	}
 	c, err := New(topo, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// fetchMerged starts a shard for each behavior and a Client over them with cfg, merges the top
+// k of one query, checks that the answer is the full fetch's and returns the Client and the
+// shards' results.
+func fetchMerged(t *testing.T, cfg Config, k int, behaviors ...shardtest.Behavior) (*Client, []Result) {
+	t.Helper()
+	var shards []*shardtest.Shard
+	var all [][]*shardv1.Hit
+	for _, b := range behaviors {
+		shards = append(shards, shardtest.Start(t, b))
+		all = append(all, b.Hits)
+	}
+	c := clientOver(t, cfg, shards...)
 	call := c.Start(t.Context(), Request{Query: "q", TopK: uint32(k)})
 	got := mergeAll(call, k)
 	res := call.Close()

@@ -36,12 +36,7 @@ func TestPullSendsOnlyWhatTheMergeAsks(t *testing.T) {
 			}
 			a := shardtest.Start(t, shardtest.Behavior{Hits: high, Paced: true, Batch: 64, Pull: true})
 			b := shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, Batch: 64, Pull: true})
-			c, err := New([]ShardSpec{{Name: "a", Replicas: []string{a.Addr()}}, {Name: "b", Replicas: []string{b.Addr()}}},
-				Config{PullFanOut: tc.pullAt})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = c.Close() })
+			c := clientOver(t, Config{PullFanOut: tc.pullAt}, a, b)
 			const k = 20
 			call := c.Start(t.Context(), Request{Query: "q", TopK: k})
 			got := mergeAll(call, k)
@@ -121,18 +116,13 @@ func fallsBack(t *testing.T, b shardtest.Behavior, opts ...grpc.ServerOption) *s
 	old := shardtest.Start(t, b, opts...)
 	other := shardtest.Hits("new", 30, 1)
 	cur := shardtest.Start(t, shardtest.Behavior{Hits: other, Paced: true, Batch: 64, Pull: true})
-	c, err := New([]ShardSpec{{Name: "old", Replicas: []string{old.Addr()}}, {Name: "new", Replicas: []string{cur.Addr()}}},
-		Config{PullFanOut: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := clientOver(t, Config{PullFanOut: 1}, old, cur)
 	const k = 25
 	for q := range 2 {
 		call := c.Start(t.Context(), Request{Query: "q", TopK: k})
 		got := mergeAll(call, k)
 		res := call.Close()
-		if want := referenceMerge(k, [][]*shardv1.Hit{other, hits}); !slices.Equal(got, want) { // shards in name order
+		if want := referenceMerge(k, [][]*shardv1.Hit{hits, other}); !slices.Equal(got, want) {
 			t.Fatalf("query %d: hits\n got %v\nwant %v", q, got, want)
 		}
 		for i, r := range res {
@@ -163,12 +153,7 @@ func TestPullShardSilentWhenAskedIsIdle(t *testing.T) {
 	}
 	a := shardtest.Start(t, shardtest.Behavior{Hits: stuck, Paced: true, Batch: 64, Pull: true, Hang: true, HangAfter: 1})
 	b := shardtest.Start(t, shardtest.Behavior{Hits: low, Paced: true, Batch: 64, Pull: true})
-	c, err := New([]ShardSpec{{Name: "a", Replicas: []string{a.Addr()}}, {Name: "b", Replicas: []string{b.Addr()}}},
-		Config{PullFanOut: 2, IdleTimeout: idle, ShardTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
+	c := clientOver(t, Config{PullFanOut: 2, IdleTimeout: idle, ShardTimeout: time.Minute}, a, b)
 	const k = 10
 	call := c.Start(t.Context(), Request{Query: "q", TopK: k})
 	got := mergeAll(call, k)

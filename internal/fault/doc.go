@@ -3,8 +3,8 @@
 //
 // It wraps any ShardService implementation (the bleve shard, a test double) without touching it:
 // a [Listener] tracks the TCP connections the gRPC server accepts, and an [Injector]'s stream
-// interceptor applies the current [Spec] to each Search (or Pull) call, cutting the call's own connection
-// when the spec says so.
+// interceptor applies the current [Spec] to each Search (or Pull) call, cutting the call's own
+// connection when the spec says so.
 //
 //	lis, err := fault.Listen("tcp", "127.0.0.1:7071")
 //	...

@@ -35,11 +35,8 @@ func ServePull(stream grpc.BidiStreamingServer[shardv1.PullRequest, shardv1.Sear
 	}
 	p := &puller{BidiStreamingServer: stream}
 	err = search(first.GetSearch(), p)
-	if p.closed {
-		return nil // the caller wanted no more
-	}
-	if p.err != nil {
-		return p.err // its own refusal, whatever search made of it
+	if p.ended {
+		return p.end // whatever search made of the failed Send
 	}
 	return err
 }
@@ -48,9 +45,11 @@ func ServePull(stream grpc.BidiStreamingServer[shardv1.PullRequest, shardv1.Sear
 // every message but the first.
 type puller struct {
 	grpc.BidiStreamingServer[shardv1.PullRequest, shardv1.SearchResponse]
-	sent   bool
-	closed bool  // the caller half-closed the stream
-	err    error // a later message that was not a plain ask
+	sent bool
+	// ended: Send failed for the caller's doing, and end is then the stream's status: nil when
+	// the caller half-closed it, INVALID_ARGUMENT for a later message that was not a plain ask.
+	ended bool
+	end   error
 }
 
 var errPullClosed = errors.New("the caller half-closed the Pull stream")
@@ -60,13 +59,14 @@ func (p *puller) Send(m *shardv1.SearchResponse) error {
 		req, err := p.Recv()
 		switch {
 		case errors.Is(err, io.EOF):
-			p.closed = true
+			p.ended = true
 			return errPullClosed
 		case err != nil:
 			return err
 		case req.GetSearch() != nil:
-			p.err = status.Error(codes.InvalidArgument, "Pull: a message after the first carries a search: only the first may")
-			return p.err
+			p.ended = true
+			p.end = status.Error(codes.InvalidArgument, "Pull: a message after the first carries a search: only the first may")
+			return p.end
 		}
 	}
 	p.sent = true
